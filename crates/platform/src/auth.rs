@@ -1,0 +1,479 @@
+//! Who is calling: access-token verification and the caller extractors.
+//!
+//! Access tokens are EdDSA-signed JWTs issued by the identity service. Every service (and the
+//! gateway) verifies them locally against the issuer's public keys: a [`Verifier`] fed either
+//! by the identity service's JWKS over HTTP (cached; refetched on an unknown `kid`, at most once
+//! per cool-down so forged `kid`s cannot make it hammer the issuer) or, inside identity itself,
+//! by the keys it holds.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use http::{HeaderValue, header, request::Parts};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{AlgorithmParameters, JwkSet},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    ErrorCode, Problem,
+    http::client::{HttpClient, get_json},
+};
+
+/// The one signature algorithm accepted. Pinning it is what makes `alg: none` and HMAC
+/// key-confusion tokens fail.
+pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+
+/// How tokens are issued and where their keys are published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// The `iss` claim identity writes and everyone checks.
+    pub issuer: String,
+    /// The `aud` claim identity writes and everyone checks.
+    pub audience: String,
+    /// Where verifiers fetch the signing keys (identity's `/.well-known/jwks.json`). In the
+    /// embedded mode it is filled in with identity's address.
+    pub jwks_url: Option<String>,
+    /// How long fetched keys are used before they are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// Minimum time between fetches triggered by an unknown `kid`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_cooldown: Duration,
+    /// Clock skew tolerated on `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "emporium".to_owned(),
+            audience: "emporium".to_owned(),
+            jwks_url: None,
+            jwks_max_age: Duration::from_secs(300),
+            jwks_refetch_cooldown: Duration::from_secs(2),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every user.
+    Customer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "customer" => Some(Self::Customer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// PKCS#8 v1 DER of an Ed25519 private key (RFC 8410): a fixed 16-byte prefix and the 32-byte
+/// seed. It is the form the JWT library signs with and derives the public JWK from.
+pub fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
+    const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut der = Vec::with_capacity(48);
+    der.extend_from_slice(&PREFIX);
+    der.extend_from_slice(seed);
+    der
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub sub: Uuid,
+    pub roles: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    /// The login session (refresh-token family) the token was issued in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub roles: Vec<Role>,
+    pub session_id: Option<Uuid>,
+    pub token_id: Uuid,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::with_detail(ErrorCode::Forbidden, "this action needs the admin role"))
+        }
+    }
+}
+
+/// Why a token was refused. Kept for logs and metrics; clients only ever see a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not accepted")]
+    Algorithm,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl AuthError {
+    pub fn to_problem(&self) -> Problem {
+        let (detail, challenge) = match self {
+            Self::Missing => ("a bearer access token is required", "Bearer"),
+            Self::Expired => ("the access token has expired", "Bearer error=\"invalid_token\""),
+            _ => ("the access token is invalid", "Bearer error=\"invalid_token\""),
+        };
+        Problem::with_detail(ErrorCode::Unauthorized, detail)
+            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+struct Remote {
+    client: HttpClient,
+    url: String,
+}
+
+/// Verifies access tokens against the issuer's current public keys.
+pub struct Verifier {
+    validation: Validation,
+    max_age: Duration,
+    cooldown: Duration,
+    cache: RwLock<KeyCache>,
+    remote: Option<Remote>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("remote", &self.remote.as_ref().map(|r| &r.url)).finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier that fetches keys from `config.jwks_url`.
+    pub fn remote(config: &AuthConfig, client: HttpClient) -> Arc<Self> {
+        let remote = config.jwks_url.clone().map(|url| Remote { client, url });
+        Arc::new(Self::build(config, remote))
+    }
+
+    /// A verifier whose keys are handed to it with [`Verifier::set_keys`].
+    pub fn local(config: &AuthConfig) -> Arc<Self> {
+        Arc::new(Self::build(config, None))
+    }
+
+    fn build(config: &AuthConfig, remote: Option<Remote>) -> Self {
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = config.leeway.as_secs();
+        Self {
+            validation,
+            max_age: config.jwks_max_age,
+            cooldown: config.jwks_refetch_cooldown,
+            cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
+            remote,
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Replaces the known keys with the Ed25519 keys of `set` that carry a `kid`.
+    pub fn set_keys(&self, set: &JwkSet) {
+        let keys: HashMap<String, DecodingKey> = set
+            .keys
+            .iter()
+            .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::OctetKeyPair(_)))
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect();
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.keys = keys;
+        cache.fetched_at = Some(Instant::now());
+    }
+
+    /// Verifies a compact JWS and returns the caller it names.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.alg != ALGORITHM {
+            return Err(AuthError::Algorithm);
+        }
+        let kid = header.kid.ok_or(AuthError::UnknownKey)?;
+        let key = match self.key(&kid) {
+            Some(key) if !self.is_stale() => key,
+            known => {
+                self.refresh(known.is_none()).await;
+                self.key(&kid).ok_or(AuthError::UnknownKey)?
+            }
+        };
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
+                other => AuthError::Invalid(format!("{other:?}")),
+            }
+        })?;
+        let claims = data.claims;
+        Ok(Caller {
+            user_id: claims.sub,
+            roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            session_id: claims.sid,
+            token_id: claims.jti,
+        })
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).keys.get(kid).cloned()
+    }
+
+    fn is_stale(&self) -> bool {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        self.remote.is_some() && cache.fetched_at.is_none_or(|at| at.elapsed() > self.max_age)
+    }
+
+    /// Fetches the key set again, one fetch at a time; an unknown `kid` may trigger a fetch at
+    /// most once per cool-down.
+    async fn refresh(&self, unknown_kid: bool) {
+        let Some(remote) = &self.remote else { return };
+        let _guard = self.fetching.lock().await;
+        {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            let recently_tried = cache.last_attempt.is_some_and(|at| at.elapsed() < self.cooldown);
+            let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() <= self.max_age);
+            if recently_tried || (fresh && !unknown_kid) {
+                return;
+            }
+        }
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).last_attempt = Some(Instant::now());
+        match get_json::<JwkSet>(&remote.client, &remote.url, Duration::from_secs(3)).await {
+            Ok(set) => self.set_keys(&set),
+            Err(error) => tracing::warn!(url = %remote.url, error = %crate::http::problem::error_chain(&error), "could not fetch signing keys"),
+        }
+    }
+
+    /// Verifies the bearer token of a request.
+    pub async fn verify_headers(&self, headers: &http::HeaderMap) -> Result<Caller, AuthError> {
+        let token = bearer_token(headers)?.ok_or(AuthError::Missing)?;
+        self.verify(token).await
+    }
+}
+
+/// The token of an `Authorization: Bearer` header; `Ok(None)` without the header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(Some(token.trim()))
+}
+
+fn verifier(parts: &Parts) -> Result<Arc<Verifier>, Problem> {
+    parts.extensions.get::<Arc<Verifier>>().cloned().ok_or_else(|| {
+        tracing::error!("no verifier installed on this router");
+        Problem::internal()
+    })
+}
+
+async fn authenticate(parts: &Parts) -> Result<Option<Caller>, Problem> {
+    let verifier = verifier(parts)?;
+    let token = match bearer_token(&parts.headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(error.to_problem()),
+    };
+    match verifier.verify(token).await {
+        Ok(caller) => Ok(Some(caller)),
+        Err(error) => {
+            tracing::debug!(reason = %error, "access token refused");
+            Err(error.to_problem())
+        }
+    }
+}
+
+/// Requires a valid access token (401 otherwise). The router must carry an
+/// `Extension(Arc<Verifier>)`.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts).await?.ok_or_else(|| AuthError::Missing.to_problem())
+    }
+}
+
+/// `Option<Caller>`: anonymous without a token, 401 for a bad one.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        authenticate(parts).await
+    }
+}
+
+/// A caller with the admin role: 401 without a valid token, 403 without the role.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Admin(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, jwk::Jwk};
+    use rand::RngCore;
+
+    struct TestKey {
+        kid: String,
+        encoding: EncodingKey,
+        jwk: Jwk,
+    }
+
+    fn key(kid: &str) -> TestKey {
+        let mut seed = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let encoding = EncodingKey::from_ed_der(&ed25519_pkcs8(&seed));
+        let mut jwk = Jwk::from_encoding_key(&encoding, ALGORITHM).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        TestKey { kid: kid.to_owned(), encoding, jwk }
+    }
+
+    fn claims(exp_offset: i64) -> AccessClaims {
+        let now = chrono::Utc::now().timestamp();
+        AccessClaims {
+            sub: Uuid::now_v7(),
+            roles: vec!["customer".into(), "admin".into(), "wizard".into()],
+            iss: "emporium".into(),
+            aud: "emporium".into(),
+            iat: now,
+            exp: now + exp_offset,
+            jti: Uuid::now_v7(),
+            sid: Some(Uuid::now_v7()),
+        }
+    }
+
+    fn sign(key: &TestKey, claims: &AccessClaims) -> String {
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
+    fn verifier_with(keys: &[&TestKey]) -> Arc<Verifier> {
+        let verifier = Verifier::local(&AuthConfig::default());
+        verifier.set_keys(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() });
+        verifier
+    }
+
+    #[tokio::test]
+    async fn accepts_a_valid_token_and_keeps_known_roles() {
+        let k = key("k1");
+        let c = claims(600);
+        let caller = verifier_with(&[&k]).verify(&sign(&k, &c)).await.unwrap();
+        assert_eq!(caller.user_id, c.sub);
+        assert_eq!(caller.roles, vec![Role::Customer, Role::Admin]);
+        assert!(caller.is_admin());
+    }
+
+    #[tokio::test]
+    async fn rejects_expired_foreign_and_unsigned_tokens() {
+        let (k1, k2) = (key("k1"), key("k2"));
+        let verifier = verifier_with(&[&k1]);
+        assert_eq!(verifier.verify(&sign(&k1, &claims(-120))).await.unwrap_err(), AuthError::Expired);
+        // Signed by a key the issuer never published.
+        assert_eq!(verifier.verify(&sign(&k2, &claims(600))).await.unwrap_err(), AuthError::UnknownKey);
+        // Another key presented under a known kid.
+        let mut impostor = key("k1");
+        impostor.kid = "k1".into();
+        assert!(matches!(verifier.verify(&sign(&impostor, &claims(600))).await, Err(AuthError::Invalid(_))));
+        // alg: none
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(600)).unwrap());
+        assert!(verifier.verify(&format!("{header}.{body}.")).await.is_err());
+        // HS256 with the public key as the secret (key confusion)
+        let hs = jsonwebtoken::encode(
+            &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
+            &claims(600),
+            &EncodingKey::from_secret(b"public"),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&hs).await.unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[tokio::test]
+    async fn rejects_wrong_audience_or_issuer() {
+        let k = key("k1");
+        let verifier = verifier_with(&[&k]);
+        let mut c = claims(600);
+        c.aud = "someone-else".into();
+        assert!(verifier.verify(&sign(&k, &c)).await.is_err());
+        let mut c = claims(600);
+        c.iss = "mallory".into();
+        assert!(verifier.verify(&sign(&k, &c)).await.is_err());
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(bearer_token(&headers), Ok(None));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer_token(&headers), Ok(Some("abc")));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), Err(AuthError::Malformed));
+    }
+}

@@ -1,0 +1,314 @@
+//! Database pools for both SQL backends, chosen by URL scheme (`sqlite:` or `postgres:`).
+//!
+//! A service's store is written once: its methods use [`with_db!`] / [`with_tx!`], whose body
+//! is compiled once per backend with the concrete pool or connection type. The SQL is shared
+//! wherever the dialects agree (`$N` placeholders, `RETURNING`, `ON CONFLICT` work on both);
+//! where they do not, the store branches locally. Migrations live per backend.
+
+use std::{str::FromStr, time::Duration};
+
+use serde::Deserialize;
+use sqlx::{
+    Connection, PgPool, SqlitePool,
+    migrate::{MigrateError, Migrator},
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the service answers 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool on one of the two SQL backends.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A write transaction on one of the two SQL backends.
+#[derive(Debug)]
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool (`&PgPool` or `&SqlitePool`).
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection
+/// (`&mut PgConnection` or `&mut SqliteConnection`).
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported database url scheme in {0:?}: expected sqlite: or postgres:")]
+    UnsupportedScheme(String),
+    #[error("invalid database url")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("could not create directory {path}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to the database")]
+    Connect(#[source] sqlx::Error),
+    #[error("could not migrate the database")]
+    Migrate(#[source] MigrateError),
+}
+
+impl Db {
+    /// Connects to `url`, creating the SQLite file or the PostgreSQL database when it does not
+    /// exist yet, so that a fresh deployment needs no manual step.
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(ConnectError::InvalidUrl)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| ConnectError::CreateDir { path: parent.display().to_string(), source })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(pool.max_connections.max(1))
+                .acquire_timeout(pool.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(ConnectError::Connect)?;
+            Ok(Self::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+            ensure_pg_database(&options).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pool.max_connections.max(1))
+                .acquire_timeout(pool.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(ConnectError::Connect)?;
+            Ok(Self::Postgres(pool))
+        } else {
+            Err(ConnectError::UnsupportedScheme(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail with
+    /// "database is locked" under concurrency instead of waiting its turn.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// A round trip to the server, for readiness checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Applies the migrations for this backend. Concurrent replicas serialise on the
+    /// migrator's lock.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), ConnectError> {
+        match self {
+            Self::Postgres(pool) => postgres.run(pool).await,
+            Self::Sqlite(pool) => sqlite.run(pool).await,
+        }
+        .map_err(ConnectError::Migrate)
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, |pool| pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.rollback().await,
+            Self::Sqlite(tx) => tx.rollback().await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Creates the named PostgreSQL database when it does not exist.
+async fn ensure_pg_database(options: &PgConnectOptions) -> Result<(), ConnectError> {
+    let probe = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(options)).await;
+    let Ok(probe) = probe else {
+        // Unreachable: the pool reports it with its own context.
+        return Ok(());
+    };
+    match probe {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let Some(name) = options.get_database().map(str::to_owned) else {
+                return Ok(());
+            };
+            let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+                .await
+                .map_err(ConnectError::Connect)?;
+            let statement = format!("CREATE DATABASE {}", quote_ident(&name));
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await {
+                Ok(_) => {}
+                // Another replica created it first.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(ConnectError::Connect(e)),
+            }
+            let _ = admin.close().await;
+            Ok(())
+        }
+        // Other failures surface from the pool with their own context.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Quotes an SQL identifier: the name comes from configuration, never from a request.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A database URL with its password removed, fit for a log line or an error message.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether the error means the database could not be reached (a 503), rather than a fault in
+/// what was asked of it.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+    )
+}
+
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/identity"), "postgres://app:***@db:5432/identity");
+        assert_eq!(redact_url("sqlite://data/identity.db"), "sqlite://data/identity.db");
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[tokio::test]
+    async fn rejects_unknown_schemes() {
+        let error = Db::connect("mysql://localhost/x", &PoolConfig::default()).await.unwrap_err();
+        assert!(matches!(error, ConnectError::UnsupportedScheme(_)));
+    }
+
+    #[tokio::test]
+    async fn sqlite_round_trip_with_shared_sql() {
+        let dir = std::env::temp_dir().join(format!("emporium-db-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/nested/test.db", dir.display());
+        let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
+        db.ping().await.unwrap();
+        with_db!(&db, |pool| sqlx::query("CREATE TABLE t (id BLOB PRIMARY KEY, n BIGINT NOT NULL)")
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .unwrap();
+        let id = uuid::Uuid::now_v7();
+        let mut tx = db.begin().await.unwrap();
+        with_tx!(&mut tx, |conn| sqlx::query("INSERT INTO t (id, n) VALUES ($1, $2)")
+            .bind(id)
+            .bind(7_i64)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))
+        .unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 = with_db!(&db, |pool| sqlx::query_scalar("SELECT n FROM t WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await)
+        .unwrap();
+        assert_eq!(n, 7);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,215 @@
+//! Request extractors whose rejections are problem+json, with validation built in.
+//!
+//! A handler never sees an unvalidated body: [`ApiJson<T>`] reads the bytes (413 past the
+//! limit), checks the media type (415), parses JSON (400 for malformed JSON or wrong types,
+//! 422 for missing fields) and then runs `T`'s own [`Input::parse`] (422 with field errors).
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use bytes::Bytes;
+use http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use super::problem::{ErrorCode, FieldError, Problem};
+
+/// A request body type that is parsed from a raw, deserialised form into validated domain values.
+pub trait Input: Sized {
+    /// What the client sends, as JSON.
+    type Raw: DeserializeOwned;
+    /// Turns the raw form into domain values, reporting every invalid field at once.
+    fn parse(raw: Self::Raw) -> Result<Self, Vec<FieldError>>;
+}
+
+/// Collects field errors while parsing an [`Input`].
+#[derive(Debug, Default)]
+pub struct Fields {
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Keeps the value, or records why `field` is invalid.
+    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.errors.push(FieldError::new(field, error.to_string()));
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.errors
+    }
+}
+
+/// A JSON request body, parsed and validated into `T`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: Input,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(Problem::with_detail(
+                ErrorCode::UnsupportedMediaType,
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
+            } else {
+                Problem::with_detail(ErrorCode::BadRequest, "the request body could not be read")
+            }
+        })?;
+        let raw = parse_json::<T::Raw>(&bytes)?;
+        T::parse(raw).map(ApiJson).map_err(Problem::validation)
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserialises JSON, telling malformed input (400) from missing fields (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        if inner.is_data() {
+            if let Some(field) = missing_field(&message) {
+                let field = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
+                return Problem::validation(vec![FieldError::new(field, "is required")]);
+            }
+            let detail = if path == "." { message } else { format!("{path}: {message}") };
+            return Problem::with_detail(ErrorCode::BadRequest, strip_position(&detail));
+        }
+        Problem::with_detail(ErrorCode::BadRequest, format!("malformed JSON: {}", strip_position(&message)))
+    })?;
+    deserializer.end().map_err(|error| {
+        Problem::with_detail(ErrorCode::BadRequest, format!("malformed JSON: {}", strip_position(&error.to_string())))
+    })?;
+    Ok(value)
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// serde_json appends "at line 1 column 7"; useful to a person, noise in a stable API message.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters; a rejection is a 400 problem.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                Problem::with_detail(ErrorCode::BadRequest, format!("invalid query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Path parameters. A value that does not parse names nothing that could exist, so it is a 404.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|_| Problem::with_detail(ErrorCode::NotFound, "no such resource"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        attempts: u32,
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        let problem = parse_json::<Login>(b"{\"email\": ").unwrap_err();
+        assert_eq!(problem.status, 400);
+        assert!(problem.detail.unwrap().starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn trailing_garbage_is_400() {
+        let problem = parse_json::<Login>(br#"{"email":"a","attempts":1} x"#).unwrap_err();
+        assert_eq!(problem.status, 400);
+    }
+
+    #[test]
+    fn wrong_type_is_400_naming_the_field() {
+        let problem = parse_json::<Login>(br#"{"email": 5, "attempts": 1}"#).unwrap_err();
+        assert_eq!(problem.status, 400);
+        assert!(problem.detail.unwrap().starts_with("email: invalid type"));
+    }
+
+    #[test]
+    fn missing_field_is_422_with_field_error() {
+        let problem = parse_json::<Login>(br#"{"attempts": 1}"#).unwrap_err();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors, vec![FieldError::new("email", "is required")]);
+    }
+
+    #[test]
+    fn json_media_types() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!is_json(&headers));
+        headers.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        assert!(is_json(&headers));
+        headers.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        assert!(is_json(&headers));
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(!is_json(&headers));
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP building blocks shared by every service: the error model, request extractors, the
+//! request-id and trace-context middleware, and the router pieces every service mounts.
+
+pub mod client;
+pub mod context;
+pub mod extract;
+pub mod problem;
+
+pub use context::{RequestContext, TraceContext};
+pub use extract::{ApiJson, ApiPath, ApiQuery, Fields, Input};
