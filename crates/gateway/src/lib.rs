@@ -1,1 +1,135 @@
+//! The API gateway: the one public entry point. It routes by path prefix to upstream pools,
+//! refuses bad tokens before they reach a service, sets request ids and trace context, applies
+//! CORS and the body limit, turns a down or slow upstream into a prompt 503 or 504, and serves
+//! the merged OpenAPI document.
+#![forbid(unsafe_code)]
 
+pub mod config;
+mod openapi;
+mod proxy;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, Method},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use platform::{
+    auth::{AuthConfig, Verifier},
+    health::Health,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use config::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
+use proxy::Upstream;
+
+pub const SERVICE: &str = "gateway";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Route {
+    upstream: Arc<Upstream>,
+    auth: AuthPolicy,
+    verifier: Arc<Verifier>,
+    body_limit: usize,
+}
+
+/// A bound, ready gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Gateway {
+    pub async fn build(config: Config, auth: &AuthConfig) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let verifier = Verifier::remote(auth, platform::http::client::client(std::time::Duration::from_secs(1)));
+        let upstreams: Vec<(String, Arc<Upstream>)> =
+            config.upstreams.iter().map(|(name, up)| (name.clone(), Arc::new(Upstream::new(name, up)))).collect();
+
+        let mut api = Router::new();
+        for route in &config.routes {
+            let Some((_, upstream)) = upstreams.iter().find(|(name, _)| *name == route.upstream) else {
+                continue;
+            };
+            let target = Arc::new(Route {
+                upstream: upstream.clone(),
+                auth: route.auth,
+                verifier: verifier.clone(),
+                body_limit: config.body_limit,
+            });
+            let handler = any(forward).with_state(target);
+            api = api.route(&route.prefix, handler.clone()).route(&format!("{}/{{*rest}}", route.prefix), handler);
+        }
+        let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
+        api = api.merge(openapi::router(documents));
+
+        let router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
+        let listener = platform::server::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(service = SERVICE, addr = %self.local_addr(), "listening");
+        platform::server::serve(self.listener, self.router, shutdown).await
+    }
+}
+
+/// Checks the caller's token as the route demands, then forwards.
+async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
+    let check = match route.auth {
+        AuthPolicy::None => false,
+        AuthPolicy::Required => true,
+        AuthPolicy::Optional => request.headers().contains_key(http::header::AUTHORIZATION),
+    };
+    if check && let Err(error) = route.verifier.verify_headers(request.headers()).await {
+        tracing::debug!(reason = %error, "token refused at the gateway");
+        return error.to_problem().into_response();
+    }
+    route.upstream.forward(request, route.body_limit).await
+}
+
+fn cors(config: &config::CorsConfig) -> CorsLayer {
+    let origins = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers(
+            ["authorization", "content-type", "idempotency-key", "if-none-match", "traceparent", "x-request-id"]
+                .map(HeaderName::from_static),
+        )
+        .expose_headers(["x-request-id", "retry-after", "etag", "location"].map(HeaderName::from_static))
+        .max_age(config.max_age)
+}
+
+/// Binds and serves until `shutdown`.
+pub async fn serve(config: Config, auth: &AuthConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let gateway = Gateway::build(config, auth).await?;
+    let addr = gateway.local_addr();
+    gateway.run_until_stopped(shutdown).await.map_err(|source| StartError::Bind { addr, source })
+}

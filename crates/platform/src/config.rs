@@ -4,7 +4,7 @@
 //! Each service owns its config type; this module only knows how to layer and extract, and
 //! turns figment's errors into messages that name the offending key and where it came from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::{
     Figment,
@@ -13,6 +13,28 @@ use figment::{
 use serde::{Deserialize, de::DeserializeOwned};
 
 pub const ENV_PREFIX: &str = "EMPORIUM_";
+
+/// Settings every service of one deployment shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Shared {
+    /// Where the embedded mode keeps its SQLite databases and indexes.
+    pub data_dir: PathBuf,
+    pub auth: crate::auth::AuthConfig,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("data"), auth: crate::auth::AuthConfig::default() }
+    }
+}
+
+impl Shared {
+    /// The embedded database of `service`, used when its `database_url` is not set.
+    pub fn sqlite_url(&self, service: &str) -> String {
+        format!("sqlite://{}/{service}.db", self.data_dir.display())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,1 +1,54 @@
+//! What Emporium's tests share.
+//!
+//! Tests run against the real servers: each gets its own PostgreSQL database (created here,
+//! dropped when the test ends) or its own SQLite file. When PostgreSQL is unreachable a test
+//! skips with a printed reason, unless `EMPORIUM_REQUIRE_BACKENDS=1` (as in CI), where it fails.
+#![forbid(unsafe_code)]
 
+pub mod client;
+mod database;
+
+pub use client::{TestClient, TestResponse};
+pub use database::{Backend, TestDatabase};
+
+/// Whether missing backends fail tests instead of skipping them.
+pub fn backends_required() -> bool {
+    std::env::var("EMPORIUM_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Reports that a test cannot run here: a skip, or (when backends are required) a failure.
+pub fn skip_or_fail(reason: &str) {
+    if backends_required() {
+        panic!("EMPORIUM_REQUIRE_BACKENDS=1 but {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Defines `sqlite` and `postgres` variants of an async test taking a [`TestDatabase`].
+///
+/// ```ignore
+/// testkit::on_both_backends!(registers_a_user);
+/// async fn registers_a_user(db: testkit::TestDatabase) { ... }
+/// ```
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    if let Some(db) = $crate::TestDatabase::create($crate::Backend::Sqlite).await {
+                        super::$test(db).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::TestDatabase::create($crate::Backend::Postgres).await {
+                        super::$test(db).await;
+                    }
+                }
+            }
+        )+
+    };
+}

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod context;
 pub mod extract;
+pub mod openapi;
 pub mod problem;
 
 pub use context::{RequestContext, TraceContext};

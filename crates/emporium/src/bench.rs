@@ -1,0 +1,224 @@
+//! `emporium bench`: our own load generator, shipped in the binary the way pgbench ships with
+//! PostgreSQL. It drives HTTP endpoints with N concurrent clients (one keep-alive connection
+//! each) for a fixed time and reports throughput and latency percentiles from an HDR histogram.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+/// One kind of request, sent over and over.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub kind: String,
+    pub method: Method,
+    pub url: Uri,
+    pub headers: Vec<(header::HeaderName, header::HeaderValue)>,
+    pub body: Bytes,
+    /// The status a successful request answers with.
+    pub expect: StatusCode,
+}
+
+impl Probe {
+    pub fn get(kind: &str, url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            kind: kind.to_owned(),
+            method: Method::GET,
+            url: url.parse().with_context(|| format!("invalid url {url}"))?,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            expect: StatusCode::OK,
+        })
+    }
+
+    pub fn post_json(kind: &str, url: &str, body: &serde_json::Value) -> anyhow::Result<Self> {
+        let mut probe = Self::get(kind, url)?;
+        probe.method = Method::POST;
+        probe.body = Bytes::from(serde_json::to_vec(body)?);
+        probe.headers.push((header::CONTENT_TYPE, header::HeaderValue::from_static("application/json")));
+        Ok(probe)
+    }
+
+    pub fn bearer(mut self, token: &str) -> anyhow::Result<Self> {
+        self.headers.push((header::AUTHORIZATION, format!("Bearer {token}").parse()?));
+        Ok(self)
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(self.url.path_and_query().map_or("/", |pq| pq.as_str()))
+            .header(header::HOST, self.url.authority().map_or("localhost", |a| a.as_str()))
+            .body(Full::new(self.body.clone()))
+            .expect("a probe builds a valid request");
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        request
+    }
+
+    fn addr(&self) -> anyhow::Result<SocketAddr> {
+        let authority = self.url.authority().context("probe url has no host")?;
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority.host();
+        let host = if host == "localhost" { "127.0.0.1" } else { host };
+        Ok(SocketAddr::new(host.parse().context("bench targets are given as IP addresses")?, port))
+    }
+}
+
+/// The outcome of driving one probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub kind: String,
+    pub concurrency: usize,
+    pub duration_secs: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// How hard and how long to drive.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+/// Drives `probe` with `load.concurrency` clients: first for the warm-up (not measured), then
+/// for `load.duration`.
+pub async fn drive(probe: &Probe, load: Load) -> anyhow::Result<Measurement> {
+    if !load.warmup.is_zero() {
+        run(probe, load.concurrency, load.warmup).await?;
+    }
+    let started = Instant::now();
+    let (histogram, requests, errors) = run(probe, load.concurrency, load.duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Measurement {
+        kind: probe.kind.clone(),
+        concurrency: load.concurrency,
+        duration_secs: elapsed,
+        requests,
+        errors,
+        requests_per_sec: requests as f64 / elapsed,
+        p50_us: histogram.value_at_quantile(0.50),
+        p90_us: histogram.value_at_quantile(0.90),
+        p99_us: histogram.value_at_quantile(0.99),
+        max_us: histogram.max(),
+    })
+}
+
+async fn run(probe: &Probe, concurrency: usize, duration: Duration) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+    let deadline = Instant::now() + duration;
+    let addr = probe.addr()?;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let probe = probe.clone();
+        workers.spawn(async move { client(probe, addr, deadline).await });
+    }
+    let mut histogram = new_histogram();
+    let (mut requests, mut errors) = (0, 0);
+    while let Some(joined) = workers.join_next().await {
+        let (h, r, e) = joined.context("bench client panicked")??;
+        histogram.add(&h).context("merging histograms")?;
+        requests += r;
+        errors += e;
+    }
+    Ok((histogram, requests, errors))
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at three significant figures.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// One client: one keep-alive connection, requests back to back until the deadline.
+async fn client(probe: Probe, addr: SocketAddr, deadline: Instant) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+    let mut histogram = new_histogram();
+    let (mut requests, mut errors) = (0u64, 0u64);
+    let mut sender = None;
+    while Instant::now() < deadline {
+        if sender.is_none() {
+            let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+            stream.set_nodelay(true)?;
+            let (s, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            sender = Some(s);
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        let started = Instant::now();
+        let outcome = async {
+            let response = s.send_request(probe.request()).await?;
+            let status = response.status();
+            response.into_body().collect().await?;
+            Ok::<_, hyper::Error>(status)
+        }
+        .await;
+        let micros = started.elapsed().as_micros().max(1) as u64;
+        match outcome {
+            Ok(status) => {
+                histogram.saturating_record(micros);
+                requests += 1;
+                if status != probe.expect {
+                    errors += 1;
+                }
+            }
+            Err(_) => {
+                errors += 1;
+                sender = None;
+            }
+        }
+    }
+    Ok((histogram, requests, errors))
+}
+
+/// Prints measurements as a table.
+pub fn print_table(measurements: &[Measurement]) {
+    println!(
+        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "kind", "clients", "requests", "req/s", "p50", "p90", "p99", "errors"
+    );
+    for m in measurements {
+        println!(
+            "{:<28} {:>8} {:>10} {:>10.0} {:>10} {:>10} {:>10} {:>7}",
+            m.kind,
+            m.concurrency,
+            m.requests,
+            m.requests_per_sec,
+            micros(m.p50_us),
+            micros(m.p90_us),
+            micros(m.p99_us),
+            m.errors
+        );
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{us} µs") }
+}
+
+/// Fails when a measurement saw errors: figures from a failing run mean nothing.
+pub fn ensure_clean(measurements: &[Measurement]) -> anyhow::Result<()> {
+    for m in measurements {
+        if m.requests == 0 {
+            bail!("{}: no request completed", m.kind);
+        }
+        if m.errors > 0 {
+            bail!("{}: {} of {} requests failed", m.kind, m.errors, m.requests);
+        }
+    }
+    Ok(())
+}

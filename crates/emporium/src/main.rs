@@ -1,0 +1,216 @@
+//! `emporium`: run the shop (all services, or some), migrate, administer, and benchmark.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use emporium::{Service, Settings, Shop, bench::Load, scenarios};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(name = "emporium", version, about = "An e-commerce backend: run the shop, or operate it")]
+struct Cli {
+    /// A TOML configuration file; EMPORIUM_* environment variables override it.
+    #[arg(long, global = true, env = "EMPORIUM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services (all of them when none is named).
+    Serve {
+        /// identity, gateway
+        services: Vec<Service>,
+    },
+    /// Create or upgrade the services' database schemas, then exit.
+    Migrate {
+        /// Services whose databases to migrate (all when none is named).
+        services: Vec<Service>,
+    },
+    /// Administer users and keys.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Measure throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator account.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        /// The password; read from EMPORIUM_ADMIN_PASSWORD when not given.
+        #[arg(long, env = "EMPORIUM_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Grant the admin role to an existing account.
+    Grant {
+        #[arg(long)]
+        email: String,
+    },
+    /// Start signing access tokens with a new key; tokens signed by the old one stay valid.
+    RotateSigningKey,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// GET /api/v1/users/me through the gateway and directly against identity.
+    Me,
+    /// POST /api/v1/auth/login (argon2id-bound).
+    Login,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    scenario: Scenario,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    concurrency: usize,
+    /// How long each measured phase runs.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each phase.
+    #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+    warmup: Duration,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Drive a running gateway (http://host:port) instead of starting a shop.
+    #[arg(long, requires = "identity")]
+    gateway: Option<String>,
+    /// The identity service of that running shop.
+    #[arg(long, requires = "gateway")]
+    identity: Option<String>,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
+    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("invalid duration unit in {text:?}; use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve { services: Vec::new() }) {
+        Command::Serve { services } => serve(settings, services).await,
+        Command::Migrate { services } => migrate(settings, services).await,
+        Command::Admin(command) => admin(settings, command).await,
+        Command::Bench(args) => bench(settings, args).await,
+    }
+}
+
+fn all_if_empty(mut services: Vec<Service>) -> Vec<Service> {
+    if services.is_empty() {
+        services = Service::ALL.to_vec();
+    }
+    services.sort();
+    services.dedup();
+    services
+}
+
+async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()> {
+    platform::telemetry::init(&settings.log);
+    platform::metrics::install();
+    let services = all_if_empty(services);
+    let embedded = services.len() == Service::ALL.len();
+    let shutdown = platform::shutdown::on_signal();
+    let shop = Shop::start(settings.clone(), &services, shutdown).await?;
+    if embedded && let Some(gateway) = shop.gateway {
+        eprintln!(
+            "\nEmporium is running.\n  API:       http://{gateway}/api/v1/\n  API docs:  http://{gateway}/docs\n  data:      {}\n\n\
+             Create an administrator with\n  cargo run --release -- admin create --email you@example.com --password '<at least 10 characters>'\n\
+             or start with EMPORIUM_BOOTSTRAP_ADMIN_EMAIL and EMPORIUM_BOOTSTRAP_ADMIN_PASSWORD set.\n",
+            settings.data_dir.display()
+        );
+    }
+    shop.wait().await
+}
+
+async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<()> {
+    platform::telemetry::init(&settings.log);
+    for service in all_if_empty(services) {
+        match service {
+            Service::Identity => {
+                identity::open(&settings.identity, &settings.shared()).await.context("migrating identity")?;
+            }
+            Service::Gateway => continue,
+        }
+        eprintln!("{service}: schema up to date");
+    }
+    Ok(())
+}
+
+async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+    use identity::domain::{DisplayName, Email, NewPassword};
+    let accounts = identity::open(&settings.identity, &settings.shared()).await.context("opening identity")?;
+    match command {
+        AdminCommand::Create { email, name, password } => {
+            let password = SecretString::from(password);
+            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+            let password = NewPassword::parse(secrecy::ExposeSecret::expose_secret(&password).to_owned())
+                .map_err(|e| anyhow::anyhow!("--password {e}"))?;
+            let name = DisplayName::parse(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+            match accounts.create_admin(&email, &password, &name).await {
+                Ok(user) => println!("created administrator {} ({})", user.email, user.id),
+                Err(identity::IdentityError::EmailTaken) => {
+                    anyhow::bail!("an account with that email exists; grant it the role with `emporium admin grant --email …`")
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        AdminCommand::Grant { email } => {
+            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+            let user = accounts.grant_admin(&email).await?;
+            println!("{} ({}) is now an administrator", user.email, user.id);
+        }
+        AdminCommand::RotateSigningKey => {
+            let kid = accounts.rotate_signing_key().await?;
+            println!("new signing key {kid}; running replicas switch to it within their key reload interval");
+        }
+    }
+    Ok(())
+}
+
+async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
+    settings.log.filter = "warn".to_owned();
+    platform::telemetry::init(&settings.log);
+    let load = Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    let hashing = settings.identity.password_hashing.clone();
+    let (targets, shop) = match (args.gateway, args.identity) {
+        (Some(gateway), Some(identity)) => (scenarios::Targets { gateway, identity }, None),
+        _ => {
+            let shop = scenarios::BenchShop::start(settings).await?;
+            (shop.targets.clone(), Some(shop))
+        }
+    };
+    println!("target: gateway {}, identity {}", targets.gateway, targets.identity);
+    let report = match args.scenario {
+        Scenario::Me => scenarios::me(&targets, load).await,
+        Scenario::Login => scenarios::login(&targets, load, &hashing).await,
+    };
+    if let Some(shop) = shop {
+        shop.stop().await;
+    }
+    let report = report?;
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The scenarios of `emporium bench`. Each prints its figures beside what they are compared
+//! with, measured in the same run.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Service, Settings, Shop,
+    bench::{Load, Measurement, Probe, drive, ensure_clean, print_table},
+};
+
+/// Where the scenario sends its traffic.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub gateway: String,
+    pub identity: String,
+}
+
+/// A shop started for the benchmark, in a throw-away data directory.
+pub struct BenchShop {
+    pub targets: Targets,
+    shop: Shop,
+    data_dir: std::path::PathBuf,
+}
+
+impl BenchShop {
+    pub async fn start(mut settings: Settings) -> anyhow::Result<Self> {
+        let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
+        settings.data_dir = data_dir.clone();
+        settings.identity.listen = "127.0.0.1:0".parse()?;
+        settings.gateway.listen = "127.0.0.1:0".parse()?;
+        // A benchmark logs in far more often than a person would.
+        settings.identity.login_throttle.max_failures_per_address = u32::MAX;
+        let shop = Shop::start(settings, &Service::ALL, CancellationToken::new()).await?;
+        let targets = Targets {
+            gateway: format!("http://{}", shop.gateway.context("gateway started")?),
+            identity: format!("http://{}", shop.identity.context("identity started")?),
+        };
+        Ok(Self { targets, shop, data_dir })
+    }
+
+    pub async fn stop(self) {
+        self.shop.stop();
+        let _ = self.shop.wait().await;
+        let _ = std::fs::remove_dir_all(self.data_dir);
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub measurements: Vec<Measurement>,
+    pub notes: Vec<String>,
+}
+
+async fn post_json(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// Registers a user for the scenario; returns its email, password and access token.
+async fn bench_user(targets: &Targets) -> anyhow::Result<(String, String, String)> {
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "bench-password-123".to_owned();
+    let (status, body) = post_json(
+        &format!("{}/api/v1/auth/register", targets.gateway),
+        &json!({"email": email, "password": password, "name": "Bench"}),
+    )
+    .await?;
+    if status != 201 {
+        bail!("registering the bench user answered {status}: {body}");
+    }
+    let token = body["access_token"].as_str().context("register returned no access token")?.to_owned();
+    Ok((email, password, token))
+}
+
+/// `GET /api/v1/users/me` through the gateway and directly against identity.
+pub async fn me(targets: &Targets, load: Load) -> anyhow::Result<Report> {
+    let (_, _, token) = bench_user(targets).await?;
+    let via_gateway = Probe::get("me via gateway", &format!("{}/api/v1/users/me", targets.gateway))?.bearer(&token)?;
+    let direct = Probe::get("me direct (identity)", &format!("{}/api/v1/users/me", targets.identity))?.bearer(&token)?;
+    let gateway = drive(&via_gateway, load).await?;
+    let identity = drive(&direct, load).await?;
+    let measurements = vec![gateway.clone(), identity.clone()];
+    print_table(&measurements);
+    ensure_clean(&measurements)?;
+    let kept = 100.0 * gateway.requests_per_sec / identity.requests_per_sec;
+    let added = gateway.p50_us as i64 - identity.p50_us as i64;
+    let notes = vec![
+        format!("gateway keeps {kept:.1}% of direct throughput (target >= 60%)"),
+        format!("gateway adds {added} µs at the median (target < 200 µs)"),
+    ];
+    for note in &notes {
+        println!("{note}");
+    }
+    Ok(Report { scenario: "me".to_owned(), measurements, notes })
+}
+
+/// `POST /api/v1/auth/login` through the gateway: bound by argon2id.
+pub async fn login(targets: &Targets, load: Load, hashing: &identity::config::HashingConfig) -> anyhow::Result<Report> {
+    let (email, password, _) = bench_user(targets).await?;
+    let probe = Probe::post_json(
+        "login via gateway",
+        &format!("{}/api/v1/auth/login", targets.gateway),
+        &json!({"email": email, "password": password}),
+    )?;
+    let measurement = drive(&probe, load).await?;
+    let measurements = vec![measurement.clone()];
+    print_table(&measurements);
+    ensure_clean(&measurements)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let notes = vec![
+        format!(
+            "password hashing: argon2id m={} KiB, t={}, p={}; at most {} hashes at once",
+            hashing.memory_kib, hashing.iterations, hashing.parallelism, hashing.max_concurrent
+        ),
+        format!(
+            "{:.1} logins/s on {cores} cores = {:.1} ms of CPU per login",
+            measurement.requests_per_sec,
+            1000.0 * cores as f64 / measurement.requests_per_sec
+        ),
+    ];
+    for note in &notes {
+        println!("{note}");
+    }
+    Ok(Report { scenario: "login".to_owned(), measurements, notes })
+}

@@ -1,0 +1,189 @@
+//! The gateway's configuration: where it listens, its limits, and the routing table.
+//!
+//! Routing is data: each route maps a path prefix to an upstream pool and says whether it needs
+//! a token. Adding a service is a few lines here, not code.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub body_limit: usize,
+    pub cors: CorsConfig,
+    /// Upstream pools by name. Built-in pools stay unless configured otherwise, so setting one
+    /// pool's URLs from the environment does not drop the others.
+    #[serde(deserialize_with = "upstreams_with_defaults")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let identity = UpstreamConfig { urls: vec!["http://127.0.0.1:8081".to_owned()], ..UpstreamConfig::default() };
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 1024 * 1024,
+            cors: CorsConfig::default(),
+            upstreams: BTreeMap::from([("identity".to_owned(), identity)]),
+            routes: vec![
+                RouteConfig::new("/api/v1/auth", "identity", AuthPolicy::None),
+                RouteConfig::new("/api/v1/users", "identity", AuthPolicy::Required),
+                RouteConfig::new("/.well-known/jwks.json", "identity", AuthPolicy::None),
+            ],
+        }
+    }
+}
+
+fn upstreams_with_defaults<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, UpstreamConfig>, D::Error> {
+    let mut upstreams = BTreeMap::<String, UpstreamConfig>::deserialize(deserializer)?;
+    for (name, default) in Config::default().upstreams {
+        upstreams.entry(name).or_insert(default);
+    }
+    Ok(upstreams)
+}
+
+/// Who may pass a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthPolicy {
+    /// Tokens are not looked at (login, registration, public keys).
+    None,
+    /// Anonymous callers pass; a token, when sent, must be valid.
+    Optional,
+    /// A valid token is required.
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// Matches this path and everything below it (`/api/v1/users` matches `/api/v1/users/me`).
+    pub prefix: String,
+    pub upstream: String,
+    #[serde(default = "default_policy")]
+    pub auth: AuthPolicy,
+}
+
+fn default_policy() -> AuthPolicy {
+    AuthPolicy::Optional
+}
+
+impl RouteConfig {
+    pub fn new(prefix: &str, upstream: &str, auth: AuthPolicy) -> Self {
+        Self { prefix: prefix.to_owned(), upstream: upstream.to_owned(), auth }
+    }
+}
+
+/// A pool of replicas of one service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UpstreamConfig {
+    /// Base URLs of the replicas (`http://host:port`).
+    pub urls: Vec<String>,
+    /// Time allowed for the response headers (504 beyond).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time allowed to open a connection (the replica counts as down beyond).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a replica that refused a connection is skipped.
+    #[serde(with = "humantime_serde")]
+    pub down_for: Duration,
+    /// Where the service publishes its OpenAPI document; `None` when it has none.
+    pub openapi_path: Option<String>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            down_for: Duration::from_secs(2),
+            openapi_path: Some("/openapi.json".to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API from a browser (`https://shop.example.com`); `*` allows any.
+    pub allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self { allowed_origins: Vec::new(), max_age: Duration::from_secs(600) }
+    }
+}
+
+impl Config {
+    /// Checks what types alone cannot; each message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.body_limit == 0 {
+            problems.push("gateway.body_limit must be positive".to_owned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &self.routes {
+            if !seen.insert(route.prefix.as_str()) {
+                problems.push(format!("gateway route prefix {:?} appears twice", route.prefix));
+            }
+            if !route.prefix.starts_with('/') || (route.prefix.len() > 1 && route.prefix.ends_with('/')) {
+                problems.push(format!("gateway route prefix {:?} must start with / and not end with /", route.prefix));
+            }
+            if route.prefix.contains('{') || route.prefix.contains('}') {
+                problems.push(format!("gateway route prefix {:?} must not contain braces", route.prefix));
+            }
+            if !self.upstreams.contains_key(&route.upstream) {
+                problems.push(format!("gateway route {:?} names unknown upstream {:?}", route.prefix, route.upstream));
+            }
+        }
+        for (name, upstream) in &self.upstreams {
+            if upstream.urls.is_empty() {
+                problems.push(format!("gateway.upstreams.{name}.urls is empty"));
+            }
+            for url in &upstream.urls {
+                match url.parse::<http::Uri>() {
+                    Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+                    _ => problems.push(format!("gateway.upstreams.{name}.urls: {url:?} is not an http://host:port URL")),
+                }
+            }
+        }
+        for origin in &self.cors.allowed_origins {
+            if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
+                problems.push(format!("gateway.cors.allowed_origins: {origin:?} is not a valid origin"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn reports_unknown_upstreams_and_bad_urls() {
+        let mut config = Config::default();
+        config.routes.push(RouteConfig::new("/api/v1/things/", "things", AuthPolicy::None));
+        config.upstreams.get_mut("identity").unwrap().urls = vec!["ftp://x".to_owned()];
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("unknown upstream \"things\""), "{error}");
+        assert!(error.contains("not end with /"), "{error}");
+        assert!(error.contains("ftp://x"), "{error}");
+    }
+}

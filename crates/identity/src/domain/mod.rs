@@ -1,0 +1,8 @@
+//! Identity's domain values. They parse, they do not just wrap: holding an [`Email`] means it is
+//! a plausible address; holding a [`NewPassword`] means it meets the password policy.
+
+mod credentials;
+mod user;
+
+pub use credentials::{Email, NewPassword, Password};
+pub use user::{DisplayName, RoleSet, User};

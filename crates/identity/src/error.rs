@@ -1,0 +1,95 @@
+//! Everything that can go wrong in the identity service, and how each case is answered.
+
+use axum::response::{IntoResponse, Response};
+use platform::{ErrorCode, FieldError, Problem, http::problem::error_chain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("too many failed logins")]
+    Throttled { retry_after_secs: u64 },
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("current password is missing or wrong")]
+    WrongCurrentPassword,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("the last administrator cannot lose the admin role")]
+    LastAdmin,
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IdentityError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::EmailTaken | Self::LastAdmin => ErrorCode::Conflict,
+            Self::InvalidCredentials | Self::InvalidRefreshToken => ErrorCode::Unauthorized,
+            Self::Throttled { .. } => ErrorCode::TooManyRequests,
+            Self::WrongCurrentPassword => ErrorCode::Forbidden,
+            Self::UserNotFound => ErrorCode::NotFound,
+            Self::Validation(_) => ErrorCode::Validation,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
+    pub fn field(field: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<sqlx::Error> for IdentityError {
+    fn from(error: sqlx::Error) -> Self {
+        if platform::db::is_unavailable(&error) { Self::Unavailable(error) } else { Self::internal(error) }
+    }
+}
+
+impl From<IdentityError> for Problem {
+    fn from(error: IdentityError) -> Self {
+        let code = error.code();
+        match error {
+            IdentityError::EmailTaken => Problem::with_detail(code, "an account with this email already exists"),
+            IdentityError::InvalidCredentials => Problem::with_detail(code, "the email or password is incorrect"),
+            IdentityError::Throttled { retry_after_secs } => {
+                Problem::with_detail(code, "too many failed login attempts; try again later").retry_after(retry_after_secs)
+            }
+            IdentityError::InvalidRefreshToken => {
+                Problem::with_detail(code, "the refresh token is invalid, expired or already used")
+            }
+            IdentityError::WrongCurrentPassword => {
+                Problem::with_detail(code, "changing the password needs the correct current_password")
+            }
+            IdentityError::UserNotFound => Problem::with_detail(code, "no such user"),
+            IdentityError::LastAdmin => {
+                Problem::with_detail(code, "this is the last administrator; grant admin to someone else first")
+            }
+            IdentityError::Validation(errors) => Problem::validation(errors),
+            IdentityError::Unavailable(cause) => {
+                tracing::warn!(error = %error_chain(&cause), "database unavailable");
+                Problem::unavailable("the identity database is unavailable", 2)
+            }
+            IdentityError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for IdentityError {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

@@ -1,0 +1,173 @@
+//! What identity's endpoints accept and return on the wire.
+
+use chrono::{DateTime, Utc};
+use platform::{
+    auth::Role,
+    http::{Fields, Input},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    accounts::{Register, Tokens, UpdateProfile},
+    domain::{DisplayName, Email, NewPassword, Password, RoleSet, User},
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// Unique, case-insensitively.
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// At least 10 characters.
+    #[schema(example = "correct horse battery staple", min_length = 10)]
+    pub password: String,
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+}
+
+impl Input for Register {
+    type Raw = RegisterRequest;
+    fn parse(raw: RegisterRequest) -> Result<Self, Vec<platform::FieldError>> {
+        let mut fields = Fields::default();
+        let email = fields.check("email", Email::parse(&raw.email));
+        let password = fields.check("password", NewPassword::parse(raw.password));
+        let name = fields.check("name", DisplayName::parse(&raw.name));
+        match (email, password, name) {
+            (Some(email), Some(password), Some(name)) => Ok(Register { email, password, name }),
+            _ => Err(fields.into_errors()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+pub struct Login {
+    pub email: String,
+    pub password: Password,
+}
+
+impl Input for Login {
+    type Raw = LoginRequest;
+    fn parse(raw: LoginRequest) -> Result<Self, Vec<platform::FieldError>> {
+        let mut fields = Fields::default();
+        if raw.email.trim().is_empty() {
+            fields.push("email", "is required");
+        }
+        let password = fields.check("password", Password::parse(raw.password));
+        match password {
+            Some(password) if fields.is_empty() => Ok(Login { email: raw.email, password }),
+            _ => Err(fields.into_errors()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// A refresh token presented to refresh or log out.
+pub struct PresentedToken(pub String);
+
+impl Input for PresentedToken {
+    type Raw = RefreshRequest;
+    fn parse(raw: RefreshRequest) -> Result<Self, Vec<platform::FieldError>> {
+        if raw.refresh_token.trim().is_empty() {
+            return Err(vec![platform::FieldError::new("refresh_token", "is required")]);
+        }
+        Ok(Self(raw.refresh_token))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateMeRequest {
+    pub name: Option<String>,
+    /// The new password (at least 10 characters); needs `current_password`.
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+}
+
+impl Input for UpdateProfile {
+    type Raw = UpdateMeRequest;
+    fn parse(raw: UpdateMeRequest) -> Result<Self, Vec<platform::FieldError>> {
+        let mut fields = Fields::default();
+        let name = raw.name.map(|n| fields.check("name", DisplayName::parse(&n)));
+        let password = raw.password.map(|p| fields.check("password", NewPassword::parse(p)));
+        // A wrong or missing current password is a 403 decided later; an empty one is just wrong.
+        let current_password = raw.current_password.and_then(|p| Password::parse(p).ok());
+        if !fields.is_empty() {
+            return Err(fields.into_errors());
+        }
+        Ok(UpdateProfile { name: name.flatten(), password: password.flatten(), current_password })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetRolesRequest {
+    /// `customer` is implied; `admin` grants administration.
+    #[schema(example = json!(["customer", "admin"]))]
+    pub roles: Vec<String>,
+}
+
+impl Input for RoleSet {
+    type Raw = SetRolesRequest;
+    fn parse(raw: SetRolesRequest) -> Result<Self, Vec<platform::FieldError>> {
+        RoleSet::parse(&raw.roles).map_err(|e| vec![platform::FieldError::new("roles", e)])
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self { id: user.id, roles: user.roles.iter().collect(), email: user.email, name: user.name, created_at: user.created_at }
+    }
+}
+
+/// A session's credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokensView {
+    pub user: UserView,
+    /// A JWT to send as `Authorization: Bearer`; valid for `expires_in` seconds.
+    pub access_token: String,
+    /// Opaque; exchange it at /api/v1/auth/refresh. Each use returns a new one and spends the old.
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    #[schema(example = 900)]
+    pub expires_in: u64,
+}
+
+impl From<Tokens> for TokensView {
+    fn from(tokens: Tokens) -> Self {
+        Self {
+            user: tokens.user.into(),
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: tokens.expires_in,
+        }
+    }
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}

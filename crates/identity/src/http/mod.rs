@@ -1,0 +1,242 @@
+//! Identity's HTTP API (the Identity section of API.md) and its OpenAPI document.
+
+mod dto;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::{
+    Extension, Json, Router,
+    extract::{ConnectInfo, FromRequestParts, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use platform::{
+    Problem,
+    auth::{Admin, Caller},
+    http::{ApiJson, ApiPath, ApiQuery, RequestContext, openapi::BearerAuth},
+    pagination::PageQuery,
+};
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use crate::{
+    accounts::{Accounts, Origin, Register, UpdateProfile},
+    domain::RoleSet,
+    error::IdentityError,
+};
+pub use dto::*;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Arc<Accounts>,
+    pub trusted_proxy_hops: usize,
+}
+
+/// The API routes (without the operational ones every service adds).
+pub fn router(state: AppState) -> Router {
+    let verifier = state.accounts.keys().verifier();
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/users/me", get(me).patch(update_me))
+        .route("/api/v1/users", get(list_users))
+        .route("/api/v1/users/{id}/roles", put(set_roles))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .layer(Extension(verifier))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(register, login, refresh, logout, me, update_me, list_users, set_roles, jwks),
+    components(schemas(Problem, platform::FieldError)),
+    modifiers(&BearerAuth),
+    tags((name = "identity", description = "Accounts, sessions and tokens"))
+)]
+pub struct ApiDoc;
+
+/// The client's address: taken from `X-Forwarded-For` as written by the trusted proxies in
+/// front of us, else the peer of the connection.
+fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, trusted_hops: usize) -> Option<IpAddr> {
+    if trusted_hops > 0 {
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !forwarded.is_empty() {
+            let index = forwarded.len().saturating_sub(trusted_hops);
+            if let Ok(ip) = forwarded[index].parse() {
+                return Some(ip);
+            }
+        }
+    }
+    peer.map(|p| p.ip())
+}
+
+/// Where the request came from: the client's address and the trace it belongs to.
+struct RequestOrigin(Origin);
+
+impl FromRequestParts<AppState> for RequestOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        Ok(Self(Origin {
+            client_ip: client_ip(&parts.headers, peer, state.trusted_proxy_hops),
+            traceparent: parts.extensions.get::<RequestContext>().map(|c| c.trace.traceparent()),
+        }))
+    }
+}
+
+/// Token responses must not be cached by anything between us and the client.
+fn no_store(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Create an account and sign in.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "identity", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered and signed in", body = TokensView),
+        (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid email, short password or missing name", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn register(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    ApiJson(command): ApiJson<Register>,
+) -> Result<Response, IdentityError> {
+    let tokens = state.accounts.register(command, &origin).await?;
+    Ok(no_store(StatusCode::CREATED, TokensView::from(tokens)))
+}
+
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokensView),
+        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failures for this account or address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    ApiJson(command): ApiJson<Login>,
+) -> Result<Response, IdentityError> {
+    let tokens = state.accounts.login(&command.email, &command.password, &origin).await?;
+    Ok(no_store(StatusCode::OK, TokensView::from(tokens)))
+}
+
+/// Exchange a refresh token for a new pair; the presented token is spent.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "identity", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair", body = TokensView),
+        (status = 401, description = "Unknown, expired or spent token; a spent token revokes its whole session", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refresh(State(state): State<AppState>, ApiJson(token): ApiJson<PresentedToken>) -> Result<Response, IdentityError> {
+    let tokens = state.accounts.refresh(&token.0).await?;
+    Ok(no_store(StatusCode::OK, TokensView::from(tokens)))
+}
+
+/// End the session a refresh token belongs to.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
+    responses((status = 204, description = "The session's refresh token no longer works")))]
+async fn logout(State(state): State<AppState>, ApiJson(token): ApiJson<PresentedToken>) -> Result<StatusCode, IdentityError> {
+    state.accounts.logout(&token.0).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "identity", security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<UserView>, IdentityError> {
+    Ok(Json(state.accounts.user(caller.user_id).await?.into()))
+}
+
+/// Change the signed-in user's name or password.
+#[utoipa::path(patch, path = "/api/v1/users/me", tag = "identity", security(("bearer" = [])), request_body = UpdateMeRequest,
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, description = "A new password without the right current_password; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(update): ApiJson<UpdateProfile>,
+) -> Result<Json<UserView>, IdentityError> {
+    Ok(Json(state.accounts.update_profile(caller.user_id, caller.session_id, update).await?.into()))
+}
+
+/// All users, newest first (admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "identity", security(("bearer" = [])), params(PageQuery),
+    responses(
+        (status = 200, body = UserPage),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_users(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<UserPage>, Response> {
+    let page = query.parse::<Uuid>().map_err(IntoResponse::into_response)?;
+    let users = state.accounts.list_users(&page).await.map_err(IntoResponse::into_response)?;
+    Ok(Json(UserPage { items: users.items.into_iter().map(Into::into).collect(), next_cursor: users.next_cursor }))
+}
+
+/// Replace a user's roles (admin).
+#[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "identity", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")), request_body = SetRolesRequest,
+    responses(
+        (status = 200, body = UserView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Would remove the last administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_roles(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(roles): ApiJson<RoleSet>,
+) -> Result<Json<UserView>, IdentityError> {
+    Ok(Json(state.accounts.set_roles(id, roles).await?.into()))
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
+    responses((status = 200, description = "A JSON Web Key Set", content_type = "application/json", body = Object)))]
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.accounts.keys().jwks().as_ref().clone()).into_response();
+    // Verifiers refetch on an unknown kid anyway; a short max-age keeps caches honest.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_the_configured_hops() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_ip(&headers, Some(peer), 1), Some("10.0.0.9".parse().unwrap()));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.7"));
+        assert_eq!(client_ip(&headers, Some(peer), 1), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(client_ip(&headers, Some(peer), 2), Some("6.6.6.6".parse().unwrap()));
+        assert_eq!(client_ip(&headers, Some(peer), 0), Some("10.0.0.9".parse().unwrap()));
+    }
+}
