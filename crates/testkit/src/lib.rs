@@ -9,7 +9,7 @@ pub mod client;
 mod database;
 
 pub use client::{TestClient, TestResponse};
-pub use database::{Backend, TestDatabase};
+pub use database::{Backend, TestDatabase, temp_dir};
 
 /// Whether missing backends fail tests instead of skipping them.
 pub fn backends_required() -> bool {

@@ -1,0 +1,120 @@
+//! Starting a shop for a test, and the little helpers tests share.
+
+use std::path::PathBuf;
+
+use emporium::{Service, Settings, Shop};
+use platform::{db::Db, with_db};
+use serde_json::{Value, json};
+use testkit::{TestClient, TestDatabase, TestResponse};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Settings for a test: everything on port 0, the test's database, cheap password hashing
+/// (the cost factor is configuration; the algorithm is the production one).
+pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
+    let mut settings = Settings::default();
+    settings.data_dir = data_dir;
+    settings.identity.listen = "127.0.0.1:0".parse().unwrap();
+    settings.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    settings.identity.database_url = Some(db.url.clone());
+    settings.identity.pool.max_connections = 8;
+    settings.identity.password_hashing.memory_kib = 1024;
+    settings.identity.password_hashing.iterations = 1;
+    settings.identity.bootstrap_admin =
+        Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
+    settings
+}
+
+pub struct TestShop {
+    pub gateway: TestClient,
+    pub identity: TestClient,
+    pub settings: Settings,
+    shop: Option<Shop>,
+    stop: CancellationToken,
+    data_dir: PathBuf,
+    db: TestDatabase,
+}
+
+impl TestShop {
+    pub async fn start(db: TestDatabase) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: TestDatabase, configure: impl FnOnce(&mut Settings)) -> Self {
+        platform::metrics::install();
+        let data_dir = testkit::temp_dir("shop");
+        let mut settings = test_settings(&db, data_dir.clone());
+        configure(&mut settings);
+        let stop = CancellationToken::new();
+        let shop = Shop::start(settings.clone(), &Service::ALL, stop.clone()).await.expect("shop starts");
+        let gateway = TestClient::new(format!("http://{}", shop.gateway.unwrap()));
+        let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
+        Self { gateway, identity, settings, shop: Some(shop), stop, data_dir, db }
+    }
+
+    /// A direct connection to identity's database, to check what was (not) stored.
+    pub async fn db(&self) -> Db {
+        Db::connect(&self.db.url, &Default::default()).await.expect("test connects to the database")
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        let db = self.db().await;
+        let n = with_db!(&db, |pool| sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect("count");
+        db.close().await;
+        n
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let response = self.register_raw(email, PASSWORD).await;
+        assert_eq!(response.status, 201, "{}", String::from_utf8_lossy(&response.body));
+        response.json()
+    }
+
+    pub async fn register_raw(&self, email: &str, password: &str) -> TestResponse {
+        self.gateway
+            .post("/api/v1/auth/register")
+            .json(&json!({"email": email, "password": password, "name": "Test User"}))
+            .send()
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.gateway.post("/api/v1/auth/login").json(&json!({"email": email, "password": password})).send().await
+    }
+
+    /// An access token of the bootstrap administrator.
+    pub async fn admin_token(&self) -> String {
+        let response = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        token(&response.json())
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(shop) = self.shop.take() {
+            shop.wait().await.expect("shop stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestShop {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn token(body: &Value) -> String {
+    body["access_token"].as_str().expect("an access token").to_owned()
+}
+
+pub fn refresh_token(body: &Value) -> String {
+    body["refresh_token"].as_str().expect("a refresh token").to_owned()
+}
+
+pub fn unique_email(prefix: &str) -> String {
+    format!("{prefix}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
