@@ -94,31 +94,77 @@ pub struct Measurement {
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub concurrency: usize,
+    /// Measured time of one round.
     pub duration: Duration,
+    /// Unmeasured time before each round.
     pub warmup: Duration,
+    /// Rounds of interleaved comparisons.
+    pub rounds: usize,
 }
 
 /// Drives `probe` with `load.concurrency` clients: first for the warm-up (not measured), then
 /// for `load.duration`.
 pub async fn drive(probe: &Probe, load: Load) -> anyhow::Result<Measurement> {
-    if !load.warmup.is_zero() {
-        run(probe, load.concurrency, load.warmup).await?;
+    let mut measured = Accumulated::new(probe, load.concurrency);
+    measured.round(probe, load).await?;
+    Ok(measured.finish())
+}
+
+/// Drives several probes in interleaved rounds (A, B, A, B, …) and reports each over all its
+/// rounds. Comparing probes measured side by side this way cancels slow drift of the machine
+/// (another tenant, frequency changes) that would bias one phase run after the other.
+pub async fn drive_interleaved(probes: &[Probe], load: Load, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
+    let mut measured: Vec<Accumulated> = probes.iter().map(|p| Accumulated::new(p, load.concurrency)).collect();
+    for _ in 0..rounds.max(1) {
+        for (probe, accumulated) in probes.iter().zip(&mut measured) {
+            accumulated.round(probe, load).await?;
+        }
     }
-    let started = Instant::now();
-    let (histogram, requests, errors) = run(probe, load.concurrency, load.duration).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(Measurement {
-        kind: probe.kind.clone(),
-        concurrency: load.concurrency,
-        duration_secs: elapsed,
-        requests,
-        errors,
-        requests_per_sec: requests as f64 / elapsed,
-        p50_us: histogram.value_at_quantile(0.50),
-        p90_us: histogram.value_at_quantile(0.90),
-        p99_us: histogram.value_at_quantile(0.99),
-        max_us: histogram.max(),
-    })
+    Ok(measured.into_iter().map(Accumulated::finish).collect())
+}
+
+/// One probe's figures summed over its rounds.
+struct Accumulated {
+    kind: String,
+    concurrency: usize,
+    histogram: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Accumulated {
+    fn new(probe: &Probe, concurrency: usize) -> Self {
+        Self { kind: probe.kind.clone(), concurrency, histogram: new_histogram(), requests: 0, errors: 0, seconds: 0.0 }
+    }
+
+    async fn round(&mut self, probe: &Probe, load: Load) -> anyhow::Result<()> {
+        if !load.warmup.is_zero() {
+            run(probe, load.concurrency, load.warmup).await?;
+        }
+        let started = Instant::now();
+        let (histogram, requests, errors) = run(probe, load.concurrency, load.duration).await?;
+        self.seconds += started.elapsed().as_secs_f64();
+        self.histogram.add(&histogram).context("merging histograms")?;
+        self.requests += requests;
+        self.errors += errors;
+        Ok(())
+    }
+
+    fn finish(self) -> Measurement {
+        Measurement {
+            kind: self.kind,
+            concurrency: self.concurrency,
+            duration_secs: self.seconds,
+            requests: self.requests,
+            errors: self.errors,
+            requests_per_sec: self.requests as f64 / self.seconds,
+            p50_us: self.histogram.value_at_quantile(0.50),
+            p90_us: self.histogram.value_at_quantile(0.90),
+            p99_us: self.histogram.value_at_quantile(0.99),
+            max_us: self.histogram.max(),
+        }
+    }
 }
 
 async fn run(probe: &Probe, concurrency: usize, duration: Duration) -> anyhow::Result<(Histogram<u64>, u64, u64)> {

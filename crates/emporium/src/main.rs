@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use emporium::{Service, Settings, Shop, bench::Load, scenarios};
 use secrecy::SecretString;
 
+// Request handling allocates many small, short-lived buffers across threads; glibc's malloc
+// spends measurably more time (and lock traffic) on that than mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "emporium", version, about = "An e-commerce backend: run the shop, or operate it")]
 struct Cli {
@@ -71,12 +76,15 @@ struct BenchArgs {
     /// Concurrent clients, each with its own connection.
     #[arg(long, short = 'c', default_value_t = 32)]
     concurrency: usize,
-    /// How long each measured phase runs.
-    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime_duration)]
+    /// How long each measured round runs.
+    #[arg(long, short = 'd', default_value = "5s", value_parser = humantime_duration)]
     duration: Duration,
-    /// Unmeasured warm-up before each phase.
-    #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+    /// Unmeasured warm-up before each round.
+    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
     warmup: Duration,
+    /// Rounds; scenarios that compare two paths alternate between them round by round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -100,10 +108,21 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli))
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The cause chain on one line; an operator needs the reason, not a backtrace.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -170,7 +189,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             match accounts.create_admin(&email, &password, &name).await {
                 Ok(user) => println!("created administrator {} ({})", user.email, user.id),
                 Err(identity::IdentityError::EmailTaken) => {
-                    anyhow::bail!("an account with that email exists; grant it the role with `emporium admin grant --email …`")
+                    anyhow::bail!(
+                        "an account with that email exists; grant it the role with `emporium admin grant --email …`"
+                    )
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -191,7 +212,8 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
 async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     settings.log.filter = "warn".to_owned();
     platform::telemetry::init(&settings.log);
-    let load = Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    let load =
+        Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup, rounds: args.rounds };
     let hashing = settings.identity.password_hashing.clone();
     let (targets, shop) = match (args.gateway, args.identity) {
         (Some(gateway), Some(identity)) => (scenarios::Targets { gateway, identity }, None),
@@ -210,7 +232,8 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     }
     let report = report?;
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Service, Settings, Shop,
-    bench::{Load, Measurement, Probe, drive, ensure_clean, print_table},
+    bench::{Load, Measurement, Probe, drive_interleaved, ensure_clean, print_table},
 };
 
 /// Where the scenario sends its traffic.
@@ -88,21 +88,34 @@ async fn bench_user(targets: &Targets) -> anyhow::Result<(String, String, String
     Ok((email, password, token))
 }
 
-/// `GET /api/v1/users/me` through the gateway and directly against identity.
+/// `GET /api/v1/users/me` through the gateway and directly against identity, in two phases:
+/// throughput at `load.concurrency` clients (what the gateway keeps of direct throughput), and
+/// latency with one client (what the gateway adds to a request when nothing queues: at
+/// saturation the median is mostly waiting in line, not work).
 pub async fn me(targets: &Targets, load: Load) -> anyhow::Result<Report> {
     let (_, _, token) = bench_user(targets).await?;
     let via_gateway = Probe::get("me via gateway", &format!("{}/api/v1/users/me", targets.gateway))?.bearer(&token)?;
-    let direct = Probe::get("me direct (identity)", &format!("{}/api/v1/users/me", targets.identity))?.bearer(&token)?;
-    let gateway = drive(&via_gateway, load).await?;
-    let identity = drive(&direct, load).await?;
-    let measurements = vec![gateway.clone(), identity.clone()];
+    let direct =
+        Probe::get("me direct (identity)", &format!("{}/api/v1/users/me", targets.identity))?.bearer(&token)?;
+    let loaded = drive_interleaved(&[via_gateway.clone(), direct.clone()], load, load.rounds).await?;
+    let single = Load { concurrency: 1, ..load };
+    let mut alone = drive_interleaved(&[via_gateway, direct], single, load.rounds).await?;
+    for m in &mut alone {
+        m.kind.push_str(", 1 client");
+    }
+    let (gateway, identity) = (&loaded[0], &loaded[1]);
+    let (gateway_alone, identity_alone) = (&alone[0], &alone[1]);
+    let measurements: Vec<Measurement> = loaded.iter().chain(&alone).cloned().collect();
     print_table(&measurements);
     ensure_clean(&measurements)?;
     let kept = 100.0 * gateway.requests_per_sec / identity.requests_per_sec;
-    let added = gateway.p50_us as i64 - identity.p50_us as i64;
+    let added = gateway_alone.p50_us as i64 - identity_alone.p50_us as i64;
     let notes = vec![
-        format!("gateway keeps {kept:.1}% of direct throughput (target >= 60%)"),
-        format!("gateway adds {added} µs at the median (target < 200 µs)"),
+        format!(
+            "throughput at {} clients: the gateway keeps {kept:.1}% of direct throughput (target >= 60%; {} interleaved rounds)",
+            load.concurrency, load.rounds
+        ),
+        format!("latency with 1 client: the gateway adds {added} µs at the median (target < 200 µs)"),
     ];
     for note in &notes {
         println!("{note}");
@@ -118,7 +131,7 @@ pub async fn login(targets: &Targets, load: Load, hashing: &identity::config::Ha
         &format!("{}/api/v1/auth/login", targets.gateway),
         &json!({"email": email, "password": password}),
     )?;
-    let measurement = drive(&probe, load).await?;
+    let measurement = drive_interleaved(std::slice::from_ref(&probe), load, load.rounds).await?.remove(0);
     let measurements = vec![measurement.clone()];
     print_table(&measurements);
     ensure_clean(&measurements)?;

@@ -43,7 +43,8 @@ impl Default for Settings {
 impl Settings {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut settings: Settings = platform::config::load(file)?;
-        settings.identity.bootstrap_admin = match (&settings.bootstrap_admin_email, &settings.bootstrap_admin_password) {
+        settings.identity.bootstrap_admin = match (&settings.bootstrap_admin_email, &settings.bootstrap_admin_password)
+        {
             (Some(email), Some(password)) => {
                 Some(identity::BootstrapAdmin { email: email.clone(), password: password.clone() })
             }
@@ -56,5 +57,27 @@ impl Settings {
 
     pub fn shared(&self) -> Shared {
         Shared { data_dir: self.data_dir.clone(), auth: self.auth.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration example in the README is loaded as an operator would load it.
+    #[test]
+    fn the_readme_example_configuration_loads() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        let start = readme.find("```toml\n").expect("the README has a TOML example") + "```toml\n".len();
+        let example = &readme[start..start + readme[start..].find("```").unwrap()];
+        let path = std::env::temp_dir().join(format!("emporium-readme-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, example).unwrap();
+        let settings = Settings::load(Some(&path));
+        let _ = std::fs::remove_file(&path);
+        let settings = settings.unwrap();
+        assert_eq!(settings.identity.database_url.as_deref(), Some("postgres://emporium@db:5432/identity"));
+        assert_eq!(settings.gateway.upstreams["identity"].urls.len(), 2);
+        assert_eq!(settings.gateway.routes.len(), 3);
+        assert_eq!(settings.identity.pool.max_connections, Some(16));
     }
 }

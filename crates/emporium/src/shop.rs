@@ -60,7 +60,11 @@ type Tasks = JoinSet<(Service, std::io::Result<()>)>;
 
 impl Shop {
     /// Binds and starts `services`; they stop when `shutdown` is cancelled.
-    pub async fn start(mut settings: Settings, services: &[Service], shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn start(
+        mut settings: Settings,
+        services: &[Service],
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let (edge_stop, backend_stop) = (CancellationToken::new(), CancellationToken::new());
         let (mut edge, mut backends) = (Tasks::new(), Tasks::new());
         let mut identity_addr = None;
@@ -88,7 +92,8 @@ impl Shop {
                     .and_then(|u| u.urls.first())
                     .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
             }
-            let started = gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await.context("starting gateway");
+            let started =
+                gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await.context("starting gateway");
             let gateway = match started {
                 Ok(gateway) => gateway,
                 Err(error) => {

@@ -35,7 +35,11 @@ pub struct CloudEvent {
 
 impl CloudEvent {
     /// Wraps a typed payload produced by `service`.
-    pub fn new<P: EventPayload>(service: &str, payload: &P, traceparent: Option<String>) -> Result<Self, serde_json::Error> {
+    pub fn new<P: EventPayload>(
+        service: &str,
+        payload: &P,
+        traceparent: Option<String>,
+    ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             specversion: "1.0".to_owned(),
             id: Uuid::now_v7(),
@@ -68,7 +72,12 @@ mod tests {
             name: "Ada".into(),
             registered_at: platform::time::now(),
         };
-        let event = CloudEvent::new("identity", &payload, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())).unwrap();
+        let event = CloudEvent::new(
+            "identity",
+            &payload,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        )
+        .unwrap();
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["type"], "user.registered");

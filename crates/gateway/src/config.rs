@@ -154,7 +154,9 @@ impl Config {
             for url in &upstream.urls {
                 match url.parse::<http::Uri>() {
                     Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-                    _ => problems.push(format!("gateway.upstreams.{name}.urls: {url:?} is not an http://host:port URL")),
+                    _ => {
+                        problems.push(format!("gateway.upstreams.{name}.urls: {url:?} is not an http://host:port URL"))
+                    }
                 }
             }
         }

@@ -77,7 +77,9 @@ async fn fetch(upstream: &Upstream) -> Option<OpenApi> {
         let url = format!("{}{}", base.to_string().trim_end_matches('/'), path);
         match get_json::<OpenApi>(upstream.client(), &url, FETCH_TIMEOUT).await {
             Ok(doc) => return Some(doc),
-            Err(error) => tracing::warn!(upstream = %upstream.name, error = %error, "could not fetch the OpenAPI document"),
+            Err(error) => {
+                tracing::warn!(upstream = %upstream.name, error = %error, "could not fetch the OpenAPI document")
+            }
         }
     }
     None
@@ -87,7 +89,10 @@ async fn fetch(upstream: &Upstream) -> Option<OpenApi> {
 pub fn router(documents: Arc<Documents>) -> Router {
     let ui = utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new([DOCUMENT_PATH]));
     Router::new()
-        .route(DOCUMENT_PATH, get(|State(docs): State<Arc<Documents>>| async move { Json(docs.merged().await.as_ref().clone()) }))
+        .route(
+            DOCUMENT_PATH,
+            get(|State(docs): State<Arc<Documents>>| async move { Json(docs.merged().await.as_ref().clone()) }),
+        )
         .with_state(documents)
         .merge(ui)
 }

@@ -19,7 +19,8 @@ use axum::{
     extract::{ConnectInfo, Request},
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header, uri::PathAndQuery};
 use http_body_util::{BodyExt, Limited};
 use platform::{
     ErrorCode, Problem,
@@ -36,8 +37,16 @@ use crate::config::UpstreamConfig;
 const REPLAYABLE_BODY: u64 = 64 * 1024;
 
 /// Headers that describe one connection, not the message; never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 struct Replica {
     base: Uri,
@@ -68,6 +77,9 @@ pub struct Upstream {
     next: AtomicUsize,
     config: UpstreamConfig,
     client: HttpClient,
+    ok: metrics::Counter,
+    errors: metrics::Counter,
+    latency: metrics::Histogram,
 }
 
 /// How a forwarded request failed.
@@ -88,12 +100,17 @@ impl Upstream {
             .filter_map(|url| url.trim_end_matches('/').parse::<Uri>().ok())
             .map(|base| Replica { base, down_until: Mutex::new(None) })
             .collect();
+        // Handles are registered once: the hot path then only bumps them.
+        let upstream = name.to_owned();
         Self {
             name: name.to_owned(),
             replicas,
             next: AtomicUsize::new(0),
             config: config.clone(),
             client: client(config.connect_timeout),
+            ok: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "ok"),
+            errors: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "error"),
+            latency: metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => upstream),
         }
     }
 
@@ -108,15 +125,15 @@ impl Upstream {
     /// Replica base URLs in the order to try them: round-robin, healthy ones first.
     pub fn candidates(&self) -> Vec<&Uri> {
         let count = self.replicas.len();
-        if count == 0 {
-            return Vec::new();
+        if count <= 1 {
+            return self.replicas.iter().map(|r| &r.base).collect();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let (mut up, down): (Vec<_>, Vec<_>) =
-            (0..count).map(|i| &self.replicas[(start + i) % count]).partition(|r| !r.is_down(now));
-        up.extend(down);
-        up.into_iter().map(|r| &r.base).collect()
+        let mut order: Vec<&Replica> = (0..count).map(|i| &self.replicas[(start + i) % count]).collect();
+        // Stable: keeps the round-robin order within the healthy and the down groups.
+        order.sort_by_key(|r| r.is_down(now));
+        order.into_iter().map(|r| &r.base).collect()
     }
 
     fn replica(&self, base: &Uri) -> Option<&Replica> {
@@ -130,11 +147,8 @@ impl Upstream {
             Ok(response) => response,
             Err(failure) => self.failure_response(failure),
         };
-        let outcome = if response.status().is_server_error() { "error" } else { "ok" };
-        metrics::counter!("gateway_upstream_requests_total", "upstream" => self.name.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        if response.status().is_server_error() { &self.errors } else { &self.ok }.increment(1);
+        self.latency.record(started.elapsed().as_secs_f64());
         response
     }
 
@@ -146,26 +160,35 @@ impl Upstream {
         }
         let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
         prepare_headers(&mut parts);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+        let path_and_query = parts.uri.path_and_query().cloned();
 
         // Buffer what is small enough to resend; stream the rest through once.
-        let replayable = !chunked && declared.unwrap_or(0) <= REPLAYABLE_BODY;
-        let (buffered, mut streamed) = if replayable {
-            let bytes = Limited::new(body, body_limit).collect().await.map_err(classify_body_error)?.to_bytes();
-            (Some(bytes), None)
-        } else {
-            (None, Some(Body::new(Limited::new(body, body_limit))))
+        let (buffered, mut streamed) = match (chunked, declared) {
+            // No body at all (a GET, say): nothing to read.
+            (false, None | Some(0)) => (Some(Bytes::new()), None),
+            (false, Some(n)) if n <= REPLAYABLE_BODY => {
+                let bytes = Limited::new(body, body_limit).collect().await.map_err(classify_body_error)?.to_bytes();
+                (Some(bytes), None)
+            }
+            _ => (None, Some(Body::new(Limited::new(body, body_limit)))),
         };
 
-        for base in self.candidates() {
+        let candidates = self.candidates();
+        let last = candidates.len().saturating_sub(1);
+        for (attempt, base) in candidates.into_iter().enumerate() {
             let body = match (&buffered, streamed.take()) {
                 (Some(bytes), _) => Body::from(bytes.clone()),
                 (None, Some(stream)) => stream,
                 (None, None) => break,
             };
-            let uri = join(base, &path_and_query).ok_or(Failure::Broken)?;
-            let mut upstream_request = http::Request::from_parts(parts.clone(), body);
+            let uri = join(base, path_and_query.clone()).ok_or(Failure::Broken)?;
+            // Only the message goes upstream; the request's extensions are this process's state.
+            let mut upstream_request = http::Request::new(body);
+            *upstream_request.method_mut() = parts.method.clone();
             *upstream_request.uri_mut() = uri;
+            *upstream_request.version_mut() = parts.version;
+            *upstream_request.headers_mut() =
+                if attempt == last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
             let sent = tokio::time::timeout(self.config.timeout, self.client.request(upstream_request)).await;
             match sent {
                 Err(_) => return Err(Failure::TimedOut),
@@ -200,9 +223,15 @@ impl Upstream {
         let service = &self.name;
         match failure {
             Failure::Unavailable => Problem::unavailable(format!("the {service} service is unavailable"), 1),
-            Failure::TimedOut => Problem::with_detail(ErrorCode::Timeout, format!("the {service} service did not answer in time")),
-            Failure::BodyTooLarge => Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit"),
-            Failure::Broken => Problem::with_detail(ErrorCode::BadGateway, format!("the {service} service failed to answer")),
+            Failure::TimedOut => {
+                Problem::with_detail(ErrorCode::Timeout, format!("the {service} service did not answer in time"))
+            }
+            Failure::BodyTooLarge => {
+                Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
+            }
+            Failure::Broken => {
+                Problem::with_detail(ErrorCode::BadGateway, format!("the {service} service failed to answer"))
+            }
         }
         .into_response()
     }
@@ -265,14 +294,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The replica's scheme and authority with the client's path and query.
-fn join(base: &Uri, path_and_query: &str) -> Option<Uri> {
+fn join(base: &Uri, path_and_query: Option<PathAndQuery>) -> Option<Uri> {
     let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    parts.path_and_query = Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
     Uri::from_parts(parts).ok()
 }
 
 fn classify_body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Failure {
-    if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() { Failure::BodyTooLarge } else { Failure::Broken }
+    if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        Failure::BodyTooLarge
+    } else {
+        Failure::Broken
+    }
 }
 
 fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
@@ -307,12 +340,16 @@ mod tests {
     #[test]
     fn joins_base_and_path() {
         let base: Uri = "http://127.0.0.1:8081".parse().unwrap();
-        assert_eq!(join(&base, "/api/v1/users/me?x=1").unwrap().to_string(), "http://127.0.0.1:8081/api/v1/users/me?x=1");
+        assert_eq!(
+            join(&base, Some(PathAndQuery::from_static("/api/v1/users/me?x=1"))).unwrap().to_string(),
+            "http://127.0.0.1:8081/api/v1/users/me?x=1"
+        );
     }
 
     #[test]
     fn round_robin_puts_down_replicas_last() {
-        let config = UpstreamConfig { urls: vec!["http://a:1".into(), "http://b:2".into()], ..UpstreamConfig::default() };
+        let config =
+            UpstreamConfig { urls: vec!["http://a:1".into(), "http://b:2".into()], ..UpstreamConfig::default() };
         let upstream = Upstream::new("svc", &config);
         let first: Vec<String> = upstream.candidates().iter().map(|u| u.to_string()).collect();
         let second: Vec<String> = upstream.candidates().iter().map(|u| u.to_string()).collect();

@@ -77,9 +77,8 @@ impl Accounts {
 
     pub async fn register(&self, command: Register, origin: &Origin) -> Result<Tokens, IdentityError> {
         let hash = self.hasher.hash(command.password.expose()).await?;
-        let (user, _) = self
-            .create_user(&command.email, command.name.as_str(), Some(&hash), &RoleSet::customer(), origin)
-            .await?;
+        let (user, _) =
+            self.create_user(&command.email, command.name.as_str(), Some(&hash), &RoleSet::customer(), origin).await?;
         metrics::counter!("identity_registrations_total").increment(1);
         self.start_session(user).await
     }
@@ -110,7 +109,8 @@ impl Accounts {
         }
         let payload =
             UserRegistered { user_id: id, email: email.as_str().to_owned(), name: name.to_owned(), registered_at: at };
-        let event = CloudEvent::new("identity", &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
+        let event =
+            CloudEvent::new("identity", &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
         events::enqueue(&mut tx, &event).await?;
         tx.commit().await?;
         let user = User {
@@ -127,7 +127,8 @@ impl Accounts {
     pub async fn login(&self, email: &str, password: &Password, origin: &Origin) -> Result<Tokens, IdentityError> {
         let normalized = email.trim().to_lowercase();
         let account_key = format!("account:{normalized}");
-        let address_key = format!("address:{}", origin.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
+        let address_key =
+            format!("address:{}", origin.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
         if let Err(error) = self.check_throttle(&account_key, &address_key).await {
             metrics::counter!("identity_logins_total", "outcome" => "throttled").increment(1);
             return Err(error);
@@ -186,8 +187,11 @@ impl Accounts {
         let session_id = Uuid::now_v7();
         let (refresh_token, digest) = tokens::new_refresh_token();
         let mut tx = self.store.db().begin().await?;
-        self.store.create_session(&mut tx, session_id, user.id, at, at + self.ttl(self.config.session_max_age)?).await?;
-        let token_expires = (at + self.ttl(self.config.refresh_token_ttl)?).min(at + self.ttl(self.config.session_max_age)?);
+        self.store
+            .create_session(&mut tx, session_id, user.id, at, at + self.ttl(self.config.session_max_age)?)
+            .await?;
+        let token_expires =
+            (at + self.ttl(self.config.refresh_token_ttl)?).min(at + self.ttl(self.config.session_max_age)?);
         self.store.insert_refresh_token(&mut tx, &digest, session_id, at, token_expires).await?;
         tx.commit().await?;
         let (access_token, expires_in) = self.keys.issue(user.id, &user.roles, session_id)?;
@@ -300,7 +304,8 @@ impl Accounts {
         if demotes_admin && self.store.count_admins(&mut tx).await? <= 1 {
             return Err(IdentityError::LastAdmin);
         }
-        let updated = self.store.set_roles(&mut tx, user_id, &roles, now()).await?.ok_or(IdentityError::UserNotFound)?;
+        let updated =
+            self.store.set_roles(&mut tx, user_id, &roles, now()).await?.ok_or(IdentityError::UserNotFound)?;
         tx.commit().await?;
         Ok(updated.into_user())
     }
@@ -308,12 +313,18 @@ impl Accounts {
     /// Creates an administrator account. An existing account with this email is left alone
     /// (`EmailTaken`): promoting it is an explicit, separate act ([`Accounts::grant_admin`]),
     /// or anyone could pre-register the bootstrap email and be promoted at the next start.
-    pub async fn create_admin(&self, email: &Email, password: &NewPassword, name: &DisplayName) -> Result<User, IdentityError> {
+    pub async fn create_admin(
+        &self,
+        email: &Email,
+        password: &NewPassword,
+        name: &DisplayName,
+    ) -> Result<User, IdentityError> {
         if self.store.user_by_email(email.normalized()).await?.is_some() {
             return Err(IdentityError::EmailTaken);
         }
         let hash = self.hasher.hash(password.expose()).await?;
-        let (user, _) = self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), &Origin::default()).await?;
+        let (user, _) =
+            self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), &Origin::default()).await?;
         Ok(user)
     }
 
@@ -339,7 +350,8 @@ impl Accounts {
         let at = now();
         self.store.prune_sessions(at - self.ttl(self.config.refresh_token_ttl)?).await?;
         self.store.prune_login_failures(at.timestamp() - self.config.login_throttle.window.as_secs() as i64).await?;
-        let key_window = self.config.access_token_ttl + self.config.key_reload_interval * 2 + std::time::Duration::from_secs(3600);
+        let key_window =
+            self.config.access_token_ttl + self.config.key_reload_interval * 2 + std::time::Duration::from_secs(3600);
         self.store.prune_signing_keys(at - self.ttl(key_window)?).await?;
         Ok(())
     }

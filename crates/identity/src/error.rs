@@ -63,7 +63,8 @@ impl From<IdentityError> for Problem {
             IdentityError::EmailTaken => Problem::with_detail(code, "an account with this email already exists"),
             IdentityError::InvalidCredentials => Problem::with_detail(code, "the email or password is incorrect"),
             IdentityError::Throttled { retry_after_secs } => {
-                Problem::with_detail(code, "too many failed login attempts; try again later").retry_after(retry_after_secs)
+                Problem::with_detail(code, "too many failed login attempts; try again later")
+                    .retry_after(retry_after_secs)
             }
             IdentityError::InvalidRefreshToken => {
                 Problem::with_detail(code, "the refresh token is invalid, expired or already used")

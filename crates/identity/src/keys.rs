@@ -56,9 +56,9 @@ impl KeyRing {
                 store.insert_signing_key(&generate()?).await?;
                 // Re-read rather than use what we generated: a replica starting at the same
                 // moment may have inserted too, and all must agree on the newest.
-                read(store, publish_window)
-                    .await?
-                    .ok_or_else(|| IdentityError::internal(std::io::Error::other("no signing key after generating one")))?
+                read(store, publish_window).await?.ok_or_else(|| {
+                    IdentityError::internal(std::io::Error::other("no signing key after generating one"))
+                })?
             }
         };
         let verifier = Verifier::local(auth);
@@ -87,18 +87,9 @@ impl KeyRing {
     /// Signs an access token; returns it with its lifetime in seconds.
     pub fn issue(&self, user_id: Uuid, roles: &RoleSet, session_id: Uuid) -> Result<(String, u64), IdentityError> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let now = chrono::Utc::now().timestamp();
         let ttl = self.access_ttl.as_secs();
-        let claims = AccessClaims {
-            sub: user_id,
-            roles: roles.names(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            iat: now,
-            exp: now + ttl as i64,
-            jti: Uuid::now_v7(),
-            sid: Some(session_id),
-        };
+        let claims =
+            AccessClaims::new(user_id, roles.names(), &self.issuer, &self.audience, ttl as i64, Some(session_id));
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(active.kid.clone());
         header.typ = Some("at+jwt".to_owned());
@@ -146,7 +137,8 @@ fn generate() -> Result<StoredKey, IdentityError> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let der = ed25519_pkcs8(&seed);
-    let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_ed_der(&der), ALGORITHM).map_err(IdentityError::internal)?;
+    let mut jwk =
+        Jwk::from_encoding_key(&EncodingKey::from_ed_der(&der), ALGORITHM).map_err(IdentityError::internal)?;
     let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(IdentityError::internal)?;
     jwk.common.key_id = Some(kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);

@@ -81,7 +81,7 @@ impl Hasher {
             let matches = argon.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok() && real;
             let needs_rehash = matches
                 && (parsed.algorithm != Algorithm::Argon2id.ident()
-                    || Params::try_from(&parsed).map(|p| p != params).unwrap_or(true));
+                    || Params::try_from(&parsed).map(|p| !same_cost(&p, &params)).unwrap_or(true));
             Verification { matches, needs_rehash }
         })
         .await
@@ -91,6 +91,12 @@ impl Hasher {
         let _permit = self.permits.acquire().await.map_err(IdentityError::internal)?;
         tokio::task::spawn_blocking(work).await.map_err(IdentityError::internal)
     }
+}
+
+/// Whether two parameter sets cost the same; a parsed hash also records its output length,
+/// which is not a cost.
+fn same_cost(a: &Params, b: &Params) -> bool {
+    (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
 }
 
 fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, HashError> {

@@ -5,6 +5,11 @@
 //! by the identity service's JWKS over HTTP (cached; refetched on an unknown `kid`, at most once
 //! per cool-down so forged `kid`s cannot make it hammer the issuer) or, inside identity itself,
 //! by the keys it holds.
+//!
+//! Verified tokens are remembered until they expire: a client presents the same token for many
+//! requests, and an Ed25519 verification costs far more than a lookup. Only tokens that passed
+//! full verification are remembered, never past their `exp`, and the memory is dropped whenever
+//! the key set changes (a removed key must stop vouching for its tokens).
 
 use std::{
     collections::HashMap,
@@ -93,7 +98,8 @@ impl Role {
 /// PKCS#8 v1 DER of an Ed25519 private key (RFC 8410): a fixed 16-byte prefix and the 32-byte
 /// seed. It is the form the JWT library signs with and derives the public JWK from.
 pub fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
-    const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    const PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     let mut der = Vec::with_capacity(48);
     der.extend_from_slice(&PREFIX);
     der.extend_from_slice(seed);
@@ -113,6 +119,24 @@ pub struct AccessClaims {
     /// The login session (refresh-token family) the token was issued in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<Uuid>,
+}
+
+impl AccessClaims {
+    /// Claims for `sub` issued now and expiring after `ttl_secs` (negative: already expired),
+    /// with a fresh `jti`.
+    pub fn new(sub: Uuid, roles: Vec<String>, issuer: &str, audience: &str, ttl_secs: i64, sid: Option<Uuid>) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        Self {
+            sub,
+            roles,
+            iss: issuer.to_owned(),
+            aud: audience.to_owned(),
+            iat: now,
+            exp: now + ttl_secs,
+            jti: Uuid::now_v7(),
+            sid,
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -179,9 +203,14 @@ struct Remote {
     url: String,
 }
 
+/// How many verified tokens one process remembers (a few hundred bytes each).
+const VERIFIED_CAPACITY: usize = 50_000;
+
 /// Verifies access tokens against the issuer's current public keys.
 pub struct Verifier {
     validation: Validation,
+    /// Token → (caller, `exp`) for tokens that passed verification.
+    verified: quick_cache::sync::Cache<String, (Caller, i64)>,
     max_age: Duration,
     cooldown: Duration,
     cache: RwLock<KeyCache>,
@@ -215,6 +244,7 @@ impl Verifier {
         validation.leeway = config.leeway.as_secs();
         Self {
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
             max_age: config.jwks_max_age,
             cooldown: config.jwks_refetch_cooldown,
             cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
@@ -232,12 +262,29 @@ impl Verifier {
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
             .collect();
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let changed = cache.keys.len() != keys.len() || keys.keys().any(|kid| !cache.keys.contains_key(kid));
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
+        if changed {
+            self.verified.clear();
+        }
     }
 
     /// Verifies a compact JWS and returns the caller it names.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        if let Some((caller, exp)) = self.verified.get(token)
+            && chrono::Utc::now().timestamp() < exp
+        {
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify_signature(token).await?;
+        if token.len() <= 4096 {
+            self.verified.insert(token.to_owned(), (caller.clone(), exp));
+        }
+        Ok(caller)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<(Caller, i64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != ALGORITHM {
             return Err(AuthError::Algorithm);
@@ -259,12 +306,13 @@ impl Verifier {
             }
         })?;
         let claims = data.claims;
-        Ok(Caller {
+        let caller = Caller {
             user_id: claims.sub,
             roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
             session_id: claims.sid,
             token_id: claims.jti,
-        })
+        };
+        Ok((caller, claims.exp))
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
@@ -292,7 +340,9 @@ impl Verifier {
         self.cache.write().unwrap_or_else(|e| e.into_inner()).last_attempt = Some(Instant::now());
         match get_json::<JwkSet>(&remote.client, &remote.url, Duration::from_secs(3)).await {
             Ok(set) => self.set_keys(&set),
-            Err(error) => tracing::warn!(url = %remote.url, error = %crate::http::problem::error_chain(&error), "could not fetch signing keys"),
+            Err(error) => {
+                tracing::warn!(url = %remote.url, error = %crate::http::problem::error_chain(&error), "could not fetch signing keys")
+            }
         }
     }
 
@@ -394,17 +444,8 @@ mod tests {
     }
 
     fn claims(exp_offset: i64) -> AccessClaims {
-        let now = chrono::Utc::now().timestamp();
-        AccessClaims {
-            sub: Uuid::now_v7(),
-            roles: vec!["customer".into(), "admin".into(), "wizard".into()],
-            iss: "emporium".into(),
-            aud: "emporium".into(),
-            iat: now,
-            exp: now + exp_offset,
-            jti: Uuid::now_v7(),
-            sid: Some(Uuid::now_v7()),
-        }
+        let roles = vec!["customer".into(), "admin".into(), "wizard".into()];
+        AccessClaims::new(Uuid::now_v7(), roles, "emporium", "emporium", exp_offset, Some(Uuid::now_v7()))
     }
 
     fn sign(key: &TestKey, claims: &AccessClaims) -> String {
@@ -453,6 +494,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verifier.verify(&hs).await.unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_are_forgotten_when_keys_change() {
+        let (k1, k2) = (key("k1"), key("k2"));
+        let verifier = verifier_with(&[&k1]);
+        let token = sign(&k1, &claims(600));
+        assert!(verifier.verify(&token).await.is_ok());
+        assert!(verifier.verify(&token).await.is_ok(), "served from memory");
+        verifier.set_keys(&JwkSet { keys: vec![k2.jwk.clone()] });
+        assert_eq!(verifier.verify(&token).await.unwrap_err(), AuthError::UnknownKey);
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_expire() {
+        let k = key("k1");
+        let verifier = verifier_with(&[&k]);
+        // Expired a second ago, but within the leeway: accepted, and remembered only until exp.
+        let token = sign(&k, &claims(-1));
+        assert!(verifier.verify(&token).await.is_ok());
+        let (_, exp) = verifier.verified.get(token.as_str()).unwrap();
+        assert!(exp < chrono::Utc::now().timestamp(), "the entry is already stale, so it is never used");
     }
 
     #[tokio::test]

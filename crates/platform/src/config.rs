@@ -111,6 +111,8 @@ mod tests {
     }
 
     #[test]
+    // figment's `Jail` fixes the closure's error type; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     fn layers_file_then_env_and_reports_bad_keys() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("emporium.toml", "name = \"from-file\"\n[inner]\nport = 1\nurl = \"sqlite://x\"")?;

@@ -19,7 +19,9 @@ use sqlx::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PoolConfig {
-    pub max_connections: u32,
+    /// Connections in the pool. Unset: 16 on PostgreSQL; on SQLite twice the cores, because
+    /// each SQLite connection is a thread of its own and more of them than cores only contend.
+    pub max_connections: Option<u32>,
     /// How long a request waits for a connection before the service answers 503.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
@@ -27,7 +29,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
+        Self { max_connections: None, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -114,8 +116,9 @@ impl Db {
                 std::fs::create_dir_all(parent)
                     .map_err(|source| ConnectError::CreateDir { path: parent.display().to_string(), source })?;
             }
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
             let pool = SqlitePoolOptions::new()
-                .max_connections(pool.max_connections.max(1))
+                .max_connections(pool.max_connections.unwrap_or(cores * 2).max(1))
                 .acquire_timeout(pool.acquire_timeout)
                 .connect_with(options)
                 .await
@@ -125,7 +128,7 @@ impl Db {
             let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
             ensure_pg_database(&options).await?;
             let pool = PgPoolOptions::new()
-                .max_connections(pool.max_connections.max(1))
+                .max_connections(pool.max_connections.unwrap_or(16).max(1))
                 .acquire_timeout(pool.acquire_timeout)
                 .connect_with(options)
                 .await
@@ -250,10 +253,7 @@ pub fn redact_url(url: &str) -> String {
 /// Whether the error means the database could not be reached (a 503), rather than a fault in
 /// what was asked of it.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
-    )
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
 }
 
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -302,11 +302,9 @@ mod tests {
             .map(|r| r.rows_affected()))
         .unwrap();
         tx.commit().await.unwrap();
-        let n: i64 = with_db!(&db, |pool| sqlx::query_scalar("SELECT n FROM t WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await)
-        .unwrap();
+        let n: i64 =
+            with_db!(&db, |pool| sqlx::query_scalar("SELECT n FROM t WHERE id = $1").bind(id).fetch_one(pool).await)
+                .unwrap();
         assert_eq!(n, 7);
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);

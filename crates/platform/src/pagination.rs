@@ -49,10 +49,9 @@ pub fn parse_limit(limit: Option<u32>) -> Result<u32, Problem> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(Problem::validation(vec![FieldError::new(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        )])),
+        Some(_) => {
+            Err(Problem::validation(vec![FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}"))]))
+        }
     }
 }
 

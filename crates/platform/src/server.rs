@@ -11,6 +11,7 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let drained = shutdown.clone();
+    // Responses are written whole; Nagle's algorithm would only hold back their last segment.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server = axum::serve(listener, service).with_graceful_shutdown(async move { drained.cancelled().await });
     tokio::select! {
         result = server => result,

@@ -38,12 +38,7 @@ pub fn init(config: &LogConfig) {
     let _ = match config.format {
         LogFormat::Json => registry
             .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_target(true),
+                fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_target(true),
             )
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer().compact().with_target(false)).try_init(),

@@ -12,7 +12,8 @@ pub enum Backend {
 
 /// The server tests create their PostgreSQL databases on.
 pub fn postgres_admin_url() -> String {
-    std::env::var("EMPORIUM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("EMPORIUM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A database that exists for the life of this value.

@@ -15,12 +15,11 @@ pub const PASSWORD: &str = "correct horse battery";
 /// Settings for a test: everything on port 0, the test's database, cheap password hashing
 /// (the cost factor is configuration; the algorithm is the production one).
 pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
-    let mut settings = Settings::default();
-    settings.data_dir = data_dir;
+    let mut settings = Settings { data_dir, ..Settings::default() };
     settings.identity.listen = "127.0.0.1:0".parse().unwrap();
     settings.gateway.listen = "127.0.0.1:0".parse().unwrap();
     settings.identity.database_url = Some(db.url.clone());
-    settings.identity.pool.max_connections = 8;
+    settings.identity.pool.max_connections = Some(8);
     settings.identity.password_hashing.memory_kib = 1024;
     settings.identity.password_hashing.iterations = 1;
     settings.identity.bootstrap_admin =
@@ -90,6 +89,19 @@ impl TestShop {
         let response = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
         token(&response.json())
+    }
+
+    /// Stops the shop and hands back its settings and database, to start another on them.
+    pub async fn release(mut self) -> (Settings, TestDatabase) {
+        self.stop.cancel();
+        if let Some(shop) = self.shop.take() {
+            shop.wait().await.expect("shop stops cleanly");
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let settings = self.settings.clone();
+        // A placeholder takes the database's place so that Drop has something to drop.
+        let db = std::mem::replace(&mut self.db, TestDatabase::sqlite());
+        (settings, db)
     }
 
     pub async fn stop(mut self) {

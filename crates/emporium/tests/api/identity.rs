@@ -45,9 +45,11 @@ async fn registration_login_me_and_logout(db: TestDatabase) {
     assert_eq!(session["user"]["id"], id);
     assert_ne!(refresh_token(&session), refresh_token(&registered));
 
-    let logout = shop.gateway.post("/api/v1/auth/logout").json(&json!({"refresh_token": refresh_token(&session)})).send().await;
+    let logout =
+        shop.gateway.post("/api/v1/auth/logout").json(&json!({"refresh_token": refresh_token(&session)})).send().await;
     assert_eq!(logout.status, 204);
-    let refresh = shop.gateway.post("/api/v1/auth/refresh").json(&json!({"refresh_token": refresh_token(&session)})).send().await;
+    let refresh =
+        shop.gateway.post("/api/v1/auth/refresh").json(&json!({"refresh_token": refresh_token(&session)})).send().await;
     refresh.problem(401);
     // Logging out is idempotent, and unknown tokens are not revealed.
     for token in [refresh_token(&session), "ert_unknown".to_owned()] {
@@ -55,13 +57,29 @@ async fn registration_login_me_and_logout(db: TestDatabase) {
         assert_eq!(again.status, 204);
     }
     // The registration's own session was not touched by logging out the other one.
-    let refresh = shop.gateway.post("/api/v1/auth/refresh").json(&json!({"refresh_token": refresh_token(&registered)})).send().await;
+    let refresh = shop
+        .gateway
+        .post("/api/v1/auth/refresh")
+        .json(&json!({"refresh_token": refresh_token(&registered)}))
+        .send()
+        .await;
     assert_eq!(refresh.status, 200);
+
+    // The merged API document carries identity's operations, generated from its code.
+    let document = shop.gateway.get("/api/v1/openapi.json").send().await.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in ["/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/users/me", "/api/v1/users/{id}/roles"] {
+        assert!(document["paths"][path].is_object(), "{path} is documented");
+    }
+    assert_eq!(shop.gateway.get("/docs/").send().await.status, 200);
 
     let jwks = shop.gateway.get("/.well-known/jwks.json").send().await;
     assert_eq!(jwks.status, 200);
     let key = &jwks.json()["keys"][0];
-    assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("OKP"), Some("Ed25519"), Some("EdDSA")));
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
     assert!(key.get("d").is_none(), "the private key is never published");
     shop.stop().await;
 }
@@ -132,7 +150,11 @@ async fn concurrent_registrations_of_one_email(db: TestDatabase) {
     statuses.sort();
     assert_eq!(statuses, vec![201, 409, 409, 409, 409, 409, 409, 409]);
     assert_eq!(shop.count("SELECT COUNT(*) FROM users WHERE email_normalized LIKE 'race-%'").await, 1);
-    assert_eq!(shop.count("SELECT COUNT(*) FROM event_outbox WHERE event_type = 'user.registered'").await, 2, "admin + one racer");
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM event_outbox WHERE event_type = 'user.registered'").await,
+        2,
+        "admin + one racer"
+    );
     shop.stop().await;
 }
 
@@ -145,13 +167,15 @@ async fn bad_registrations_change_nothing(db: TestDatabase) {
     let malformed = shop.gateway.post(path).raw("application/json", "{\"email\": \"a@example.com\",").send().await;
     assert!(malformed.problem(400)["detail"].as_str().unwrap().starts_with("malformed JSON"));
 
-    let wrong_type = shop.gateway.post(path).json(&json!({"email": 42, "password": PASSWORD, "name": "X"})).send().await;
+    let wrong_type =
+        shop.gateway.post(path).json(&json!({"email": 42, "password": PASSWORD, "name": "X"})).send().await;
     assert!(wrong_type.problem(400)["detail"].as_str().unwrap().contains("email"));
 
     let missing = shop.gateway.post(path).json(&json!({"email": "m@example.com", "name": "X"})).send().await;
     assert_eq!(missing.problem(422)["errors"], json!([{"field": "password", "message": "is required"}]));
 
-    let invalid = shop.gateway.post(path).json(&json!({"email": "not-an-email", "password": "short", "name": "  "})).send().await;
+    let invalid =
+        shop.gateway.post(path).json(&json!({"email": "not-an-email", "password": "short", "name": "  "})).send().await;
     let body = invalid.problem(422);
     let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, vec!["email", "password", "name"]);
@@ -159,7 +183,8 @@ async fn bad_registrations_change_nothing(db: TestDatabase) {
     let not_json = shop.gateway.post(path).raw("text/plain", "email=a@example.com").send().await;
     not_json.problem(415);
 
-    let huge = format!("{{\"email\":\"big@example.com\",\"password\":\"{}\",\"name\":\"X\"}}", "p".repeat(2 * 1024 * 1024));
+    let huge =
+        format!("{{\"email\":\"big@example.com\",\"password\":\"{}\",\"name\":\"X\"}}", "p".repeat(2 * 1024 * 1024));
     shop.gateway.post(path).raw("application/json", huge.clone()).send().await.problem(413);
     // Straight at identity too: its own limit holds without the gateway.
     shop.identity.post(path).raw("application/json", huge).send().await.problem(413);
@@ -283,7 +308,9 @@ async fn profile_updates(db: TestDatabase) {
 
     // A new password needs the right current one; otherwise nothing changes, name included.
     patch(json!({"name": "Mallory", "password": "new password 123"})).await.problem(403);
-    patch(json!({"name": "Mallory", "password": "new password 123", "current_password": "wrong password!"})).await.problem(403);
+    patch(json!({"name": "Mallory", "password": "new password 123", "current_password": "wrong password!"}))
+        .await
+        .problem(403);
     assert_eq!(shop.gateway.get("/api/v1/users/me").bearer(&access).send().await.json()["name"], "Ada King");
     assert_eq!(shop.login(&email, PASSWORD).await.status, 200);
 
@@ -327,7 +354,8 @@ async fn admin_lists_users_and_manages_roles(db: TestDatabase) {
             None => break,
         }
     }
-    let mut expected: Vec<String> = registered.iter().rev().map(|r| r["user"]["email"].as_str().unwrap().to_owned()).collect();
+    let mut expected: Vec<String> =
+        registered.iter().rev().map(|r| r["user"]["email"].as_str().unwrap().to_owned()).collect();
     expected.push(ADMIN_EMAIL.to_owned());
     assert_eq!(seen, expected);
     let first_page = shop.gateway.get("/api/v1/users").bearer(&admin).send().await.json();
@@ -345,7 +373,8 @@ async fn admin_lists_users_and_manages_roles(db: TestDatabase) {
     let user = &registered[1];
     let user_id = user["user"]["id"].as_str().unwrap();
     let roles_path = format!("/api/v1/users/{user_id}/roles");
-    let granted = shop.gateway.put(&roles_path).bearer(&admin).json(&json!({"roles": ["customer", "admin"]})).send().await;
+    let granted =
+        shop.gateway.put(&roles_path).bearer(&admin).json(&json!({"roles": ["customer", "admin"]})).send().await;
     assert_eq!(granted.status, 200);
     assert_eq!(granted.json()["roles"], json!(["customer", "admin"]));
     let promoted = shop.login(user["user"]["email"].as_str().unwrap(), PASSWORD).await.json();
@@ -357,14 +386,28 @@ async fn admin_lists_users_and_manages_roles(db: TestDatabase) {
     shop.gateway.put(&roles_path).bearer(&admin).json(&json!({"roles": "admin"})).send().await.problem(400);
     let unknown = format!("/api/v1/users/{}/roles", uuid::Uuid::now_v7());
     shop.gateway.put(&unknown).bearer(&admin).json(&json!({"roles": []})).send().await.problem(404);
-    shop.gateway.put("/api/v1/users/not-a-uuid/roles").bearer(&admin).json(&json!({"roles": []})).send().await.problem(404);
+    shop.gateway
+        .put("/api/v1/users/not-a-uuid/roles")
+        .bearer(&admin)
+        .json(&json!({"roles": []}))
+        .send()
+        .await
+        .problem(404);
 
     // Demote the bootstrap admin (another admin exists), then the last admin cannot be demoted.
-    let admin_id = shop.gateway.get("/api/v1/users/me").bearer(&admin).send().await.json()["id"].as_str().unwrap().to_owned();
-    let demoted = shop.gateway.put(&format!("/api/v1/users/{admin_id}/roles")).bearer(&admin).json(&json!({"roles": []})).send().await;
+    let admin_id =
+        shop.gateway.get("/api/v1/users/me").bearer(&admin).send().await.json()["id"].as_str().unwrap().to_owned();
+    let demoted = shop
+        .gateway
+        .put(&format!("/api/v1/users/{admin_id}/roles"))
+        .bearer(&admin)
+        .json(&json!({"roles": []}))
+        .send()
+        .await;
     assert_eq!(demoted.status, 200);
     assert_eq!(demoted.json()["roles"], json!(["customer"]));
-    let last = shop.gateway.put(&roles_path).bearer(&token(&promoted)).json(&json!({"roles": ["customer"]})).send().await;
+    let last =
+        shop.gateway.put(&roles_path).bearer(&token(&promoted)).json(&json!({"roles": ["customer"]})).send().await;
     last.problem(409);
     shop.stop().await;
 }
@@ -375,7 +418,13 @@ async fn metrics_label_routes_by_template(db: TestDatabase) {
     let user = shop.register(&unique_email("metrics")).await;
     let id = user["user"]["id"].as_str().unwrap();
     for _ in 0..2 {
-        let response = shop.gateway.put(&format!("/api/v1/users/{id}/roles")).bearer(&admin).json(&json!({"roles": []})).send().await;
+        let response = shop
+            .gateway
+            .put(&format!("/api/v1/users/{id}/roles"))
+            .bearer(&admin)
+            .json(&json!({"roles": []}))
+            .send()
+            .await;
         assert_eq!(response.status, 200);
     }
     let metrics = shop.identity.get("/metrics").send().await;

@@ -2,6 +2,7 @@
 //! real SQLite and PostgreSQL databases, driven the way a client application drives them.
 
 mod common;
+mod distributed;
 mod identity;
 mod shutdown;
 mod tokens;

@@ -70,7 +70,8 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.unwrap().unwrap();
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
 
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after draining").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after draining").unwrap();
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(data_dir);
 }

@@ -18,17 +18,7 @@ use crate::common::*;
 on_both_backends!(forged_tokens_are_refused, rotation_keeps_issued_tokens_valid);
 
 fn claims(user_id: uuid::Uuid, exp_offset: i64) -> AccessClaims {
-    let now = chrono::Utc::now().timestamp();
-    AccessClaims {
-        sub: user_id,
-        roles: vec!["customer".into(), "admin".into()],
-        iss: "emporium".into(),
-        aud: "emporium".into(),
-        iat: now,
-        exp: now + exp_offset,
-        jti: uuid::Uuid::now_v7(),
-        sid: None,
-    }
+    AccessClaims::new(user_id, vec!["customer".into(), "admin".into()], "emporium", "emporium", exp_offset, None)
 }
 
 fn sign(kid: &str, der: &[u8], claims: &AccessClaims) -> String {
@@ -45,7 +35,8 @@ async fn forged_tokens_are_refused(db: TestDatabase) {
     // The shop's real signing key, read from its database: only to mint an expired token.
     let db = shop.db().await;
     let (kid, der): (String, Vec<u8>) =
-        with_db!(&db, |pool| sqlx::query_as("SELECT kid, private_key FROM signing_keys").fetch_one(pool).await).unwrap();
+        with_db!(&db, |pool| sqlx::query_as("SELECT kid, private_key FROM signing_keys").fetch_one(pool).await)
+            .unwrap();
     db.close().await;
     let valid = sign(&kid, &der, &claims(user_id, 600));
 

@@ -135,7 +135,13 @@ pub struct UserView {
 
 impl From<User> for UserView {
     fn from(user: User) -> Self {
-        Self { id: user.id, roles: user.roles.iter().collect(), email: user.email, name: user.name, created_at: user.created_at }
+        Self {
+            id: user.id,
+            roles: user.roles.iter().collect(),
+            email: user.email,
+            name: user.name,
+            created_at: user.created_at,
+        }
     }
 }
 

@@ -144,7 +144,10 @@ async fn login(
         (status = 200, description = "A new token pair", body = TokensView),
         (status = 401, description = "Unknown, expired or spent token; a spent token revokes its whole session", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn refresh(State(state): State<AppState>, ApiJson(token): ApiJson<PresentedToken>) -> Result<Response, IdentityError> {
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(token): ApiJson<PresentedToken>,
+) -> Result<Response, IdentityError> {
     let tokens = state.accounts.refresh(&token.0).await?;
     Ok(no_store(StatusCode::OK, TokensView::from(tokens)))
 }
@@ -152,7 +155,10 @@ async fn refresh(State(state): State<AppState>, ApiJson(token): ApiJson<Presente
 /// End the session a refresh token belongs to.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
     responses((status = 204, description = "The session's refresh token no longer works")))]
-async fn logout(State(state): State<AppState>, ApiJson(token): ApiJson<PresentedToken>) -> Result<StatusCode, IdentityError> {
+async fn logout(
+    State(state): State<AppState>,
+    ApiJson(token): ApiJson<PresentedToken>,
+) -> Result<StatusCode, IdentityError> {
     state.accounts.logout(&token.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -111,12 +111,10 @@ impl Store {
     }
 
     pub async fn session(&self, tx: &mut Tx, id: Uuid) -> Result<Option<SessionRecord>, sqlx::Error> {
-        with_tx!(tx, |conn| sqlx::query_as(
-            "SELECT id, user_id, expires_at, revoked_at FROM sessions WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(conn)
-        .await)
+        with_tx!(tx, |conn| sqlx::query_as("SELECT id, user_id, expires_at, revoked_at FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await)
     }
 
     pub async fn revoke_session(

@@ -26,7 +26,8 @@ impl Store {
     /// Counts one failure for `key`, starting a new window when the current one (of
     /// `window_secs`) has ended. One atomic upsert, so concurrent failures all count.
     pub async fn record_login_failure(&self, key: &str, now: i64, window_secs: i64) -> Result<(), sqlx::Error> {
-        with_db!(&self.db, |pool| sqlx::query(
+        with_db!(&self.db, |pool| {
+            sqlx::query(
             "INSERT INTO login_throttle (key, failures, window_started_at) VALUES ($1, 1, $2)
              ON CONFLICT (key) DO UPDATE SET
                failures = CASE WHEN login_throttle.window_started_at <= $3 THEN 1 ELSE login_throttle.failures + 1 END,
@@ -37,7 +38,8 @@ impl Store {
         .bind(now - window_secs)
         .execute(pool)
         .await
-        .map(|_| ()))
+        .map(|_| ())
+        })
     }
 
     pub async fn clear_login_failures(&self, key: &str) -> Result<(), sqlx::Error> {

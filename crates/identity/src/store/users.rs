@@ -131,22 +131,14 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
         ));
-        with_tx!(tx, |conn| sqlx::query_as(sql)
-            .bind(id)
-            .bind(Json(roles.names()))
-            .bind(now)
-            .fetch_optional(conn)
-            .await)
+        with_tx!(tx, |conn| sqlx::query_as(sql).bind(id).bind(Json(roles.names())).bind(now).fetch_optional(conn).await)
     }
 
     /// Serialises role changes, so two admins demoting each other cannot both succeed and leave
     /// the shop without one. SQLite's write transactions are already serial.
     pub async fn lock_roles(&self, tx: &mut Tx) -> Result<(), sqlx::Error> {
         if tx.backend() == Backend::Postgres {
-            with_tx!(tx, |conn| sqlx::query("SELECT pg_advisory_xact_lock(7253001)")
-                .execute(conn)
-                .await
-                .map(|_| ()))?;
+            with_tx!(tx, |conn| sqlx::query("SELECT pg_advisory_xact_lock(7253001)").execute(conn).await.map(|_| ()))?;
         }
         Ok(())
     }
@@ -160,11 +152,15 @@ impl Store {
             )
             .fetch_one(conn)
             .await),
-            Backend::Sqlite => with_tx!(tx, |conn| sqlx::query_scalar(
+            Backend::Sqlite => {
+                with_tx!(tx, |conn| {
+                    sqlx::query_scalar(
                 "SELECT COUNT(*) FROM users WHERE EXISTS (SELECT 1 FROM json_each(users.roles) WHERE value = 'admin')"
             )
             .fetch_one(conn)
-            .await),
+            .await
+                })
+            }
         }
     }
 }

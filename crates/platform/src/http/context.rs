@@ -126,11 +126,8 @@ pub async fn observe(State(service): State<&'static str>, mut req: Request, next
     let started = Instant::now();
     let context = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let quiet = route.starts_with("/health") || route == "/metrics";
     let span = tracing::info_span!(
         "http_request",

@@ -135,12 +135,9 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| ApiQuery(value))
-            .map_err(|rejection| {
-                Problem::with_detail(ErrorCode::BadRequest, format!("invalid query string: {}", rejection.body_text()))
-            })
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(value)| ApiQuery(value)).map_err(|rejection| {
+            Problem::with_detail(ErrorCode::BadRequest, format!("invalid query string: {}", rejection.body_text()))
+        })
     }
 }
 
@@ -178,7 +175,7 @@ mod tests {
     fn malformed_json_is_400() {
         let problem = parse_json::<Login>(b"{\"email\": ").unwrap_err();
         assert_eq!(problem.status, 400);
-        assert!(problem.detail.unwrap().starts_with("malformed JSON"));
+        assert!(problem.detail.as_deref().unwrap().starts_with("malformed JSON"));
     }
 
     #[test]
@@ -191,7 +188,7 @@ mod tests {
     fn wrong_type_is_400_naming_the_field() {
         let problem = parse_json::<Login>(br#"{"email": 5, "attempts": 1}"#).unwrap_err();
         assert_eq!(problem.status, 400);
-        assert!(problem.detail.unwrap().starts_with("email: invalid type"));
+        assert!(problem.detail.as_deref().unwrap().starts_with("email: invalid type"));
     }
 
     #[test]

@@ -109,8 +109,15 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem document.
+///
+/// Boxed: it travels in the `Err` of almost every fallible call, which should stay small.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+#[schema(as = Problem)]
+pub struct Problem(#[schema(inline)] Box<Details>);
+
+/// The members of a [`Problem`].
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Details {
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -132,9 +139,22 @@ pub struct Problem {
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
+impl std::ops::Deref for Problem {
+    type Target = Details;
+    fn deref(&self) -> &Details {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut Details {
+        &mut self.0
+    }
+}
+
 impl Problem {
     pub fn new(code: ErrorCode) -> Self {
-        Self {
+        Self(Box::new(Details {
             type_uri: code.type_uri().to_owned(),
             title: code.title().to_owned(),
             status: code.status().as_u16(),
@@ -143,7 +163,7 @@ impl Problem {
             extensions: Map::new(),
             retry_after: None,
             headers: Vec::new(),
-        }
+        }))
     }
 
     pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -198,15 +218,15 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let body = serde_json::to_vec(&*self.0).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        for (name, value) in self.headers {
-            headers.insert(name, value);
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
         }
         response
     }

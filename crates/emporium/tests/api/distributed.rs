@@ -1,0 +1,88 @@
+//! The distributed way to run: each service started on its own (`emporium serve identity`,
+//! `emporium serve gateway`), wired only by configuration, as separate deployments are.
+
+use emporium::{Service, Shop};
+use serde_json::json;
+use testkit::{TestClient, TestDatabase, on_both_backends};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+on_both_backends!(separately_started_services_work_together, password_hashes_are_upgraded_on_login);
+
+async fn separately_started_services_work_together(db: TestDatabase) {
+    let data_dir = testkit::temp_dir("distributed");
+    let settings = test_settings(&db, data_dir.clone());
+    let (stop_identity, stop_gateway) = (CancellationToken::new(), CancellationToken::new());
+
+    let identity = Shop::start(settings.clone(), &[Service::Identity], stop_identity.clone()).await.unwrap();
+    let identity_addr = identity.identity.unwrap();
+    assert!(identity.gateway.is_none());
+
+    // The gateway knows identity only by URL; the key set's URL is derived from it.
+    let mut gateway_settings = settings.clone();
+    gateway_settings.gateway.upstreams.get_mut("identity").unwrap().urls = vec![format!("http://{identity_addr}")];
+    let gateway = Shop::start(gateway_settings, &[Service::Gateway], stop_gateway.clone()).await.unwrap();
+    assert!(gateway.identity.is_none());
+    let client = TestClient::new(format!("http://{}", gateway.gateway.unwrap()));
+
+    let email = unique_email("distributed");
+    let registered = client
+        .post("/api/v1/auth/register")
+        .json(&json!({"email": email, "password": PASSWORD, "name": "Dee"}))
+        .send()
+        .await;
+    assert_eq!(registered.status, 201);
+    let me = client.get("/api/v1/users/me").bearer(&token(&registered.json())).send().await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["email"], email.as_str());
+
+    let ready = TestClient::new(format!("http://{identity_addr}")).get("/health/ready").send().await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["checks"]["database"], "ok");
+
+    // Identity going away makes the gateway answer 503 promptly, not hang.
+    stop_identity.cancel();
+    identity.wait().await.unwrap();
+    let started = std::time::Instant::now();
+    let down = client.post("/api/v1/auth/login").json(&json!({"email": email, "password": PASSWORD})).send().await;
+    down.problem(503);
+    assert!(down.header("retry-after").is_some());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
+    let ready = client.get("/health/ready").send().await;
+    assert_eq!(ready.status, 200, "the gateway itself stays ready: it has no state of its own to lose");
+    stop_gateway.cancel();
+    gateway.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+async fn password_hashes_are_upgraded_on_login(db: TestDatabase) {
+    let email = unique_email("rehash");
+    let shop = TestShop::start(db).await;
+    shop.register(&email).await;
+    let (settings, db) = shop.release().await;
+    let stored = |db_url: String| async move {
+        let db = platform::db::Db::connect(&db_url, &Default::default()).await.unwrap();
+        let hash: String = platform::with_db!(&db, |pool| sqlx::query_scalar(
+            "SELECT password_hash FROM users WHERE email_normalized LIKE 'rehash-%'"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+        db.close().await;
+        hash
+    };
+    let before = stored(db.url.clone()).await;
+    assert!(before.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{before}");
+
+    // The operator raises the cost; the next successful login rehashes with the new parameters.
+    let shop = TestShop::start_with(db, |s| {
+        *s = settings;
+        s.identity.password_hashing.iterations = 2;
+    })
+    .await;
+    assert_eq!(shop.login(&email, PASSWORD).await.status, 200);
+    let (_, db) = shop.release().await;
+    let after = stored(db.url.clone()).await;
+    assert!(after.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{after}");
+}
