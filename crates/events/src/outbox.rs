@@ -1,19 +1,32 @@
-//! The transactional outbox: events are written in the caller's transaction.
+//! The transactional outbox: events are written in the caller's transaction, and relayed to
+//! the bus after it commits (see `relay`).
 //!
-//! The outbox tables are this crate's, migrated with their own history table
+//! The outbox and inbox tables are this crate's, migrated with their own history table
 //! (`_events_migrations`) so that every service database gets them without copying DDL.
+
+use std::sync::LazyLock;
 
 use platform::{
     db::{ConnectError, Db, Tx},
     with_tx,
 };
 use sqlx::{migrate::Migrator, types::Json};
+use tokio::sync::watch;
 
 use crate::CloudEvent;
 
 const MIGRATIONS_TABLE: &str = "_events_migrations";
 
-/// Creates or upgrades the outbox tables in a service's database.
+/// Wakes this process's relays when an event is written. On SQLite the relay's write
+/// transaction waits for the writer's commit, so waking before the commit loses nothing; on
+/// PostgreSQL a trigger's NOTIFY (delivered at commit) wakes the relays of every replica.
+static WRITTEN: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+pub(crate) fn written() -> watch::Receiver<u64> {
+    WRITTEN.subscribe()
+}
+
+/// Creates or upgrades the outbox and inbox tables in a service's database.
 pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
     let mut postgres: Migrator = sqlx::migrate!("./migrations/postgres");
     let mut sqlite: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,5 +47,7 @@ pub async fn enqueue(tx: &mut Tx, event: &CloudEvent) -> Result<(), sqlx::Error>
     .bind(event.time)
     .execute(conn)
     .await
-    .map(|_| ()))
+    .map(|_| ()))?;
+    WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
+    Ok(())
 }

@@ -1,11 +1,25 @@
-//! Typed payloads of the events services publish. The payload is the contract between the
-//! producer and its consumers: add fields, never repurpose one.
+//! Typed payloads of the events services publish (API.md, Events). The payload is the contract
+//! between a producer and its consumers: add fields, never repurpose one. Each names the entity
+//! it is about as its CloudEvents `subject`; consumers keep order per subject.
 
 use chrono::{DateTime, Utc};
+use platform::money::Money;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::EventPayload;
+
+macro_rules! event {
+    ($payload:ty, $type:literal, |$this:ident| $subject:expr) => {
+        impl EventPayload for $payload {
+            const TYPE: &'static str = $type;
+            fn subject(&self) -> String {
+                let $this = self;
+                $subject
+            }
+        }
+    };
+}
 
 /// A user account was created (by registration, the bootstrap admin, or an operator).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,10 +29,119 @@ pub struct UserRegistered {
     pub name: String,
     pub registered_at: DateTime<Utc>,
 }
+event!(UserRegistered, "user.registered", |e| e.user_id.to_string());
 
-impl EventPayload for UserRegistered {
-    const TYPE: &'static str = "user.registered";
-    fn subject(&self) -> String {
-        self.user_id.to_string()
-    }
+/// What product events carry about the product: enough for a read model to know what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductSnapshot {
+    pub product_id: Uuid,
+    pub slug: String,
+    pub status: String,
+    pub skus: Vec<String>,
+    /// Increases with every change of the product; a read model ignores older versions.
+    pub version: i64,
+    pub at: DateTime<Utc>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductCreated(pub ProductSnapshot);
+event!(ProductCreated, "product.created", |e| e.0.product_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductUpdated(pub ProductSnapshot);
+event!(ProductUpdated, "product.updated", |e| e.0.product_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductArchived(pub ProductSnapshot);
+event!(ProductArchived, "product.archived", |e| e.0.product_id.to_string());
+
+/// Stock of a SKU changed (set by an admin, reserved, committed or released).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryChanged {
+    pub sku: String,
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    pub at: DateTime<Utc>,
+}
+event!(InventoryChanged, "inventory.changed", |e| e.sku.clone());
+
+/// A cart was turned into an order and emptied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartCheckedOut {
+    pub cart_id: String,
+    pub order_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+event!(CartCheckedOut, "cart.checked_out", |e| e.cart_id.clone());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub at: DateTime<Utc>,
+}
+event!(OrderPlaced, "order.placed", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaid {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub total: Money,
+    pub payment_reference: String,
+    pub at: DateTime<Utc>,
+}
+event!(OrderPaid, "order.paid", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaymentFailed {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+event!(OrderPaymentFailed, "order.payment_failed", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub refunded: Money,
+    pub at: DateTime<Utc>,
+}
+event!(OrderCancelled, "order.cancelled", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub at: DateTime<Utc>,
+}
+event!(OrderShipped, "order.shipped", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDelivered {
+    pub order_id: Uuid,
+    pub number: String,
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+event!(OrderDelivered, "order.delivered", |e| e.order_id.to_string());

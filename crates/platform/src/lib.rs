@@ -11,6 +11,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod money;
 pub mod pagination;
 pub mod server;
 pub mod shutdown;

@@ -5,6 +5,7 @@
 //! skips with a printed reason, unless `EMPORIUM_REQUIRE_BACKENDS=1` (as in CI), where it fails.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod client;
 mod database;
 

@@ -1,0 +1,399 @@
+//! The embedded bus (`memory:`): the one-process shop's broker.
+//!
+//! Publishing appends to a log in SQLite (`events.db` in the data directory) and returns once the
+//! append has committed, just as a broker's confirm means the message is on disk. Each consumer
+//! reads the log from its own position; failures and the events deferred behind them wait in
+//! `bus_retries`, so unlike the RabbitMQ bus, the per-subject ordering survives a restart too.
+//! `tail` reads the same log, from another process if need be (SQLite's WAL lets it).
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
+
+use platform::db::{Db, PoolConfig};
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{BusConfig, BusError, Parked, Subscription, record_consumed, topic_matches};
+use crate::CloudEvent;
+
+const BATCH: i64 = 64;
+const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
+
+pub struct EmbeddedBus {
+    pool: SqlitePool,
+    config: BusConfig,
+    /// Bumped on every append or replay, so consumers in this process wake at once.
+    appended: watch::Sender<u64>,
+    last_prune_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl EmbeddedBus {
+    pub async fn open(config: BusConfig, data_dir: &Path) -> Result<Self, BusError> {
+        let url = format!("sqlite://{}/events.db", data_dir.display());
+        let db = Db::connect(&url, &PoolConfig::default())
+            .await
+            .map_err(|e| BusError::Unavailable(platform::http::problem::error_chain(&e)))?;
+        let Db::Sqlite(pool) = db else {
+            return Err(BusError::Invalid("the embedded bus lives in SQLite".to_owned()));
+        };
+        sqlx::migrate!("./migrations/embedded-bus")
+            .run(&pool)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("migrating the embedded bus: {e}")))?;
+        let (appended, _) = watch::channel(0);
+        Ok(Self { pool, config, appended, last_prune_ms: AtomicI64::new(0) })
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    pub async fn publish(&self, events: &[CloudEvent]) -> Result<(), BusError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for event in events {
+            let envelope = serde_json::to_string(event).map_err(|e| BusError::Invalid(e.to_string()))?;
+            // Appending is idempotent by event id, as a relay may publish an event twice.
+            sqlx::query(
+                "INSERT INTO bus_log (event_id, event_type, subject, envelope, appended_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(event.id)
+            .bind(&event.event_type)
+            .bind(event.subject.as_deref().unwrap_or(""))
+            .bind(envelope)
+            .bind(platform::time::now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    pub async fn consume(&self, subscription: Subscription, shutdown: CancellationToken) {
+        let mut woken = self.appended.subscribe();
+        if let Err(error) = self.register(&subscription.consumer).await {
+            tracing::error!(consumer = %subscription.consumer, error = %error, "could not register consumer");
+        }
+        tracing::info!(consumer = %subscription.consumer, "consuming");
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.prune_now_and_then().await;
+            let wait = match self.step(&subscription).await {
+                Ok(true) => continue,
+                Ok(false) => self.until_next_retry(&subscription.consumer).await,
+                Err(error) => {
+                    tracing::warn!(consumer = %subscription.consumer, error = %error, "consumer step failed");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = woken.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// A new consumer reads the whole retained log: nothing published before its first start
+    /// is missed.
+    pub async fn register(&self, consumer: &str) -> Result<(), BusError> {
+        sqlx::query("INSERT INTO bus_consumers (consumer, position) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING")
+            .bind(consumer)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn until_next_retry(&self, consumer: &str) -> Duration {
+        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM bus_retries WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        let millis = next.map_or(1000, |due| (due - now_ms()).clamp(5, 1000));
+        Duration::from_millis(millis as u64)
+    }
+
+    /// Handles what is due: first retries (only the earliest of each subject), then new events.
+    /// Returns whether anything was done.
+    async fn step(&self, subscription: &Subscription) -> Result<bool, BusError> {
+        let consumer = subscription.consumer.as_str();
+        let mut did = false;
+
+        let due: Vec<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT r.seq, r.subject, r.attempts, l.envelope FROM bus_retries r JOIN bus_log l ON l.seq = r.seq
+             WHERE r.consumer = $1 AND r.due_at <= $2
+               AND NOT EXISTS (SELECT 1 FROM bus_retries e
+                               WHERE e.consumer = r.consumer AND e.subject = r.subject AND r.subject <> '' AND e.seq < r.seq)
+             ORDER BY r.seq LIMIT $3",
+        )
+        .bind(consumer)
+        .bind(now_ms())
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        for (seq, _, attempts, envelope) in due {
+            did = true;
+            match self.apply(subscription, &envelope).await {
+                Ok(()) => {
+                    sqlx::query("DELETE FROM bus_retries WHERE consumer = $1 AND seq = $2")
+                        .bind(consumer)
+                        .bind(seq)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Err((event_type, error)) => {
+                    self.failed(consumer, seq, &event_type, attempts as u32 + 1, &error).await?
+                }
+            }
+        }
+
+        let position: i64 = sqlx::query_scalar("SELECT position FROM bus_consumers WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0);
+        let fresh: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT seq, event_type, subject, envelope FROM bus_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(position)
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        for (seq, event_type, subject, envelope) in fresh {
+            did = true;
+            if subscription.wants(&event_type) {
+                let waiting: bool = !subject.is_empty()
+                    && sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM bus_retries WHERE consumer = $1 AND subject = $2",
+                    )
+                    .bind(consumer)
+                    .bind(&subject)
+                    .fetch_one(&self.pool)
+                    .await?
+                        > 0;
+                if waiting {
+                    // Behind an earlier event of its subject: it waits its turn.
+                    self.schedule(consumer, seq, &subject, 0, now_ms(), None).await?;
+                } else if let Err((event_type, error)) = self.apply(subscription, &envelope).await {
+                    self.failed(consumer, seq, &event_type, 1, &error).await?;
+                }
+            }
+            sqlx::query("UPDATE bus_consumers SET position = $2 WHERE consumer = $1")
+                .bind(consumer)
+                .bind(seq)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(did)
+    }
+
+    /// Runs the handler; on failure returns the event type and the reason.
+    async fn apply(&self, subscription: &Subscription, envelope: &str) -> Result<(), (String, String)> {
+        let event: CloudEvent =
+            serde_json::from_str(envelope).map_err(|e| ("unknown".to_owned(), format!("unreadable: {e}")))?;
+        let event_type = event.event_type.clone();
+        let outcome = tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(event)).await;
+        match outcome {
+            Ok(Ok(())) => {
+                record_consumed(&subscription.consumer, &event_type, "ok");
+                Ok(())
+            }
+            Ok(Err(error)) => Err((event_type, error.0)),
+            Err(_) => Err((event_type, format!("handler timed out after {:?}", self.config.handler_timeout))),
+        }
+    }
+
+    /// Records a failed attempt: a retry after a delay, or the parking lot after the last one.
+    async fn failed(
+        &self,
+        consumer: &str,
+        seq: i64,
+        event_type: &str,
+        failures: u32,
+        error: &str,
+    ) -> Result<(), BusError> {
+        if failures >= self.config.max_attempts {
+            tracing::error!(consumer, seq, event_type, attempts = failures, error, "event parked");
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(
+                "INSERT INTO bus_parked (consumer, seq, attempts, error, parked_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (consumer, seq) DO UPDATE SET attempts = excluded.attempts, error = excluded.error",
+            )
+            .bind(consumer)
+            .bind(seq)
+            .bind(failures as i64)
+            .bind(error)
+            .bind(platform::time::now())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM bus_retries WHERE consumer = $1 AND seq = $2")
+                .bind(consumer)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            record_consumed(consumer, event_type, "parked");
+            metrics::counter!("events_dead_lettered_total", "consumer" => consumer.to_owned(), "type" => event_type.to_owned())
+                .increment(1);
+            return Ok(());
+        }
+        let delay = self.config.retry_delay(failures);
+        tracing::warn!(consumer, seq, event_type, attempt = failures, retry_in = ?delay, error, "event failed, will retry");
+        let subject: String = sqlx::query_scalar("SELECT subject FROM bus_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or_default();
+        self.schedule(consumer, seq, &subject, failures, now_ms() + delay.as_millis() as i64, Some(error)).await?;
+        record_consumed(consumer, event_type, "retried");
+        metrics::counter!("events_retried_total", "consumer" => consumer.to_owned(), "type" => event_type.to_owned())
+            .increment(1);
+        Ok(())
+    }
+
+    async fn schedule(
+        &self,
+        consumer: &str,
+        seq: i64,
+        subject: &str,
+        attempts: u32,
+        due_at: i64,
+        error: Option<&str>,
+    ) -> Result<(), BusError> {
+        sqlx::query(
+            "INSERT INTO bus_retries (consumer, seq, subject, attempts, due_at, last_error) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (consumer, seq) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
+                 last_error = excluded.last_error",
+        )
+        .bind(consumer)
+        .bind(seq)
+        .bind(subject)
+        .bind(attempts as i64)
+        .bind(due_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn dead_letters(&self, consumer: &str) -> Result<Vec<Parked>, BusError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT p.attempts, p.error, l.envelope FROM bus_parked p JOIN bus_log l ON l.seq = p.seq
+             WHERE p.consumer = $1 ORDER BY p.seq",
+        )
+        .bind(consumer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(attempts, error, envelope)| {
+                Some(Parked { event: serde_json::from_str(&envelope).ok()?, attempts: attempts as u32, error })
+            })
+            .collect())
+    }
+
+    pub async fn replay_dead_letters(&self, consumer: &str) -> Result<usize, BusError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let moved = sqlx::query(
+            "INSERT INTO bus_retries (consumer, seq, subject, attempts, due_at, last_error)
+             SELECT p.consumer, p.seq, l.subject, 0, $2, p.error FROM bus_parked p JOIN bus_log l ON l.seq = p.seq
+             WHERE p.consumer = $1
+             ON CONFLICT (consumer, seq) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM bus_parked WHERE consumer = $1").bind(consumer).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(moved as usize)
+    }
+
+    pub async fn tail(
+        &self,
+        from_start: bool,
+        pattern: &str,
+        shutdown: CancellationToken,
+        mut each: impl FnMut(CloudEvent) -> bool + Send,
+    ) -> Result<(), BusError> {
+        let mut woken = self.appended.subscribe();
+        let mut position: i64 = if from_start {
+            0
+        } else {
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM bus_log").fetch_one(&self.pool).await?
+        };
+        loop {
+            let rows: Vec<(i64, String, String)> =
+                sqlx::query_as("SELECT seq, event_type, envelope FROM bus_log WHERE seq > $1 ORDER BY seq LIMIT 256")
+                    .bind(position)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let idle = rows.is_empty();
+            for (seq, event_type, envelope) in rows {
+                position = seq;
+                if topic_matches(pattern, &event_type)
+                    && let Ok(event) = serde_json::from_str::<CloudEvent>(&envelope)
+                    && !each(event)
+                {
+                    return Ok(());
+                }
+            }
+            if idle {
+                // Another process may be appending: poll as well as listen.
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    _ = woken.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), BusError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Drops log entries past the retention that no consumer still needs.
+    async fn prune_now_and_then(&self) {
+        let now = now_ms();
+        let last = self.last_prune_ms.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY_MS
+            || self.last_prune_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let Ok(retention) = chrono::Duration::from_std(self.config.log_retention) else { return };
+        let cutoff = platform::time::now() - retention;
+        let pruned = sqlx::query(
+            "DELETE FROM bus_log WHERE appended_at < $1
+               AND seq NOT IN (SELECT seq FROM bus_retries) AND seq NOT IN (SELECT seq FROM bus_parked)
+               AND seq <= (SELECT COALESCE(MIN(position), 0) FROM bus_consumers)",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = pruned {
+            tracing::warn!(error = %error, "could not prune the event log");
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The RabbitMQ bus.
+//!
+//! Topology, declared idempotently by whoever connects:
+//! - `{ns}.events`: the topic exchange; the routing key is the event type.
+//! - `{ns}.events.log`: a stream bound with `#`, so every event is kept and can be replayed from
+//!   any offset (`tail`).
+//! - per consumer `C`: the quorum queue `{ns}.C` bound to its types, with a single active
+//!   consumer so that one process at a time applies its events in order; delayed-retry queues
+//!   `{ns}.C.retry.{delay}` (a message TTL, then dead-lettered back to `{ns}.C`); and the parking
+//!   lot `{ns}.C.parked`, a classic queue (listing it requeues, which must not count as a
+//!   delivery attempt the way a quorum queue's delivery limit would).
+//!
+//! A failed event is republished to the retry queue of its next delay and acknowledged; later
+//! events of its subject are deferred behind it (sent round the shortest retry queue) until it
+//! has been applied or parked. Republishing before acknowledging means a crash in between gives a
+//! duplicate, never a loss; the inbox makes duplicates harmless.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{BusConfig, BusError, Parked, Subscription, record_consumed, topic_matches};
+use crate::CloudEvent;
+
+const CONTENT_TYPE: &str = "application/cloudevents+json";
+/// Failures so far; absent on a first delivery.
+const ATTEMPT: &str = "x-emporium-attempt";
+/// Set on an event sent round the retry queue only to keep it behind a failing one.
+const DEFERRED: &str = "x-emporium-deferred";
+const ERROR: &str = "x-emporium-error";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RabbitBus {
+    config: BusConfig,
+    /// One confirm-mode channel for publishing, opened on first use and after a failure.
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+/// Per-subject state of one consumer: the event being retried, and how many later ones wait.
+#[derive(Debug, Default)]
+struct SubjectState {
+    failing: Option<Uuid>,
+    deferred: usize,
+}
+
+impl RabbitBus {
+    pub fn new(config: BusConfig) -> Self {
+        Self { config, publisher: Mutex::new(None) }
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    fn exchange(&self) -> String {
+        format!("{}.events", self.config.namespace)
+    }
+
+    fn log_stream(&self) -> String {
+        format!("{}.events.log", self.config.namespace)
+    }
+
+    fn queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}", self.config.namespace)
+    }
+
+    fn retry_queue(&self, consumer: &str, delay: Duration) -> String {
+        format!("{}.{consumer}.retry.{}ms", self.config.namespace, delay.as_millis())
+    }
+
+    fn parked_queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}.parked", self.config.namespace)
+    }
+
+    async fn connect(&self, purpose: &str) -> Result<Connection, BusError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(format!("{}-{purpose}", self.config.namespace)));
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.config.url, properties)).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(BusError::Unavailable(format!("no connection within {CONNECT_TIMEOUT:?}"))),
+        }
+    }
+
+    /// The exchange and the log stream: what publishing needs.
+    async fn declare_core(&self, channel: &Channel) -> Result<(), BusError> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .exchange_declare(self.exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(unavailable)?;
+        let mut stream_args = FieldTable::default();
+        stream_args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        stream_args.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(format!("{}s", self.config.log_retention.as_secs().max(1)).into()),
+        );
+        let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+        channel.queue_declare(self.log_stream().into(), durable_queue, stream_args).await.map_err(unavailable)?;
+        channel
+            .queue_bind(
+                self.log_stream().into(),
+                self.exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A consumer's queue, its retry queues and its parking lot.
+    async fn declare_consumer(&self, channel: &Channel, subscription: &Subscription) -> Result<(), BusError> {
+        let consumer = &subscription.consumer;
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let mut main = FieldTable::default();
+        main.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        main.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel.queue_declare(self.queue(consumer).into(), durable, main).await.map_err(unavailable)?;
+        for pattern in &subscription.types {
+            channel
+                .queue_bind(
+                    self.queue(consumer).into(),
+                    self.exchange().into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        let mut delays = self.config.retry_delays.clone();
+        delays.sort();
+        delays.dedup();
+        for delay in delays {
+            let mut retry = FieldTable::default();
+            retry.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            retry.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
+            retry.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            retry.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.queue(consumer).into()));
+            // Quorum queues dead-letter at most once unless told otherwise.
+            retry.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+            retry.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            channel
+                .queue_declare(self.retry_queue(consumer, delay).into(), durable, retry)
+                .await
+                .map_err(unavailable)?;
+        }
+        channel
+            .queue_declare(self.parked_queue(consumer).into(), durable, FieldTable::default())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn prepare(&self, subscription: &Subscription) -> Result<(), BusError> {
+        let connection = self.connect("prepare").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        self.declare_core(&channel).await?;
+        self.declare_consumer(&channel, subscription).await?;
+        let _ = connection.close(200, "prepared".into()).await;
+        Ok(())
+    }
+
+    pub async fn publish(&self, events: &[CloudEvent]) -> Result<(), BusError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.publisher.lock().await;
+        if guard.is_none() {
+            let connection = self.connect("publisher").await?;
+            let channel = connection.create_channel().await.map_err(unavailable)?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+            self.declare_core(&channel).await?;
+            *guard = Some((connection, channel));
+        }
+        let Some((_, channel)) = guard.as_ref() else {
+            return Err(BusError::Unavailable("no publisher channel".to_owned()));
+        };
+        let outcome = publish_confirmed(channel, &self.exchange(), events).await;
+        if matches!(outcome, Err(BusError::Unavailable(_))) {
+            // The channel or connection is gone: open a new one next time.
+            *guard = None;
+        }
+        outcome
+    }
+
+    /// Runs the consumer, reconnecting with backoff, until `shutdown`.
+    pub async fn consume(&self, subscription: Subscription, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match self.consume_once(&subscription, &shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(consumer = %subscription.consumer, error = %error, retry_in = ?backoff, "consumer disconnected");
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn consume_once(&self, subscription: &Subscription, shutdown: &CancellationToken) -> Result<(), BusError> {
+        let connection = self.connect(&subscription.consumer).await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+        self.declare_core(&channel).await?;
+        self.declare_consumer(&channel, subscription).await?;
+        channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await.map_err(unavailable)?;
+        let tag = format!("{}-{}", subscription.consumer, Uuid::new_v4().simple());
+        let mut deliveries = channel
+            .basic_consume(
+                self.queue(&subscription.consumer).into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(consumer = %subscription.consumer, "consuming");
+        let mut subjects: HashMap<String, SubjectState> = HashMap::new();
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = connection.close(200, "shutting down".into()).await;
+                    return Ok(());
+                }
+                next = deliveries.next() => next,
+            };
+            match delivery {
+                Some(Ok(delivery)) => self.process(&channel, subscription, &mut subjects, delivery).await?,
+                Some(Err(error)) => return Err(unavailable(error)),
+                None => return Err(BusError::Unavailable("the broker ended the consumer".to_owned())),
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        subjects: &mut HashMap<String, SubjectState>,
+        delivery: Delivery,
+    ) -> Result<(), BusError> {
+        let consumer = subscription.consumer.as_str();
+        let failures = header_u32(&delivery.properties, ATTEMPT);
+        let deferred = header_bool(&delivery.properties, DEFERRED);
+        let event: CloudEvent = match serde_json::from_slice(&delivery.data) {
+            Ok(event) => event,
+            Err(error) => {
+                // Not an event at all: retrying cannot help.
+                tracing::error!(consumer, error = %error, "unreadable message parked");
+                let headers = headers(failures, false, Some(&format!("unreadable: {error}")));
+                self.send(channel, &self.parked_queue(consumer), &delivery.data, headers).await?;
+                return ack(&delivery).await;
+            }
+        };
+        let subject = event.subject.clone().unwrap_or_default();
+        let state = subjects.entry(subject.clone()).or_default();
+        let is_the_failing_one = state.failing == Some(event.id);
+        // A deferred event coming back is at the head of its line; a fresh one queues behind.
+        let must_wait = !subject.is_empty()
+            && !is_the_failing_one
+            && (state.failing.is_some() || (!deferred && state.deferred > 0));
+        if must_wait {
+            if !deferred {
+                state.deferred += 1;
+            }
+            let shortest = self.config.retry_delays.iter().min().copied().unwrap_or(Duration::from_secs(1));
+            self.send(channel, &self.retry_queue(consumer, shortest), &delivery.data, headers(failures, true, None))
+                .await?;
+            return ack(&delivery).await;
+        }
+        if deferred {
+            state.deferred = state.deferred.saturating_sub(1);
+        }
+
+        let outcome =
+            match tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(event.clone())).await {
+                Ok(outcome) => outcome.map_err(|e| e.0),
+                Err(_) => Err(format!("handler timed out after {:?}", self.config.handler_timeout)),
+            };
+        let state = subjects.entry(subject.clone()).or_default();
+        match outcome {
+            Ok(()) => {
+                if is_the_failing_one {
+                    state.failing = None;
+                }
+                record_consumed(consumer, &event.event_type, "ok");
+            }
+            Err(error) => {
+                let failures = failures + 1;
+                if failures >= self.config.max_attempts {
+                    tracing::error!(consumer, event_id = %event.id, event_type = %event.event_type, attempts = failures, error = %error, "event parked");
+                    self.send(
+                        channel,
+                        &self.parked_queue(consumer),
+                        &delivery.data,
+                        headers(failures, false, Some(&error)),
+                    )
+                    .await?;
+                    if state.failing == Some(event.id) {
+                        state.failing = None;
+                    }
+                    record_consumed(consumer, &event.event_type, "parked");
+                    metrics::counter!("events_dead_lettered_total", "consumer" => consumer.to_owned(), "type" => event.event_type.clone()).increment(1);
+                } else {
+                    let delay = self.config.retry_delay(failures);
+                    tracing::warn!(consumer, event_id = %event.id, event_type = %event.event_type, attempt = failures, retry_in = ?delay, error = %error, "event failed, will retry");
+                    self.send(
+                        channel,
+                        &self.retry_queue(consumer, delay),
+                        &delivery.data,
+                        headers(failures, false, Some(&error)),
+                    )
+                    .await?;
+                    if !subject.is_empty() {
+                        state.failing = Some(event.id);
+                    }
+                    record_consumed(consumer, &event.event_type, "retried");
+                    metrics::counter!("events_retried_total", "consumer" => consumer.to_owned(), "type" => event.event_type.clone()).increment(1);
+                }
+            }
+        }
+        if state.failing.is_none() && state.deferred == 0 {
+            subjects.remove(&subject);
+        }
+        ack(&delivery).await
+    }
+
+    /// Publishes `body` to `queue` through the default exchange and waits for the confirm.
+    async fn send(&self, channel: &Channel, queue: &str, body: &[u8], headers: FieldTable) -> Result<(), BusError> {
+        let properties = persistent().with_headers(headers);
+        let confirm = channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
+            .await
+            .map_err(unavailable)?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+            Ok(Ok(_)) => Err(BusError::Nacked),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(BusError::Unavailable("no publisher confirm".to_owned())),
+        }
+    }
+
+    pub async fn dead_letters(&self, consumer: &str) -> Result<Vec<Parked>, BusError> {
+        let connection = self.connect("admin").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let queue = self.parked_queue(consumer);
+        let mut parked = Vec::new();
+        let mut taken = Vec::new();
+        // Take every message without acknowledging, then hand them all back.
+        while let Some(message) =
+            channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.map_err(unavailable)?
+        {
+            let delivery = message.delivery;
+            if let Ok(event) = serde_json::from_slice::<CloudEvent>(&delivery.data) {
+                parked.push(Parked {
+                    event,
+                    attempts: header_u32(&delivery.properties, ATTEMPT),
+                    error: header_string(&delivery.properties, ERROR).unwrap_or_default(),
+                });
+            }
+            taken.push(delivery);
+        }
+        for delivery in taken {
+            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map_err(unavailable)?;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(parked)
+    }
+
+    pub async fn replay_dead_letters(&self, consumer: &str) -> Result<usize, BusError> {
+        let connection = self.connect("admin").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+        let parked = self.parked_queue(consumer);
+        let mut replayed = 0;
+        while let Some(message) =
+            channel.basic_get(parked.as_str().into(), BasicGetOptions::default()).await.map_err(unavailable)?
+        {
+            let delivery = message.delivery;
+            // A fresh set of attempts: back into the consumer's own queue, then off the lot.
+            self.send(&channel, &self.queue(consumer), &delivery.data, FieldTable::default()).await?;
+            ack(&delivery).await?;
+            replayed += 1;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(replayed)
+    }
+
+    pub async fn tail(
+        &self,
+        from_start: bool,
+        pattern: &str,
+        shutdown: CancellationToken,
+        mut each: impl FnMut(CloudEvent) -> bool + Send,
+    ) -> Result<(), BusError> {
+        let connection = self.connect("tail").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        self.declare_core(&channel).await?;
+        // Stream consumers need a prefetch; acknowledgements only pace delivery.
+        channel.basic_qos(256, BasicQosOptions::default()).await.map_err(unavailable)?;
+        let mut arguments = FieldTable::default();
+        arguments
+            .insert("x-stream-offset".into(), AMQPValue::LongString(if from_start { "first" } else { "next" }.into()));
+        let mut deliveries = channel
+            .basic_consume(
+                self.log_stream().into(),
+                format!("tail-{}", Uuid::new_v4().simple()).into(),
+                BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await
+            .map_err(unavailable)?;
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = deliveries.next() => next,
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(unavailable(error)),
+                None => break,
+            };
+            ack(&delivery).await?;
+            if let Ok(event) = serde_json::from_slice::<CloudEvent>(&delivery.data)
+                && topic_matches(pattern, &event.event_type)
+                && !each(event)
+            {
+                break;
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Deletes the exchange, the log stream, and the queues of `consumers`: for tests and for
+    /// decommissioning a namespace. Messages in them are lost.
+    pub async fn delete_topology(&self, consumers: &[&str]) -> Result<(), BusError> {
+        let connection = self.connect("admin").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let mut queues = vec![self.log_stream()];
+        for consumer in consumers {
+            queues.push(self.queue(consumer));
+            queues.push(self.parked_queue(consumer));
+            queues.extend(self.config.retry_delays.iter().map(|delay| self.retry_queue(consumer, *delay)));
+        }
+        for queue in queues {
+            channel.queue_delete(queue.into(), Default::default()).await.map_err(unavailable)?;
+        }
+        channel.exchange_delete(self.exchange().into(), Default::default()).await.map_err(unavailable)?;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), BusError> {
+        let connection = self.connect("ping").await?;
+        let _ = connection.close(200, "ping".into()).await;
+        Ok(())
+    }
+}
+
+/// Publishes every event, then waits for every confirm: one round trip's latency for the batch.
+async fn publish_confirmed(channel: &Channel, exchange: &str, events: &[CloudEvent]) -> Result<(), BusError> {
+    let mut confirms = Vec::with_capacity(events.len());
+    for event in events {
+        let body = serde_json::to_vec(event).map_err(|e| BusError::Invalid(e.to_string()))?;
+        let properties = persistent()
+            .with_message_id(event.id.to_string().into())
+            .with_type(event.event_type.as_str().into())
+            .with_timestamp(event.time.timestamp().max(0) as u64);
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                event.event_type.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .map_err(unavailable)?;
+        confirms.push(confirm);
+    }
+    let all = futures_util::future::join_all(confirms);
+    let confirmations = tokio::time::timeout(CONFIRM_TIMEOUT, all)
+        .await
+        .map_err(|_| BusError::Unavailable("no publisher confirms".to_owned()))?;
+    for confirmation in confirmations {
+        match confirmation {
+            Ok(confirmation) if confirmation.is_ack() => {}
+            Ok(_) => return Err(BusError::Nacked),
+            Err(error) => return Err(unavailable(error)),
+        }
+    }
+    Ok(())
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_content_type(CONTENT_TYPE.into()).with_delivery_mode(2)
+}
+
+fn headers(failures: u32, deferred: bool, error: Option<&str>) -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(ATTEMPT.into(), AMQPValue::LongUInt(failures));
+    if deferred {
+        table.insert(DEFERRED.into(), AMQPValue::Boolean(true));
+    }
+    if let Some(error) = error {
+        let error: String = error.chars().take(1000).collect();
+        table.insert(ERROR.into(), AMQPValue::LongString(error.into()));
+    }
+    table
+}
+
+fn header<'a>(properties: &'a BasicProperties, key: &str) -> Option<&'a AMQPValue> {
+    properties.headers().as_ref()?.inner().get(&ShortString::from(key))
+}
+
+fn header_u32(properties: &BasicProperties, key: &str) -> u32 {
+    match header(properties, key) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, u32::MAX as i64) as u32,
+        _ => 0,
+    }
+}
+
+fn header_bool(properties: &BasicProperties, key: &str) -> bool {
+    matches!(header(properties, key), Some(AMQPValue::Boolean(true)))
+}
+
+fn header_string(properties: &BasicProperties, key: &str) -> Option<String> {
+    match header(properties, key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), BusError> {
+    delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(unavailable)
+}
+
+fn unavailable(error: lapin::Error) -> BusError {
+    BusError::Unavailable(error.to_string())
+}
