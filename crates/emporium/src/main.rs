@@ -37,8 +37,37 @@ enum Command {
     /// Administer users and keys.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Watch and repair the event flow.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Measure throughput and latency.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print events as they flow, one JSON object per line (Ctrl-C stops).
+    Tail {
+        /// Start from the oldest event kept instead of from now.
+        #[arg(long)]
+        from_start: bool,
+        /// Only events whose type matches this pattern (`order.*`, `user.registered`, `#`).
+        #[arg(long = "type", default_value = "#")]
+        pattern: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// List the events parked for a consumer after their last failed attempt.
+    DeadLetters {
+        #[arg(long)]
+        consumer: String,
+    },
+    /// Give a consumer's parked events a fresh set of attempts.
+    ReplayDeadLetters {
+        #[arg(long)]
+        consumer: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,6 +97,8 @@ enum Scenario {
     Me,
     /// POST /api/v1/auth/login (argon2id-bound).
     Login,
+    /// The event backbone on RabbitMQ and PostgreSQL: outbox → relay → broker → consumer.
+    Events,
 }
 
 #[derive(Args)]
@@ -94,6 +125,21 @@ struct BenchArgs {
     /// The identity service of that running shop.
     #[arg(long, requires = "gateway")]
     identity: Option<String>,
+    /// `events`: the RabbitMQ to measure.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    /// `events`: a PostgreSQL server (any database on it) where a throw-away database is made.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// `events`: the steady rate at which latency is measured, in events/s.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// `events`: the consumer's prefetch.
+    #[arg(long, default_value_t = 1024)]
+    prefetch: u16,
+    /// `events`: the consumer's lanes.
+    #[arg(long, default_value_t = 2)]
+    lanes: usize,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -106,6 +152,10 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration unit in {text:?}; use ms, s or m")),
     };
     Ok(Duration::from_secs_f64(seconds))
+}
+
+fn humantime_like(duration: Duration) -> String {
+    format!("{:.0} s", duration.as_secs_f64())
 }
 
 fn main() -> std::process::ExitCode {
@@ -131,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { services } => serve(settings, services).await,
         Command::Migrate { services } => migrate(settings, services).await,
         Command::Admin(command) => admin(settings, command).await,
+        Command::Events(command) => events_command(settings, command).await,
         Command::Bench(args) => bench(settings, args).await,
     }
 }
@@ -209,11 +260,63 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
+async fn events_command(settings: Settings, command: EventsCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let events = settings.events().await?;
+    match command {
+        EventsCommand::Tail { from_start, pattern, limit } => {
+            let stop = platform::shutdown::on_signal();
+            let mut printed = 0;
+            let mut stdout = std::io::stdout();
+            events
+                .bus
+                .tail(from_start, &pattern, stop, |event| {
+                    let line = serde_json::to_string(&event).unwrap_or_default();
+                    printed += 1;
+                    // A closed pipe (`| head`) ends the tail.
+                    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_ok()
+                        && limit.is_none_or(|n| printed < n)
+                })
+                .await?;
+        }
+        EventsCommand::DeadLetters { consumer } => {
+            let parked = events.bus.dead_letters(&consumer).await?;
+            for letter in &parked {
+                println!("{}", serde_json::to_string(letter)?);
+            }
+            eprintln!("{} parked event(s) for {consumer}", parked.len());
+        }
+        EventsCommand::ReplayDeadLetters { consumer } => {
+            let replayed = events.bus.replay_dead_letters(&consumer).await?;
+            eprintln!("requeued {replayed} parked event(s) for {consumer}");
+        }
+    }
+    Ok(())
+}
+
 async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     settings.log.filter = "warn".to_owned();
     platform::telemetry::init(&settings.log);
     let load =
         Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup, rounds: args.rounds };
+    if let Scenario::Events = args.scenario {
+        let bench = scenarios::events::EventsBench {
+            amqp_url: args.amqp,
+            postgres_url: args.postgres,
+            duration: args.duration,
+            rate: args.rate,
+            prefetch: args.prefetch,
+            lanes: args.lanes,
+            relay: settings.relay.clone(),
+        };
+        println!("target: RabbitMQ and PostgreSQL ({} per phase)", humantime_like(args.duration));
+        let report = scenarios::events::events(bench).await?;
+        if let Some(path) = args.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let hashing = settings.identity.password_hashing.clone();
     let (targets, shop) = match (args.gateway, args.identity) {
         (Some(gateway), Some(identity)) => (scenarios::Targets { gateway, identity }, None),
@@ -226,6 +329,7 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::Me => scenarios::me(&targets, load).await,
         Scenario::Login => scenarios::login(&targets, load, &hashing).await,
+        Scenario::Events => unreachable!("handled above"),
     };
     if let Some(shop) = shop {
         shop.stop().await;

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use platform::{auth::AuthConfig, config::Shared, telemetry::LogConfig};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -21,6 +23,10 @@ pub struct Settings {
     /// `EMPORIUM_BOOTSTRAP_ADMIN_PASSWORD`
     #[serde(deserialize_with = "platform::config::lenient_secret")]
     pub bootstrap_admin_password: Option<SecretString>,
+    /// The event bus every service of this process uses.
+    pub events: events::BusConfig,
+    /// How services relay their outboxes to the bus.
+    pub relay: events::RelayConfig,
     pub identity: identity::Config,
     pub gateway: gateway::Config,
 }
@@ -34,6 +40,8 @@ impl Default for Settings {
             log: LogConfig::default(),
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
+            events: events::BusConfig::default(),
+            relay: events::RelayConfig::default(),
             identity: identity::Config::default(),
             gateway: gateway::Config::default(),
         }
@@ -52,7 +60,14 @@ impl Settings {
         };
         settings.identity.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
+        settings.events.validate().map_err(anyhow::Error::msg)?;
         Ok(settings)
+    }
+
+    /// Connects to the event bus (the embedded one keeps its log under the data directory).
+    pub async fn events(&self) -> anyhow::Result<events::Events> {
+        let bus = events::Bus::connect(&self.events, &self.data_dir).await.context("connecting to the event bus")?;
+        Ok(events::Events { bus, relay: self.relay.clone() })
     }
 
     pub fn shared(&self) -> Shared {

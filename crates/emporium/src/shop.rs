@@ -67,9 +67,12 @@ impl Shop {
     ) -> anyhow::Result<Self> {
         let (edge_stop, backend_stop) = (CancellationToken::new(), CancellationToken::new());
         let (mut edge, mut backends) = (Tasks::new(), Tasks::new());
+        // One bus per process, shared by every service in it.
+        let needs_events = services.iter().any(|s| *s != Service::Gateway);
+        let events = if needs_events { Some(settings.events().await?) } else { None };
         let mut identity_addr = None;
-        if services.contains(&Service::Identity) {
-            let identity = identity::Identity::build(settings.identity.clone(), &settings.shared())
+        if let (true, Some(events)) = (services.contains(&Service::Identity), &events) {
+            let identity = identity::Identity::build(settings.identity.clone(), &settings.shared(), events)
                 .await
                 .context("starting identity")?;
             let addr = identity.local_addr();

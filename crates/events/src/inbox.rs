@@ -37,6 +37,54 @@ pub async fn begin(db: &Db, consumer: &str, event: &CloudEvent) -> Result<Option
     Ok(Some(tx))
 }
 
+/// Starts the transaction that applies `events` for `consumer`, returning it with the events not
+/// applied before (in their order). One statement records every id on PostgreSQL.
+pub async fn begin_batch<'e>(
+    db: &Db,
+    consumer: &str,
+    events: &'e [CloudEvent],
+) -> Result<(Tx, Vec<&'e CloudEvent>), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let now = platform::time::now();
+    let fresh: std::collections::HashSet<uuid::Uuid> = match &mut tx {
+        Tx::Postgres(pg) => {
+            let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+            sqlx::query_scalar(
+                "INSERT INTO event_inbox (consumer, event_id, processed_at)
+                 SELECT $1, id, $3 FROM UNNEST($2::uuid[]) AS id
+                 ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+            )
+            .bind(consumer)
+            .bind(&ids)
+            .bind(now)
+            .fetch_all(&mut **pg)
+            .await?
+            .into_iter()
+            .collect()
+        }
+        Tx::Sqlite(lite) => {
+            let mut fresh = std::collections::HashSet::new();
+            for event in events {
+                let recorded = sqlx::query(
+                    "INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (consumer, event_id) DO NOTHING",
+                )
+                .bind(consumer)
+                .bind(event.id)
+                .bind(now)
+                .execute(&mut **lite)
+                .await?
+                .rows_affected();
+                if recorded > 0 {
+                    fresh.insert(event.id);
+                }
+            }
+            fresh
+        }
+    };
+    Ok((tx, events.iter().filter(|e| fresh.contains(&e.id)).collect()))
+}
+
 /// Forgets events applied before `before`: no broker redelivers that late.
 pub async fn prune(db: &Db, before: chrono::DateTime<chrono::Utc>) -> Result<u64, sqlx::Error> {
     with_db!(db, |pool| sqlx::query("DELETE FROM event_inbox WHERE processed_at < $1")

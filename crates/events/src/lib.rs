@@ -16,6 +16,13 @@ pub mod payloads;
 pub mod relay;
 
 pub use bus::{Bus, BusConfig, BusError, HandlerError, Parked, Subscription};
+
+/// What a service needs to take part in events: the bus, and how its outbox is relayed.
+#[derive(Clone)]
+pub struct Events {
+    pub bus: Bus,
+    pub relay: RelayConfig,
+}
 pub use envelope::{CloudEvent, EventPayload};
-pub use outbox::{enqueue, migrate};
+pub use outbox::{enqueue, enqueue_all, migrate};
 pub use relay::{Relay, RelayConfig};

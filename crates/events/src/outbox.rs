@@ -35,6 +35,42 @@ pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
     db.migrate(&postgres, &sqlite).await
 }
 
+/// Records `events` for publication, in order, with one statement on PostgreSQL.
+pub async fn enqueue_all(tx: &mut Tx, events: &[CloudEvent]) -> Result<(), sqlx::Error> {
+    match tx {
+        Tx::Postgres(pg) if events.len() > 1 => {
+            let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
+            let envelopes: Vec<Json<&CloudEvent>> = events.iter().map(Json).collect();
+            let times: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|e| e.time).collect();
+            // WITH ORDINALITY keeps the rows' sequence numbers in the order given.
+            sqlx::query(
+                "INSERT INTO event_outbox (event_id, event_type, subject, envelope, created_at)
+                 SELECT id, kind, subject, envelope, at
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+                      WITH ORDINALITY AS e(id, kind, subject, envelope, at, position)
+                 ORDER BY position",
+            )
+            .bind(&ids)
+            .bind(&types)
+            .bind(&subjects)
+            .bind(&envelopes)
+            .bind(&times)
+            .execute(&mut **pg)
+            .await?;
+            WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(())
+        }
+        _ => {
+            for event in events {
+                enqueue(tx, event).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Records `event` for publication; it is published only if `tx` commits.
 pub async fn enqueue(tx: &mut Tx, event: &CloudEvent) -> Result<(), sqlx::Error> {
     with_tx!(tx, |conn| sqlx::query(

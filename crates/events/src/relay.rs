@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, BusError, CloudEvent, outbox};
+use crate::{Bus, BusError, bus::Outgoing, outbox};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -68,7 +68,7 @@ pub struct Relay {
 struct Claimed {
     seq: i64,
     subject: Option<String>,
-    event: CloudEvent,
+    event: Outgoing,
 }
 
 impl Relay {
@@ -87,17 +87,17 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return;
             }
-            let wait = match self.relay_once().await {
-                Ok(claimed) if claimed >= self.config.batch_size as usize => Duration::ZERO,
+            let (wait, failed) = match self.relay_once().await {
+                Ok(claimed) if claimed >= self.config.batch_size as usize => (Duration::ZERO, false),
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
-                    self.config.poll_interval
+                    (self.config.poll_interval, false)
                 }
                 Err(error) => {
                     tracing::warn!(service = self.service, error = %platform::http::problem::error_chain(&error), retry_in = ?backoff, "outbox relay round failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    wait
+                    (wait, true)
                 }
             };
             if last_gauges.elapsed() >= GAUGES_EVERY {
@@ -109,6 +109,14 @@ impl Relay {
                 self.prune().await;
             }
             if wait.is_zero() {
+                continue;
+            }
+            if failed {
+                // New events must not cut a backoff short: the broker is what we wait for.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
                 continue;
             }
             let notified = async {
@@ -148,13 +156,13 @@ impl Relay {
         }
         let count = claimed.len();
         let publishable = in_subject_order(&mut tx, claimed).await?;
+        let seqs: Vec<i64> = publishable.iter().map(|c| c.seq).collect();
         if publishable.is_empty() {
             tx.rollback().await?;
             return Ok(count);
         }
-        let events: Vec<CloudEvent> = publishable.iter().map(|c| c.event.clone()).collect();
-        self.bus.publish(&events).await?;
-        let seqs: Vec<i64> = publishable.iter().map(|c| c.seq).collect();
+        let events: Vec<Outgoing> = publishable.into_iter().map(|c| c.event).collect();
+        self.bus.publish_encoded(&events).await?;
         mark_sent(&mut tx, &seqs, platform::time::now()).await?;
         tx.commit().await?;
         for event in &events {
@@ -196,11 +204,11 @@ impl Relay {
 
 async fn claim(tx: &mut Tx, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {
     // SKIP LOCKED is PostgreSQL's; SQLite's single writer already excludes other relays.
-    let rows: Vec<(i64, Option<String>, Json<CloudEvent>)> = match tx {
+    let rows: Vec<ClaimedRow> = match tx {
         Tx::Postgres(tx) => {
             sqlx::query_as(
-                "SELECT seq, subject, envelope FROM event_outbox WHERE published_at IS NULL
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT seq, event_id, event_type, subject, created_at, envelope::text FROM event_outbox
+                 WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
             )
             .bind(i64::from(limit))
             .fetch_all(&mut **tx)
@@ -208,15 +216,26 @@ async fn claim(tx: &mut Tx, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {
         }
         Tx::Sqlite(tx) => {
             sqlx::query_as(
-                "SELECT seq, subject, envelope FROM event_outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+                "SELECT seq, event_id, event_type, subject, created_at, envelope FROM event_outbox
+                 WHERE published_at IS NULL ORDER BY seq LIMIT $1",
             )
             .bind(i64::from(limit))
             .fetch_all(&mut **tx)
             .await?
         }
     };
-    Ok(rows.into_iter().map(|(seq, subject, Json(event))| Claimed { seq, subject, event }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(seq, id, event_type, subject, time, envelope)| Claimed {
+            seq,
+            subject: subject.clone(),
+            event: Outgoing { id, event_type, subject, time, envelope },
+        })
+        .collect())
 }
+
+/// seq, event id, type, subject, time, envelope.
+type ClaimedRow = (i64, uuid::Uuid, String, Option<String>, DateTime<Utc>, String);
 
 /// Keeps only rows that no earlier pending row of their subject waits in front of (in another
 /// relay's batch). PostgreSQL only: SQLite has a single relay.

@@ -63,10 +63,11 @@ pub struct Identity {
     accounts: Arc<Accounts>,
     router: axum::Router,
     key_reload_interval: Duration,
+    relay: events::Relay,
 }
 
 impl Identity {
-    pub async fn build(config: Config, shared: &Shared) -> Result<Self, StartError> {
+    pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Self, StartError> {
         let accounts = Arc::new(open(&config, shared).await?);
         if let Some(admin) = &config.bootstrap_admin {
             bootstrap_admin(&accounts, admin).await?;
@@ -75,13 +76,21 @@ impl Identity {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let db = accounts.store().db().clone();
-        let health = Health::new().check("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|_| "unreachable".to_owned()) }
-        });
+        let bus = events.bus.clone();
+        let health = Health::new()
+            .check("database", move || {
+                let db = db.clone();
+                async move { db.ping().await.map_err(|_| "unreachable".to_owned()) }
+            })
+            .check("broker", move || {
+                let bus = bus.clone();
+                async move { bus.ping().await.map_err(|_| "unreachable".to_owned()) }
+            });
+        let relay =
+            events::Relay::new(SERVICE, accounts.store().db().clone(), events.bus.clone(), events.relay.clone());
         let state = http::AppState { accounts: accounts.clone(), trusted_proxy_hops: config.trusted_proxy_hops };
         let router = platform::server::finish(SERVICE, http::router(state), health);
-        Ok(Self { listener, accounts, router, key_reload_interval: config.key_reload_interval })
+        Ok(Self { listener, accounts, router, key_reload_interval: config.key_reload_interval, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -92,21 +101,28 @@ impl Identity {
         self.accounts.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, keeping signing keys fresh and pruning expired
-    /// sessions meanwhile.
+    /// Serves until `shutdown` is cancelled, relaying its outbox, keeping signing keys fresh and
+    /// pruning expired sessions meanwhile. The relay stops after the last request has drained.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(service = SERVICE, addr = %self.local_addr(), "listening");
-        let maintenance = tokio::spawn(maintain(self.accounts.clone(), self.key_reload_interval, shutdown.clone()));
-        let served = platform::server::serve(self.listener, self.router, shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = maintenance.await;
+        let background = CancellationToken::new();
+        let maintenance = tokio::spawn(maintain(self.accounts.clone(), self.key_reload_interval, background.clone()));
+        let relay = tokio::spawn(self.relay.run_until_stopped(background.clone()));
+        let served = platform::server::serve(self.listener, self.router, shutdown).await;
+        background.cancel();
+        let _ = tokio::join!(maintenance, relay);
         served
     }
 }
 
 /// Binds and serves until `shutdown`.
-pub async fn serve(config: Config, shared: &Shared, shutdown: CancellationToken) -> Result<(), StartError> {
-    let identity = Identity::build(config, shared).await?;
+pub async fn serve(
+    config: Config,
+    shared: &Shared,
+    events: &events::Events,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let identity = Identity::build(config, shared, events).await?;
     let addr = identity.local_addr();
     identity.run_until_stopped(shutdown).await.map_err(|source| StartError::Bind { addr, source })
 }

@@ -25,6 +25,22 @@ pub fn skip_or_fail(reason: &str) {
     eprintln!("SKIPPED: {reason}");
 }
 
+/// Polls `condition` until it holds or `limit` passes; whether it held.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    condition().await
+}
+
 /// Defines `sqlite` and `postgres` variants of an async test taking a [`TestDatabase`].
 ///
 /// ```ignore

@@ -3,6 +3,7 @@
 
 mod common;
 mod distributed;
+mod events;
 mod identity;
 mod shutdown;
 mod tokens;

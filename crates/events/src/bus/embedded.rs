@@ -17,10 +17,13 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusConfig, BusError, Parked, Subscription, record_consumed, topic_matches};
+use super::{BusConfig, BusError, Outgoing, Parked, Subscription, record_consumed, topic_matches};
 use crate::CloudEvent;
 
 const BATCH: i64 = 64;
+
+/// A log entry not yet read by a consumer: seq, type, subject, envelope.
+type Fresh = (i64, String, String, String);
 const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 pub struct EmbeddedBus {
@@ -56,13 +59,12 @@ impl EmbeddedBus {
         &self.config
     }
 
-    pub async fn publish(&self, events: &[CloudEvent]) -> Result<(), BusError> {
+    pub async fn publish(&self, events: &[Outgoing]) -> Result<(), BusError> {
         if events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for event in events {
-            let envelope = serde_json::to_string(event).map_err(|e| BusError::Invalid(e.to_string()))?;
             // Appending is idempotent by event id, as a relay may publish an event twice.
             sqlx::query(
                 "INSERT INTO bus_log (event_id, event_type, subject, envelope, appended_at) VALUES ($1, $2, $3, $4, $5)
@@ -71,7 +73,7 @@ impl EmbeddedBus {
             .bind(event.id)
             .bind(&event.event_type)
             .bind(event.subject.as_deref().unwrap_or(""))
-            .bind(envelope)
+            .bind(&event.envelope)
             .bind(platform::time::now())
             .execute(&mut *tx)
             .await?;
@@ -148,7 +150,7 @@ impl EmbeddedBus {
         .await?;
         for (seq, _, attempts, envelope) in due {
             did = true;
-            match self.apply(subscription, &envelope).await {
+            match self.apply(subscription, std::slice::from_ref(&envelope)).await {
                 Ok(()) => {
                     sqlx::query("DELETE FROM bus_retries WHERE consumer = $1 AND seq = $2")
                         .bind(consumer)
@@ -167,54 +169,97 @@ impl EmbeddedBus {
             .fetch_optional(&self.pool)
             .await?
             .unwrap_or(0);
-        let fresh: Vec<(i64, String, String, String)> = sqlx::query_as(
+        let fresh: Vec<Fresh> = sqlx::query_as(
             "SELECT seq, event_type, subject, envelope FROM bus_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(position)
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await?;
-        for (seq, event_type, subject, envelope) in fresh {
-            did = true;
-            if subscription.wants(&event_type) {
-                let waiting: bool = !subject.is_empty()
-                    && sqlx::query_scalar::<_, i64>(
-                        "SELECT COUNT(*) FROM bus_retries WHERE consumer = $1 AND subject = $2",
-                    )
-                    .bind(consumer)
-                    .bind(&subject)
-                    .fetch_one(&self.pool)
-                    .await?
-                        > 0;
-                if waiting {
-                    // Behind an earlier event of its subject: it waits its turn.
-                    self.schedule(consumer, seq, &subject, 0, now_ms(), None).await?;
-                } else if let Err((event_type, error)) = self.apply(subscription, &envelope).await {
-                    self.failed(consumer, seq, &event_type, 1, &error).await?;
-                }
+        let Some(last) = fresh.last().map(|f| f.0) else { return Ok(did) };
+        // Runs of events whose subject has nothing waiting go to the handler together.
+        let mut run: Vec<Fresh> = Vec::new();
+        for event in fresh {
+            if !subscription.wants(&event.1) {
+                continue;
             }
-            sqlx::query("UPDATE bus_consumers SET position = $2 WHERE consumer = $1")
-                .bind(consumer)
-                .bind(seq)
-                .execute(&self.pool)
-                .await?;
+            if subscription.max_batch > 1 && !self.waiting(consumer, &event.2).await? {
+                run.push(event);
+                if run.len() >= subscription.max_batch {
+                    self.apply_run(subscription, std::mem::take(&mut run)).await?;
+                }
+                continue;
+            }
+            self.apply_run(subscription, std::mem::take(&mut run)).await?;
+            self.apply_one(subscription, event).await?;
         }
-        Ok(did)
+        self.apply_run(subscription, run).await?;
+        sqlx::query("UPDATE bus_consumers SET position = $2 WHERE consumer = $1")
+            .bind(consumer)
+            .bind(last)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
     }
 
-    /// Runs the handler; on failure returns the event type and the reason.
-    async fn apply(&self, subscription: &Subscription, envelope: &str) -> Result<(), (String, String)> {
-        let event: CloudEvent =
-            serde_json::from_str(envelope).map_err(|e| ("unknown".to_owned(), format!("unreadable: {e}")))?;
-        let event_type = event.event_type.clone();
-        let outcome = tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(event)).await;
+    /// Whether an earlier event of `subject` waits in the retries: a later one queues behind it.
+    async fn waiting(&self, consumer: &str, subject: &str) -> Result<bool, BusError> {
+        if subject.is_empty() {
+            return Ok(false);
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bus_retries WHERE consumer = $1 AND subject = $2")
+            .bind(consumer)
+            .bind(subject)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count > 0)
+    }
+
+    /// One new event: deferred behind its subject, applied, or scheduled for a retry.
+    async fn apply_one(&self, subscription: &Subscription, (seq, _, subject, envelope): Fresh) -> Result<(), BusError> {
+        let consumer = subscription.consumer.as_str();
+        if self.waiting(consumer, &subject).await? {
+            return self.schedule(consumer, seq, &subject, 0, now_ms(), None).await;
+        }
+        if let Err((event_type, error)) = self.apply(subscription, &[envelope]).await {
+            self.failed(consumer, seq, &event_type, 1, &error).await?;
+        }
+        Ok(())
+    }
+
+    /// A run in one handler call; when it fails (and so took no effect), event by event.
+    async fn apply_run(&self, subscription: &Subscription, run: Vec<Fresh>) -> Result<(), BusError> {
+        if run.len() > 1 {
+            let envelopes: Vec<String> = run.iter().map(|f| f.3.clone()).collect();
+            if self.apply(subscription, &envelopes).await.is_ok() {
+                return Ok(());
+            }
+        }
+        for event in run {
+            self.apply_one(subscription, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the handler on the events; on failure returns the (first) event type and the reason.
+    async fn apply(&self, subscription: &Subscription, envelopes: &[String]) -> Result<(), (String, String)> {
+        let events = envelopes
+            .iter()
+            .map(|envelope| serde_json::from_str::<CloudEvent>(envelope))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("unknown".to_owned(), format!("unreadable: {e}")))?;
+        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+        let outcome = tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(events)).await;
+        let first = types.first().cloned().unwrap_or_default();
         match outcome {
             Ok(Ok(())) => {
-                record_consumed(&subscription.consumer, &event_type, "ok");
+                for event_type in &types {
+                    record_consumed(&subscription.consumer, event_type, "ok");
+                }
                 Ok(())
             }
-            Ok(Err(error)) => Err((event_type, error.0)),
-            Err(_) => Err((event_type, format!("handler timed out after {:?}", self.config.handler_timeout))),
+            Ok(Err(error)) => Err((first, error.0)),
+            Err(_) => Err((first, format!("handler timed out after {:?}", self.config.handler_timeout))),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct BusConfig {
     pub namespace: String,
     /// Deliveries a consumer holds unacknowledged.
     pub prefetch: u16,
+    /// Events a consumer applies at once. Events of one subject always go to the same lane, in
+    /// order; different subjects proceed side by side.
+    pub concurrency: usize,
     /// Delay before each retry; the last one repeats.
     #[serde(deserialize_with = "durations")]
     pub retry_delays: Vec<Duration>,
@@ -61,7 +64,8 @@ impl Default for BusConfig {
         Self {
             url: "memory:".to_owned(),
             namespace: "emporium".to_owned(),
-            prefetch: 32,
+            prefetch: 64,
+            concurrency: 8,
             retry_delays: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             max_attempts: 8,
             handler_timeout: Duration::from_secs(30),
@@ -83,8 +87,8 @@ impl BusConfig {
         if self.retry_delays.is_empty() || self.retry_delays.iter().any(Duration::is_zero) {
             problems.push("events.retry_delays must list positive delays".to_owned());
         }
-        if self.max_attempts == 0 || self.prefetch == 0 {
-            problems.push("events.max_attempts and events.prefetch must be positive".to_owned());
+        if self.max_attempts == 0 || self.prefetch == 0 || self.concurrency == 0 {
+            problems.push("events.max_attempts, events.prefetch and events.concurrency must be positive".to_owned());
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
@@ -107,9 +111,10 @@ impl HandlerError {
     }
 }
 
-/// Applies one event. Called again for the same event after a failure or a redelivery, so the
-/// effect must be idempotent (record the event id with the effect: `inbox::begin`).
-pub type Handler = Arc<dyn Fn(CloudEvent) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+/// Applies events, in order, all or none: a failure means none of them took effect. Called again
+/// for the same events after a failure or a redelivery, so effects must be idempotent (record
+/// the event ids with the effect: `inbox::begin` / `inbox::begin_batch`).
+pub type Handler = Arc<dyn Fn(Vec<CloudEvent>) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// A named consumer of some event types.
 #[derive(Clone)]
@@ -118,19 +123,43 @@ pub struct Subscription {
     pub consumer: String,
     /// AMQP topic patterns over event types: `order.paid`, `order.*`, `#`.
     pub types: Vec<String>,
+    /// Most events handed to the handler at once. Only first deliveries of subjects with nothing
+    /// waiting are batched; a batch that fails is applied again event by event, so that only
+    /// the event at fault is retried.
+    pub max_batch: usize,
     pub handler: Handler,
 }
 
 impl Subscription {
+    /// A consumer that applies one event at a time.
     pub fn new<F, Fut>(consumer: &str, types: &[&str], handler: F) -> Self
     where
         F: Fn(CloudEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        let handler = Arc::new(handler);
+        Self::batched(consumer, types, 1, move |events: Vec<CloudEvent>| {
+            let handler = handler.clone();
+            async move {
+                for event in events {
+                    handler(event).await?;
+                }
+                Ok(())
+            }
+        })
+    }
+
+    /// A consumer that applies up to `max_batch` events at once (typically in one transaction).
+    pub fn batched<F, Fut>(consumer: &str, types: &[&str], max_batch: usize, handler: F) -> Self
+    where
+        F: Fn(Vec<CloudEvent>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
         Self {
             consumer: consumer.to_owned(),
             types: types.iter().map(|t| (*t).to_owned()).collect(),
-            handler: Arc::new(move |event| Box::pin(handler(event))),
+            max_batch: max_batch.max(1),
+            handler: Arc::new(move |events| Box::pin(handler(events))),
         }
     }
 
@@ -159,6 +188,29 @@ pub enum BusError {
     Invalid(String),
 }
 
+/// An event ready to publish: its envelope already serialised (as the outbox stores it).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: uuid::Uuid,
+    pub event_type: String,
+    pub subject: Option<String>,
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The CloudEvents JSON envelope.
+    pub envelope: String,
+}
+
+impl Outgoing {
+    pub fn encode(event: &CloudEvent) -> Result<Self, BusError> {
+        Ok(Self {
+            id: event.id,
+            event_type: event.event_type.clone(),
+            subject: event.subject.clone(),
+            time: event.time,
+            envelope: serde_json::to_string(event).map_err(|e| BusError::Invalid(e.to_string()))?,
+        })
+    }
+}
+
 /// The bus a process publishes to and consumes from.
 #[derive(Clone)]
 pub enum Bus {
@@ -179,6 +231,12 @@ impl Bus {
 
     /// Publishes `events` in order; returns once every one is durably accepted.
     pub async fn publish(&self, events: &[CloudEvent]) -> Result<(), BusError> {
+        let encoded = events.iter().map(Outgoing::encode).collect::<Result<Vec<_>, _>>()?;
+        self.publish_encoded(&encoded).await
+    }
+
+    /// [`Bus::publish`] for envelopes already serialised: the relay sends what the outbox holds.
+    pub async fn publish_encoded(&self, events: &[Outgoing]) -> Result<(), BusError> {
         match self {
             Self::Rabbit(bus) => bus.publish(events).await,
             Self::Embedded(bus) => bus.publish(events).await,

@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{BusConfig, BusError, Parked, Subscription, record_consumed, topic_matches};
+use super::{BusConfig, BusError, Outgoing, Parked, Subscription, record_consumed, topic_matches};
 use crate::CloudEvent;
 
 const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -179,7 +179,7 @@ impl RabbitBus {
         Ok(())
     }
 
-    pub async fn publish(&self, events: &[CloudEvent]) -> Result<(), BusError> {
+    pub async fn publish(&self, events: &[Outgoing]) -> Result<(), BusError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -242,21 +242,115 @@ impl RabbitBus {
             .await
             .map_err(unavailable)?;
         tracing::info!(consumer = %subscription.consumer, "consuming");
-        let mut subjects: HashMap<String, SubjectState> = HashMap::new();
-        loop {
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => {
-                    let _ = connection.close(200, "shutting down".into()).await;
-                    return Ok(());
+        let lanes = self.config.concurrency.max(1);
+        let (lane_failed_tx, mut lane_failed) = tokio::sync::mpsc::channel::<BusError>(lanes);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..lanes {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Received>(self.config.prefetch as usize);
+            senders.push(tx);
+            let (channel, subscription, failed) = (channel.clone(), subscription.clone(), lane_failed_tx.clone());
+            let bus = self.clone_for_lane();
+            workers.spawn(async move {
+                // Each subject lives in exactly one lane, so its state does too.
+                let mut subjects: HashMap<String, SubjectState> = HashMap::new();
+                while let Some(first) = rx.recv().await {
+                    // Whatever else is already waiting joins the batch; nothing waits for more.
+                    let mut ready = vec![first];
+                    while ready.len() < subscription.max_batch {
+                        match rx.try_recv() {
+                            Ok(delivery) => ready.push(delivery),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = bus.process_all(&channel, &subscription, &mut subjects, ready).await {
+                        let _ = failed.send(error).await;
+                        return;
+                    }
                 }
+            });
+        }
+        let result = loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                Some(error) = lane_failed.recv() => break Err(error),
                 next = deliveries.next() => next,
             };
             match delivery {
-                Some(Ok(delivery)) => self.process(&channel, subscription, &mut subjects, delivery).await?,
-                Some(Err(error)) => return Err(unavailable(error)),
-                None => return Err(BusError::Unavailable("the broker ended the consumer".to_owned())),
+                Some(Ok(delivery)) => {
+                    let received = Received::parse(delivery);
+                    let lane = received.lane(lanes);
+                    if senders[lane].send(received).await.is_err() {
+                        break Err(BusError::Unavailable("a consumer lane stopped".to_owned()));
+                    }
+                }
+                Some(Err(error)) => break Err(unavailable(error)),
+                None => break Err(BusError::Unavailable("the broker ended the consumer".to_owned())),
+            }
+        };
+        // Lanes finish what they hold (unacknowledged work is redelivered anyway), then stop.
+        drop(senders);
+        while workers.join_next().await.is_some() {}
+        let _ = connection.close(200, "shutting down".into()).await;
+        result
+    }
+
+    /// What a lane needs of the bus: its configuration (the publisher stays with the bus).
+    fn clone_for_lane(&self) -> RabbitBus {
+        RabbitBus::new(self.config.clone())
+    }
+
+    /// Handles deliveries in order: runs of first deliveries whose subject has nothing waiting go
+    /// to the handler together; anything else goes one at a time.
+    async fn process_all(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        subjects: &mut HashMap<String, SubjectState>,
+        received: Vec<Received>,
+    ) -> Result<(), BusError> {
+        let mut run: Vec<(Delivery, CloudEvent)> = Vec::new();
+        for item in received {
+            match item.sort(subjects) {
+                Sorted::Batchable(delivery, event) => run.push((delivery, event)),
+                Sorted::Alone(item) => {
+                    self.apply_run(channel, subscription, subjects, std::mem::take(&mut run)).await?;
+                    self.process(channel, subscription, subjects, item).await?;
+                }
             }
         }
+        self.apply_run(channel, subscription, subjects, run).await
+    }
+
+    /// Applies a run in one handler call; if that fails, none of it took effect, and each
+    /// event goes through the one-at-a-time path, so that only the one at fault is retried.
+    async fn apply_run(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        subjects: &mut HashMap<String, SubjectState>,
+        run: Vec<(Delivery, CloudEvent)>,
+    ) -> Result<(), BusError> {
+        if run.len() <= 1 {
+            for (delivery, event) in run {
+                self.process(channel, subscription, subjects, Received { delivery, event: Ok(event) }).await?;
+            }
+            return Ok(());
+        }
+        let events: Vec<CloudEvent> = run.iter().map(|(_, event)| event.clone()).collect();
+        let applied = matches!(
+            tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(events)).await,
+            Ok(Ok(()))
+        );
+        for (delivery, event) in run {
+            if applied {
+                record_consumed(&subscription.consumer, &event.event_type, "ok");
+                ack(&delivery).await?;
+            } else {
+                self.process(channel, subscription, subjects, Received { delivery, event: Ok(event) }).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn process(
@@ -264,12 +358,13 @@ impl RabbitBus {
         channel: &Channel,
         subscription: &Subscription,
         subjects: &mut HashMap<String, SubjectState>,
-        delivery: Delivery,
+        received: Received,
     ) -> Result<(), BusError> {
+        let Received { delivery, event } = received;
         let consumer = subscription.consumer.as_str();
         let failures = header_u32(&delivery.properties, ATTEMPT);
         let deferred = header_bool(&delivery.properties, DEFERRED);
-        let event: CloudEvent = match serde_json::from_slice(&delivery.data) {
+        let event: CloudEvent = match event {
             Ok(event) => event,
             Err(error) => {
                 // Not an event at all: retrying cannot help.
@@ -299,11 +394,15 @@ impl RabbitBus {
             state.deferred = state.deferred.saturating_sub(1);
         }
 
-        let outcome =
-            match tokio::time::timeout(self.config.handler_timeout, (subscription.handler)(event.clone())).await {
-                Ok(outcome) => outcome.map_err(|e| e.0),
-                Err(_) => Err(format!("handler timed out after {:?}", self.config.handler_timeout)),
-            };
+        let outcome = match tokio::time::timeout(
+            self.config.handler_timeout,
+            (subscription.handler)(vec![event.clone()]),
+        )
+        .await
+        {
+            Ok(outcome) => outcome.map_err(|e| e.0),
+            Err(_) => Err(format!("handler timed out after {:?}", self.config.handler_timeout)),
+        };
         let state = subjects.entry(subject.clone()).or_default();
         match outcome {
             Ok(()) => {
@@ -478,18 +577,84 @@ impl RabbitBus {
         Ok(())
     }
 
+    /// Checks the publisher's connection, opening it when there is none: readiness probes then
+    /// cost nothing while the broker is up.
     pub async fn ping(&self) -> Result<(), BusError> {
-        let connection = self.connect("ping").await?;
-        let _ = connection.close(200, "ping".into()).await;
+        let mut guard = self.publisher.lock().await;
+        if let Some((connection, channel)) = guard.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(());
+        }
+        *guard = None;
+        let connection = self.connect("publisher").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+        self.declare_core(&channel).await?;
+        *guard = Some((connection, channel));
         Ok(())
     }
 }
 
+/// A delivery and its event, parsed once where it arrives.
+struct Received {
+    delivery: Delivery,
+    event: Result<CloudEvent, String>,
+}
+
+impl Received {
+    fn parse(delivery: Delivery) -> Self {
+        let event = serde_json::from_slice(&delivery.data).map_err(|e| e.to_string());
+        Self { delivery, event }
+    }
+
+    /// The lane: by subject, so that one subject's events stay in order; events without one
+    /// (or unreadable) spread by id or content.
+    fn lane(&self, lanes: usize) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match &self.event {
+            Ok(CloudEvent { subject: Some(subject), .. }) if !subject.is_empty() => subject.hash(&mut hasher),
+            Ok(event) => event.id.hash(&mut hasher),
+            Err(_) => self.delivery.data.hash(&mut hasher),
+        }
+        (hasher.finish() % lanes as u64) as usize
+    }
+
+    /// Whether it may join a batch: a first delivery of a readable event whose subject has
+    /// nothing waiting.
+    fn sort(self, subjects: &HashMap<String, SubjectState>) -> Sorted {
+        let first =
+            header_u32(&self.delivery.properties, ATTEMPT) == 0 && !header_bool(&self.delivery.properties, DEFERRED);
+        match self.event {
+            Ok(event) if first => {
+                let waiting = event
+                    .subject
+                    .as_ref()
+                    .and_then(|s| subjects.get(s))
+                    .is_some_and(|state| state.failing.is_some() || state.deferred > 0);
+                if waiting {
+                    Sorted::Alone(Self { delivery: self.delivery, event: Ok(event) })
+                } else {
+                    Sorted::Batchable(self.delivery, event)
+                }
+            }
+            event => Sorted::Alone(Self { delivery: self.delivery, event }),
+        }
+    }
+}
+
+enum Sorted {
+    Batchable(Delivery, CloudEvent),
+    Alone(Received),
+}
+
 /// Publishes every event, then waits for every confirm: one round trip's latency for the batch.
-async fn publish_confirmed(channel: &Channel, exchange: &str, events: &[CloudEvent]) -> Result<(), BusError> {
+async fn publish_confirmed(channel: &Channel, exchange: &str, events: &[Outgoing]) -> Result<(), BusError> {
     let mut confirms = Vec::with_capacity(events.len());
     for event in events {
-        let body = serde_json::to_vec(event).map_err(|e| BusError::Invalid(e.to_string()))?;
+        let body = event.envelope.as_bytes();
         let properties = persistent()
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type.as_str().into())
@@ -499,7 +664,7 @@ async fn publish_confirmed(channel: &Channel, exchange: &str, events: &[CloudEve
                 exchange.into(),
                 event.event_type.as_str().into(),
                 BasicPublishOptions::default(),
-                &body,
+                body,
                 properties,
             )
             .await

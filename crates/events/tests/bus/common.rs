@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use events::{Bus, BusConfig, CloudEvent, EventPayload, Relay, RelayConfig, bus::RabbitBus};
+use events::{Bus, BusConfig, CloudEvent, EventPayload, Relay, RelayConfig, Subscription, bus::RabbitBus};
 use platform::{db::Db, with_db, with_tx};
 use serde::{Deserialize, Serialize};
 use testkit::{Backend, TestDatabase, broker::BrokerLock};
@@ -55,6 +55,8 @@ pub fn quick_config(kind: BusKind, namespace: &str) -> BusConfig {
 impl Harness {
     /// A service database (SQLite for the embedded bus, PostgreSQL for RabbitMQ) and the bus.
     pub async fn start(kind: BusKind, test: &str, lock: Option<BrokerLock>) -> Option<Self> {
+        // Warnings (reconnects, retries) show in a failing test's output.
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn,events=info").try_init();
         let lock = match (kind, lock) {
             (BusKind::Rabbit, None) => {
                 if !testkit::broker::broker_available().await {
@@ -127,20 +129,13 @@ impl Harness {
         with_db!(&self.db, |pool| sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).unwrap()
     }
 
-    /// Polls `condition` until it holds or `limit` passes.
-    pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if condition().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        condition().await
+    /// Prepares `subscription` and consumes it in the background until the returned handle stops.
+    pub async fn run(&self, subscription: Subscription) -> Consuming {
+        self.bus.prepare(&subscription).await.unwrap();
+        let stop = CancellationToken::new();
+        let (bus, token) = (self.bus.clone(), stop.clone());
+        let task = tokio::spawn(async move { bus.consume(subscription, token).await });
+        Consuming { stop, task }
     }
 
     pub async fn finish(self) {
@@ -150,6 +145,19 @@ impl Harness {
         }
         self.db.close().await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A consumer running in the background.
+pub struct Consuming {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consuming {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
     }
 }
 

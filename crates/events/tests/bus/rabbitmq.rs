@@ -19,6 +19,17 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(status.success(), "rabbitmqctl {args:?} failed");
 }
 
+/// Starts the broker again however the test ends: a failed assertion must not leave it down for
+/// every test after it.
+struct BrokerRestarted;
+
+impl Drop for BrokerRestarted {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl").arg("await_startup").status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_survive_a_broker_restart() {
     if !testkit::broker::broker_available().await {
@@ -36,27 +47,26 @@ async fn ten_thousand_events_survive_a_broker_restart() {
             async move { Harness::apply(&db, &consumer, &event).await.map(|_| ()).map_err(HandlerError::new) }
         })
     };
-    h.bus.prepare(&subscription).await.unwrap();
-    let bus = h.bus.clone();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
+    let consuming = h.run(subscription).await;
     let relay = h.spawn_relay(&stop);
 
     // 10,000 events in 100 transactions across 50 subjects; the broker goes away half way.
+    let mut restarted = None;
     for batch in 0..100u32 {
         let ticks: Vec<Tick> = (0..100).map(|i| Tick { subject: format!("s{}", i % 50), n: batch * 100 + i }).collect();
         h.emit(&ticks).await;
         if batch == 50 {
             tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"])).await.unwrap();
+            restarted = Some(BrokerRestarted);
         }
         if batch == 70 {
             tokio::task::spawn_blocking(|| rabbitmqctl(&["start_app"])).await.unwrap();
             tokio::task::spawn_blocking(|| rabbitmqctl(&["await_startup"])).await.unwrap();
+            restarted = None;
         }
     }
-    let all = Harness::eventually(Duration::from_secs(180), || async {
+    drop(restarted);
+    let all = testkit::eventually(Duration::from_secs(180), || async {
         h.count("SELECT COUNT(*) FROM effects").await == 10_000
     })
     .await;
@@ -79,7 +89,8 @@ async fn ten_thousand_events_survive_a_broker_restart() {
     }
     assert_eq!(inversions, 0, "per-subject order broke {inversions} times");
     stop.cancel();
-    let _ = tokio::join!(consuming, relay);
+    relay.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 

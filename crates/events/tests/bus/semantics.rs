@@ -25,6 +25,7 @@ on_both_buses!(
     events_written_while_the_relay_was_down_are_published_on_restart,
     per_subject_order_holds_through_retries_of_other_subjects,
     the_log_replays_from_the_start_and_filters_types,
+    a_batch_with_one_bad_event_applies_the_rest_and_parks_only_it,
 );
 
 fn applying(db: platform::db::Db, consumer: String) -> Subscription {
@@ -38,18 +39,13 @@ fn applying(db: platform::db::Db, consumer: String) -> Subscription {
 async fn a_committed_event_is_applied_once(kind: BusKind) {
     let Some(mut h) = Harness::start(kind, "once", None).await else { return };
     let consumer = h.consumer("once");
-    let stop = CancellationToken::new();
-    let bus = h.bus.clone();
     let subscription = applying(h.db.clone(), consumer.clone());
-    h.bus.prepare(&subscription).await.unwrap();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
+    let consuming = h.run(subscription).await;
+    let stop = CancellationToken::new();
     let relay = h.spawn_relay(&stop);
     h.emit(&ticks("a", 1..=5)).await;
     assert!(
-        Harness::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 5 })
+        testkit::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 5 })
             .await
     );
 
@@ -63,7 +59,8 @@ async fn a_committed_event_is_applied_once(kind: BusKind) {
     assert_eq!(h.count("SELECT COUNT(*) FROM effects").await, 6);
     assert_eq!(h.count("SELECT COUNT(*) FROM event_outbox WHERE published_at IS NULL").await, 0);
     stop.cancel();
-    let _ = tokio::join!(consuming, relay);
+    relay.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 
@@ -83,25 +80,18 @@ async fn a_handler_that_fails_three_times_applies_once_after_retries(kind: BusKi
             }
         })
     };
-    h.bus.prepare(&subscription).await.unwrap();
-    let stop = CancellationToken::new();
-    let bus = h.bus.clone();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
+    let consuming = h.run(subscription).await;
     h.emit(&ticks("flaky", 1..=1)).await;
     h.relay().relay_once().await.unwrap();
     assert!(
-        Harness::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 1 })
+        testkit::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 1 })
             .await
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4, "three failures, then one success");
     assert_eq!(h.count("SELECT COUNT(*) FROM effects").await, 1);
     assert!(h.bus.dead_letters(&consumer).await.unwrap().is_empty());
-    stop.cancel();
-    consuming.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 
@@ -123,16 +113,10 @@ async fn a_handler_that_always_fails_is_parked_and_can_be_replayed(kind: BusKind
             }
         })
     };
-    h.bus.prepare(&subscription).await.unwrap();
-    let stop = CancellationToken::new();
-    let bus = h.bus.clone();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
+    let consuming = h.run(subscription).await;
     h.emit(&ticks("poison", 1..=1)).await;
     h.relay().relay_once().await.unwrap();
-    let parked = Harness::eventually(Duration::from_secs(15), || async {
+    let parked = testkit::eventually(Duration::from_secs(15), || async {
         h.bus.dead_letters(&consumer).await.map(|p| p.len() == 1).unwrap_or(false)
     })
     .await;
@@ -149,12 +133,11 @@ async fn a_handler_that_always_fails_is_parked_and_can_be_replayed(kind: BusKind
     broken.store(false, Ordering::SeqCst);
     assert_eq!(h.bus.replay_dead_letters(&consumer).await.unwrap(), 1);
     assert!(
-        Harness::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 1 })
+        testkit::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 1 })
             .await
     );
     assert!(h.bus.dead_letters(&consumer).await.unwrap().is_empty());
-    stop.cancel();
-    consuming.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 
@@ -195,21 +178,16 @@ async fn events_written_while_the_relay_was_down_are_published_on_restart(kind: 
     let _ = doomed.await;
     h.emit(&ticks("during", 1..=5)).await;
     // The service restarts: a new relay and the consumer.
-    let bus = h.bus.clone();
-    let subscription = applying(h.db.clone(), consumer.clone());
-    h.bus.prepare(&subscription).await.unwrap();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
+    let consuming = h.run(applying(h.db.clone(), consumer.clone())).await;
     let relay = h.spawn_relay(&stop);
     assert!(
-        Harness::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 8 })
+        testkit::eventually(Duration::from_secs(15), || async { h.count("SELECT COUNT(*) FROM effects").await == 8 })
             .await
     );
     assert_eq!(h.count("SELECT COUNT(DISTINCT event_id) FROM effects").await, 8);
     stop.cancel();
-    let _ = tokio::join!(consuming, relay);
+    relay.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 
@@ -237,13 +215,8 @@ async fn per_subject_order_holds_through_retries_of_other_subjects(kind: BusKind
     let order = [("a", 1), ("b", 1), ("b", 2), ("a", 2), ("b", 3), ("a", 3), ("b", 4), ("a", 4)];
     h.emit(&order.map(|(s, n)| Tick { subject: s.into(), n })).await;
     h.relay().relay_once().await.unwrap();
-    let stop = CancellationToken::new();
-    let bus = h.bus.clone();
-    let consuming = tokio::spawn({
-        let stop = stop.clone();
-        async move { bus.consume(subscription, stop).await }
-    });
-    let done = Harness::eventually(Duration::from_secs(20), || async { applied.lock().unwrap().len() == 8 }).await;
+    let consuming = h.run(subscription).await;
+    let done = testkit::eventually(Duration::from_secs(20), || async { applied.lock().unwrap().len() == 8 }).await;
     let applied = applied.lock().unwrap().clone();
     assert!(done, "{applied:?}");
     let of = |subject: &str| applied.iter().filter(|(s, _)| s == subject).map(|(_, n)| *n).collect::<Vec<_>>();
@@ -251,8 +224,7 @@ async fn per_subject_order_holds_through_retries_of_other_subjects(kind: BusKind
     assert_eq!(of("a"), vec![1, 2, 3, 4], "a2..a4 waited for a1's retries");
     let first_a = applied.iter().position(|(s, _)| s == "a").unwrap();
     assert!(applied[..first_a].iter().any(|(s, _)| s == "b"), "b did not wait for a's retries: {applied:?}");
-    stop.cancel();
-    consuming.await.unwrap();
+    consuming.stop().await;
     h.finish().await;
 }
 
@@ -285,5 +257,64 @@ async fn the_log_replays_from_the_start_and_filters_types(kind: BusKind) {
     };
     assert_eq!(tail("test.*").await, vec!["test.tick"; 3]);
     assert_eq!(tail("#").await.len(), 4);
+    h.finish().await;
+}
+
+async fn a_batch_with_one_bad_event_applies_the_rest_and_parks_only_it(kind: BusKind) {
+    let Some(mut h) = Harness::start(kind, "batch", None).await else { return };
+    let consumer = h.consumer("batch");
+    let largest = Arc::new(AtomicU32::new(0));
+    let subscription = {
+        let (db, consumer, largest) = (h.db.clone(), consumer.clone(), largest.clone());
+        Subscription::batched(&consumer.clone(), &["test.tick"], 16, move |events: Vec<CloudEvent>| {
+            let (db, consumer, largest) = (db.clone(), consumer.clone(), largest.clone());
+            async move {
+                largest.fetch_max(events.len() as u32, Ordering::SeqCst);
+                let (mut tx, fresh) =
+                    events::inbox::begin_batch(&db, &consumer, &events).await.map_err(HandlerError::new)?;
+                for event in fresh {
+                    let tick: Tick = serde_json::from_value(event.data.clone()).unwrap();
+                    if tick.n == 13 {
+                        // Dropping the transaction rolls back the whole batch.
+                        return Err(HandlerError::new("thirteen is unlucky"));
+                    }
+                    platform::with_tx!(&mut tx, |conn| sqlx::query(
+                        "INSERT INTO effects (event_id, subject, n) VALUES ($1, $2, $3)"
+                    )
+                    .bind(event.id.to_string())
+                    .bind(&tick.subject)
+                    .bind(tick.n as i64)
+                    .execute(conn)
+                    .await
+                    .map(|_| ()))
+                    .map_err(HandlerError::new)?;
+                }
+                tx.commit().await.map_err(HandlerError::new)
+            }
+        })
+    };
+    h.bus.prepare(&subscription).await.unwrap();
+    let all: Vec<Tick> = (0..30).map(|n| Tick { subject: format!("s{}", n % 5), n }).collect();
+    h.emit(&all).await;
+    h.relay().relay_once().await.unwrap();
+    let consuming = h.run(subscription).await;
+    let settled = testkit::eventually(Duration::from_secs(20), || async {
+        h.count("SELECT COUNT(*) FROM effects").await == 29
+            && h.bus.dead_letters(&consumer).await.map(|p| p.len() == 1).unwrap_or(false)
+    })
+    .await;
+    assert!(settled, "{} effects", h.count("SELECT COUNT(*) FROM effects").await);
+    assert_eq!(h.count("SELECT COUNT(DISTINCT event_id) FROM effects").await, 29, "each applied once");
+    let parked = h.bus.dead_letters(&consumer).await.unwrap();
+    assert_eq!(serde_json::from_value::<Tick>(parked[0].event.data.clone()).unwrap().n, 13);
+    assert!(largest.load(Ordering::SeqCst) > 1, "events were applied in batches");
+    let rows: Vec<(String, i64)> =
+        platform::with_db!(&h.db, |pool| sqlx::query_as("SELECT subject, n FROM effects ORDER BY seq")
+            .fetch_all(pool)
+            .await)
+        .unwrap();
+    let s3: Vec<i64> = rows.iter().filter(|(s, _)| s == "s3").map(|(_, n)| *n).collect();
+    assert_eq!(s3, vec![3, 8, 18, 23, 28], "s3 waited for 13 to be parked, in order");
+    consuming.stop().await;
     h.finish().await;
 }

@@ -1,6 +1,8 @@
 //! The scenarios of `emporium bench`. Each prints its figures beside what they are compared
 //! with, measured in the same run.
 
+pub mod events;
+
 use std::time::Duration;
 
 use anyhow::{Context, bail};
