@@ -156,6 +156,8 @@ impl Upstream {
         let (mut parts, body) = request.into_parts();
         let declared = content_length(&parts.headers);
         if declared.is_some_and(|n| n > body_limit as u64) {
+            // Read what the client is still sending before refusing, so it sees the answer.
+            platform::http::extract::drain(body).await;
             return Err(Failure::BodyTooLarge);
         }
         let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);

@@ -444,3 +444,34 @@ async fn metrics_label_routes_by_template(db: TestDatabase) {
     assert!(gateway_metrics.contains(r#"route="/api/v1/users/{*rest}""#), "{gateway_metrics}");
     shop.stop().await;
 }
+
+/// A client uploading more than the limit keeps writing after the server has decided; it must
+/// still get the 413 (the server reads the rest before closing), not a reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_get_their_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let shop = TestShop::start(TestDatabase::sqlite()).await;
+    for base in [shop.identity.base().to_owned(), shop.gateway.base().to_owned()] {
+        let addr = base.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let size = 3 * 1024 * 1024;
+        let head = format!(
+            "POST /api/v1/auth/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        for i in 0..size / chunk.len() {
+            stream.write_all(&chunk).await.unwrap_or_else(|e| panic!("{base}: write {i} failed: {e}"));
+            if i % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap_or_else(|e| panic!("{base}: {e}"));
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 413"), "{base}: {response}");
+        assert!(response.contains("application/problem+json"), "{base}: {response}");
+    }
+    assert_eq!(shop.count("SELECT COUNT(*) FROM users").await, 1, "only the bootstrap admin");
+    shop.stop().await;
+}

@@ -68,16 +68,54 @@ where
                 "expected a body with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
-            } else {
-                Problem::with_detail(ErrorCode::BadRequest, "the request body could not be read")
-            }
-        })?;
+        let _ = state;
+        let bytes = read_limited(req.into_body(), crate::server::DEFAULT_BODY_LIMIT).await?;
         let raw = parse_json::<T::Raw>(&bytes)?;
         T::parse(raw).map(ApiJson).map_err(Problem::validation)
     }
+}
+
+/// Reads a body of at most `limit` bytes. Past the limit the rest is read and thrown away (up to
+/// [`drain`]'s bounds) before the 413 goes out: closing a connection with unread data makes the
+/// kernel reset it, and a client still uploading would then see a broken pipe, not the answer.
+pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Problem> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| Problem::with_detail(ErrorCode::BadRequest, "the request body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                drain(body).await;
+                return Err(too_large());
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(collected))
+}
+
+pub fn too_large() -> Problem {
+    Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
+}
+
+/// Reads and discards what is left of a refused body, for at most 8 MiB or 2 seconds: enough
+/// for an honest client to finish sending and read the answer, too little to be a resource.
+pub async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    const MAX_BYTES: usize = 8 * 1024 * 1024;
+    let mut body = body;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
