@@ -49,8 +49,14 @@ enum EventsCommand {
     /// Print events as they flow, one JSON object per line (Ctrl-C stops).
     Tail {
         /// Start from the oldest event kept instead of from now.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["offset", "since"])]
         from_start: bool,
+        /// Start at this position of the log (0 is the first event ever kept).
+        #[arg(long, conflicts_with = "since")]
+        offset: Option<u64>,
+        /// Start with the events appended at or after this time (RFC 3339, e.g. 2026-11-24T10:00:00Z).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Only events whose type matches this pattern (`order.*`, `user.registered`, `#`).
         #[arg(long = "type", default_value = "#")]
         pattern: String,
@@ -264,13 +270,19 @@ async fn events_command(settings: Settings, command: EventsCommand) -> anyhow::R
     use std::io::Write;
     let events = settings.events().await?;
     match command {
-        EventsCommand::Tail { from_start, pattern, limit } => {
+        EventsCommand::Tail { from_start, offset, since, pattern, limit } => {
+            let from = match (from_start, offset, since) {
+                (true, _, _) => events::TailFrom::Start,
+                (_, Some(offset), _) => events::TailFrom::Offset(offset),
+                (_, _, Some(since)) => events::TailFrom::Since(since),
+                _ => events::TailFrom::Now,
+            };
             let stop = platform::shutdown::on_signal();
             let mut printed = 0;
             let mut stdout = std::io::stdout();
             events
                 .bus
-                .tail(from_start, &pattern, stop, |event| {
+                .tail(from, &pattern, stop, |event| {
                     let line = serde_json::to_string(&event).unwrap_or_default();
                     printed += 1;
                     // A closed pipe (`| head`) ends the tail.

@@ -15,7 +15,7 @@ pub mod outbox;
 pub mod payloads;
 pub mod relay;
 
-pub use bus::{Bus, BusConfig, BusError, HandlerError, Parked, Subscription};
+pub use bus::{Bus, BusConfig, BusError, HandlerError, Parked, Subscription, TailFrom};
 
 /// What a service needs to take part in events: the bus, and how its outbox is relayed.
 #[derive(Clone)]

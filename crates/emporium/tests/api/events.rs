@@ -18,7 +18,7 @@ async fn find_registration(bus: &events::Bus, email: &str) -> Option<events::Clo
         stopper.cancel();
     });
     let mut found = None;
-    bus.tail(true, "user.registered", stop, |event| {
+    bus.tail(events::TailFrom::Start, "user.registered", stop, |event| {
         if event.data["email"] == email {
             found = Some(event);
             return false;

@@ -17,7 +17,7 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusConfig, BusError, Outgoing, Parked, Subscription, record_consumed, topic_matches};
+use super::{BusConfig, BusError, Outgoing, Parked, Subscription, TailFrom, record_consumed, topic_matches};
 use crate::CloudEvent;
 
 const BATCH: i64 = 64;
@@ -373,16 +373,24 @@ impl EmbeddedBus {
 
     pub async fn tail(
         &self,
-        from_start: bool,
+        from: TailFrom,
         pattern: &str,
         shutdown: CancellationToken,
         mut each: impl FnMut(CloudEvent) -> bool + Send,
     ) -> Result<(), BusError> {
         let mut woken = self.appended.subscribe();
-        let mut position: i64 = if from_start {
-            0
-        } else {
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM bus_log").fetch_one(&self.pool).await?
+        // `position` is the last sequence number already seen.
+        let mut position: i64 = match from {
+            TailFrom::Start => 0,
+            TailFrom::Now => sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM bus_log").fetch_one(&self.pool).await?,
+            // Offsets count from 0, as a RabbitMQ stream's do; sequence numbers count from 1.
+            TailFrom::Offset(n) => n.min(i64::MAX as u64) as i64,
+            TailFrom::Since(at) => {
+                sqlx::query_scalar("SELECT COALESCE(MIN(seq), (SELECT COALESCE(MAX(seq), 0) + 1 FROM bus_log)) - 1 FROM bus_log WHERE appended_at >= $1")
+                    .bind(at)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
         };
         loop {
             let rows: Vec<(i64, String, String)> =

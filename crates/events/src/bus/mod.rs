@@ -168,6 +168,19 @@ impl Subscription {
     }
 }
 
+/// Where in the log a tail starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailFrom {
+    /// The oldest event kept.
+    Start,
+    /// Events from now on.
+    Now,
+    /// A position in the log (the stream offset on RabbitMQ, the log sequence number embedded).
+    Offset(u64),
+    /// Events appended at or after this time.
+    Since(chrono::DateTime<chrono::Utc>),
+}
+
 /// An event parked after its last failed attempt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Parked {
@@ -277,18 +290,18 @@ impl Bus {
         }
     }
 
-    /// Calls `each` for events of the log matching `pattern`, from the start or from now,
-    /// until `shutdown` (or until `each` returns `false`).
+    /// Calls `each` for events of the log matching `pattern`, from `from`, until `shutdown` (or
+    /// until `each` returns `false`).
     pub async fn tail(
         &self,
-        from_start: bool,
+        from: TailFrom,
         pattern: &str,
         shutdown: CancellationToken,
         each: impl FnMut(CloudEvent) -> bool + Send,
     ) -> Result<(), BusError> {
         match self {
-            Self::Rabbit(bus) => bus.tail(from_start, pattern, shutdown, each).await,
-            Self::Embedded(bus) => bus.tail(from_start, pattern, shutdown, each).await,
+            Self::Rabbit(bus) => bus.tail(from, pattern, shutdown, each).await,
+            Self::Embedded(bus) => bus.tail(from, pattern, shutdown, each).await,
         }
     }
 

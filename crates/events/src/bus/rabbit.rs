@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{BusConfig, BusError, Outgoing, Parked, Subscription, record_consumed, topic_matches};
+use super::{BusConfig, BusError, Outgoing, Parked, Subscription, TailFrom, record_consumed, topic_matches};
 use crate::CloudEvent;
 
 const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -514,7 +514,7 @@ impl RabbitBus {
 
     pub async fn tail(
         &self,
-        from_start: bool,
+        from: TailFrom,
         pattern: &str,
         shutdown: CancellationToken,
         mut each: impl FnMut(CloudEvent) -> bool + Send,
@@ -525,8 +525,13 @@ impl RabbitBus {
         // Stream consumers need a prefetch; acknowledgements only pace delivery.
         channel.basic_qos(256, BasicQosOptions::default()).await.map_err(unavailable)?;
         let mut arguments = FieldTable::default();
-        arguments
-            .insert("x-stream-offset".into(), AMQPValue::LongString(if from_start { "first" } else { "next" }.into()));
+        let offset = match from {
+            TailFrom::Start => AMQPValue::LongString("first".into()),
+            TailFrom::Now => AMQPValue::LongString("next".into()),
+            TailFrom::Offset(n) => AMQPValue::LongLongInt(n.min(i64::MAX as u64) as i64),
+            TailFrom::Since(at) => AMQPValue::Timestamp(at.timestamp().max(0) as u64),
+        };
+        arguments.insert("x-stream-offset".into(), offset);
         let mut deliveries = channel
             .basic_consume(
                 self.log_stream().into(),

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use events::{CloudEvent, HandlerError, Subscription};
+use events::{CloudEvent, HandlerError, Subscription, TailFrom};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -157,7 +157,7 @@ async fn rolled_back_transactions_publish_nothing(kind: BusKind) {
         stopper.cancel();
     });
     h.bus
-        .tail(true, "#", stop, |e| {
+        .tail(TailFrom::Start, "#", stop, |e| {
             seen.push(e.id);
             true
         })
@@ -236,27 +236,54 @@ async fn the_log_replays_from_the_start_and_filters_types(kind: BusKind) {
     other.event_type = "other.thing".into();
     h.bus.publish(std::slice::from_ref(&other)).await.unwrap();
 
-    let tail = |pattern: &'static str| {
+    // Reads until `expect` events arrived, then a little longer to catch any extra.
+    let tail = |pattern: &'static str, from: TailFrom, expect: usize| {
         let bus = h.bus.clone();
         async move {
             let mut seen = Vec::new();
             let stop = CancellationToken::new();
             let stopper = stop.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 stopper.cancel();
             });
-            bus.tail(true, pattern, stop, |event| {
-                seen.push(event.event_type.clone());
-                seen.len() < 4
+            let soon = stop.clone();
+            bus.tail(from, pattern, stop, |event| {
+                seen.push(event);
+                if seen.len() == expect {
+                    let soon = soon.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        soon.cancel();
+                    });
+                }
+                seen.len() < 8
             })
             .await
             .unwrap();
             seen
         }
     };
-    assert_eq!(tail("test.*").await, vec!["test.tick"; 3]);
-    assert_eq!(tail("#").await.len(), 4);
+    let types = |events: Vec<CloudEvent>| events.into_iter().map(|e| e.event_type).collect::<Vec<_>>();
+    assert_eq!(types(tail("test.*", TailFrom::Start, 3).await), vec!["test.tick"; 3]);
+    assert_eq!(tail("#", TailFrom::Start, 4).await.len(), 4);
+    // Offsets count from 0: offset 2 is the third event.
+    let from_third = tail("#", TailFrom::Offset(2), 2).await;
+    let n = |e: &CloudEvent| serde_json::from_value::<Tick>(e.data.clone()).unwrap().n;
+    assert_eq!(from_third.len(), 2);
+    assert_eq!(n(&from_third[0]), 3);
+
+    // A point in time: everything appended since then (a stream may start at the chunk before).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.emit(&ticks("later", 7..=8)).await;
+    h.relay().relay_once().await.unwrap();
+    let later: Vec<u32> = tail("test.*", TailFrom::Since(since), 2).await.iter().map(n).collect();
+    assert!(later.ends_with(&[7, 8]), "{later:?}");
+    if kind == BusKind::Embedded {
+        assert_eq!(later, vec![7, 8]);
+    }
     h.finish().await;
 }
 
