@@ -102,14 +102,6 @@ pub struct Load {
     pub rounds: usize,
 }
 
-/// Drives `probe` with `load.concurrency` clients: first for the warm-up (not measured), then
-/// for `load.duration`.
-pub async fn drive(probe: &Probe, load: Load) -> anyhow::Result<Measurement> {
-    let mut measured = Accumulated::new(probe, load.concurrency);
-    measured.round(probe, load).await?;
-    Ok(measured.finish())
-}
-
 /// Drives several probes in interleaved rounds (A, B, A, B, …) and reports each over all its
 /// rounds. Comparing probes measured side by side this way cancels slow drift of the machine
 /// (another tenant, frequency changes) that would bias one phase run after the other.

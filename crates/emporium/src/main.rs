@@ -114,10 +114,10 @@ struct BenchArgs {
     #[arg(long, short = 'c', default_value_t = 32)]
     concurrency: usize,
     /// How long each measured round runs.
-    #[arg(long, short = 'd', default_value = "5s", value_parser = humantime_duration)]
+    #[arg(long, short = 'd', default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Unmeasured warm-up before each round.
-    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Rounds; scenarios that compare two paths alternate between them round by round.
     #[arg(long, default_value_t = 3)]
@@ -146,22 +146,6 @@ struct BenchArgs {
     /// `events`: the consumer's lanes.
     #[arg(long, default_value_t = 2)]
     lanes: usize,
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("invalid duration unit in {text:?}; use ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-fn humantime_like(duration: Duration) -> String {
-    format!("{:.0} s", duration.as_secs_f64())
 }
 
 fn main() -> std::process::ExitCode {
@@ -321,7 +305,7 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
             lanes: args.lanes,
             relay: settings.relay.clone(),
         };
-        println!("target: RabbitMQ and PostgreSQL ({} per phase)", humantime_like(args.duration));
+        println!("target: RabbitMQ and PostgreSQL ({} per phase)", humantime::format_duration(args.duration));
         let report = scenarios::events::events(bench).await?;
         if let Some(path) = args.json {
             std::fs::write(&path, serde_json::to_vec_pretty(&report)?)

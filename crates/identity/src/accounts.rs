@@ -77,7 +77,7 @@ impl Accounts {
 
     pub async fn register(&self, command: Register, origin: &Origin) -> Result<Tokens, IdentityError> {
         let hash = self.hasher.hash(command.password.expose()).await?;
-        let (user, _) =
+        let user =
             self.create_user(&command.email, command.name.as_str(), Some(&hash), &RoleSet::customer(), origin).await?;
         metrics::counter!("identity_registrations_total").increment(1);
         self.start_session(user).await
@@ -91,7 +91,7 @@ impl Accounts {
         password_hash: Option<&str>,
         roles: &RoleSet,
         origin: &Origin,
-    ) -> Result<(User, Uuid), IdentityError> {
+    ) -> Result<User, IdentityError> {
         let id = Uuid::now_v7();
         let at = now();
         let mut tx = self.store.db().begin().await?;
@@ -113,15 +113,14 @@ impl Accounts {
             CloudEvent::new("identity", &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
         events::enqueue(&mut tx, &event).await?;
         tx.commit().await?;
-        let user = User {
+        Ok(User {
             id,
             email: email.as_str().to_owned(),
             name: name.to_owned(),
             roles: roles.clone(),
             created_at: at,
             updated_at: at,
-        };
-        Ok((user, id))
+        })
     }
 
     pub async fn login(&self, email: &str, password: &Password, origin: &Origin) -> Result<Tokens, IdentityError> {
@@ -323,8 +322,7 @@ impl Accounts {
             return Err(IdentityError::EmailTaken);
         }
         let hash = self.hasher.hash(password.expose()).await?;
-        let (user, _) =
-            self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), &Origin::default()).await?;
+        let user = self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), &Origin::default()).await?;
         Ok(user)
     }
 

@@ -106,10 +106,6 @@ impl KeyRing {
     pub fn verifier(&self) -> Arc<Verifier> {
         self.verifier.clone()
     }
-
-    pub fn active_kid(&self) -> String {
-        self.active.read().unwrap_or_else(|e| e.into_inner()).kid.clone()
-    }
 }
 
 /// Starts signing with a new key; the old ones stay published until their tokens expire.

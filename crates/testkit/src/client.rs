@@ -7,7 +7,6 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 #[derive(Clone)]
@@ -28,10 +27,6 @@ impl TestResponse {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn parse<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).expect("body has the expected shape")
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -148,7 +148,7 @@ impl EmbeddedBus {
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await?;
-        for (seq, _, attempts, envelope) in due {
+        for (seq, subject, attempts, envelope) in due {
             did = true;
             match self.apply(subscription, std::slice::from_ref(&envelope)).await {
                 Ok(()) => {
@@ -159,7 +159,7 @@ impl EmbeddedBus {
                         .await?;
                 }
                 Err((event_type, error)) => {
-                    self.failed(consumer, seq, &event_type, attempts as u32 + 1, &error).await?
+                    self.failed(consumer, seq, &subject, &event_type, attempts as u32 + 1, &error).await?
                 }
             }
         }
@@ -222,7 +222,7 @@ impl EmbeddedBus {
             return self.schedule(consumer, seq, &subject, 0, now_ms(), None).await;
         }
         if let Err((event_type, error)) = self.apply(subscription, &[envelope]).await {
-            self.failed(consumer, seq, &event_type, 1, &error).await?;
+            self.failed(consumer, seq, &subject, &event_type, 1, &error).await?;
         }
         Ok(())
     }
@@ -268,6 +268,7 @@ impl EmbeddedBus {
         &self,
         consumer: &str,
         seq: i64,
+        subject: &str,
         event_type: &str,
         failures: u32,
         error: &str,
@@ -299,12 +300,7 @@ impl EmbeddedBus {
         }
         let delay = self.config.retry_delay(failures);
         tracing::warn!(consumer, seq, event_type, attempt = failures, retry_in = ?delay, error, "event failed, will retry");
-        let subject: String = sqlx::query_scalar("SELECT subject FROM bus_log WHERE seq = $1")
-            .bind(seq)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or_default();
-        self.schedule(consumer, seq, &subject, failures, now_ms() + delay.as_millis() as i64, Some(error)).await?;
+        self.schedule(consumer, seq, subject, failures, now_ms() + delay.as_millis() as i64, Some(error)).await?;
         record_consumed(consumer, event_type, "retried");
         metrics::counter!("events_retried_total", "consumer" => consumer.to_owned(), "type" => event_type.to_owned())
             .increment(1);

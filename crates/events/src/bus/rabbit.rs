@@ -17,6 +17,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -185,11 +186,7 @@ impl RabbitBus {
         }
         let mut guard = self.publisher.lock().await;
         if guard.is_none() {
-            let connection = self.connect("publisher").await?;
-            let channel = connection.create_channel().await.map_err(unavailable)?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
-            self.declare_core(&channel).await?;
-            *guard = Some((connection, channel));
+            *guard = Some(self.open_publisher().await?);
         }
         let Some((_, channel)) = guard.as_ref() else {
             return Err(BusError::Unavailable("no publisher channel".to_owned()));
@@ -203,7 +200,7 @@ impl RabbitBus {
     }
 
     /// Runs the consumer, reconnecting with backoff, until `shutdown`.
-    pub async fn consume(&self, subscription: Subscription, shutdown: CancellationToken) {
+    pub async fn consume(self: &Arc<Self>, subscription: Subscription, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
@@ -224,7 +221,11 @@ impl RabbitBus {
         }
     }
 
-    async fn consume_once(&self, subscription: &Subscription, shutdown: &CancellationToken) -> Result<(), BusError> {
+    async fn consume_once(
+        self: &Arc<Self>,
+        subscription: &Subscription,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BusError> {
         let connection = self.connect(&subscription.consumer).await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
@@ -250,7 +251,7 @@ impl RabbitBus {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Received>(self.config.prefetch as usize);
             senders.push(tx);
             let (channel, subscription, failed) = (channel.clone(), subscription.clone(), lane_failed_tx.clone());
-            let bus = self.clone_for_lane();
+            let bus = Arc::clone(self);
             workers.spawn(async move {
                 // Each subject lives in exactly one lane, so its state does too.
                 let mut subjects: HashMap<String, SubjectState> = HashMap::new();
@@ -293,11 +294,6 @@ impl RabbitBus {
         while workers.join_next().await.is_some() {}
         let _ = connection.close(200, "shutting down".into()).await;
         result
-    }
-
-    /// What a lane needs of the bus: its configuration (the publisher stays with the bus).
-    fn clone_for_lane(&self) -> RabbitBus {
-        RabbitBus::new(self.config.clone())
     }
 
     /// Handles deliveries in order: runs of first deliveries whose subject has nothing waiting go
@@ -593,12 +589,17 @@ impl RabbitBus {
             return Ok(());
         }
         *guard = None;
+        *guard = Some(self.open_publisher().await?);
+        Ok(())
+    }
+
+    /// A confirm-mode channel on a new connection, with the exchange and the log declared.
+    async fn open_publisher(&self) -> Result<(Connection, Channel), BusError> {
         let connection = self.connect("publisher").await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
         self.declare_core(&channel).await?;
-        *guard = Some((connection, channel));
-        Ok(())
+        Ok((connection, channel))
     }
 }
 

@@ -61,14 +61,13 @@ where
 {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(Problem::with_detail(
                 ErrorCode::UnsupportedMediaType,
                 "expected a body with Content-Type: application/json",
             ));
         }
-        let _ = state;
         let bytes = read_limited(req.into_body(), crate::server::DEFAULT_BODY_LIMIT).await?;
         let raw = parse_json::<T::Raw>(&bytes)?;
         T::parse(raw).map(ApiJson).map_err(Problem::validation)
