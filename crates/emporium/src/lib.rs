@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod scenarios;
+pub mod seed;
 pub mod settings;
 pub mod shop;
 

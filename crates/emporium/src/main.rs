@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run services (all of them when none is named).
     Serve {
-        /// identity, gateway
+        /// identity, catalog, gateway
         services: Vec<Service>,
     },
     /// Create or upgrade the services' database schemas, then exit.
@@ -37,6 +37,18 @@ enum Command {
     /// Administer users and keys.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Fill the catalog with generated products (for load tests and demos).
+    Seed {
+        /// How many products to add.
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        /// The generator's seed; the same seed makes the same products.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Products written at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Watch and repair the event flow.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -171,6 +183,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { services } => serve(settings, services).await,
         Command::Migrate { services } => migrate(settings, services).await,
         Command::Admin(command) => admin(settings, command).await,
+        Command::Seed { products, seed, concurrency } => {
+            emporium::seed::run(settings, products, seed, concurrency).await
+        }
         Command::Events(command) => events_command(settings, command).await,
         Command::Bench(args) => bench(settings, args).await,
     }
@@ -209,6 +224,9 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
         match service {
             Service::Identity => {
                 identity::open(&settings.identity, &settings.shared()).await.context("migrating identity")?;
+            }
+            Service::Catalog => {
+                catalog::open(&settings.catalog, &settings.shared()).await.context("migrating catalog")?;
             }
             Service::Gateway => continue,
         }

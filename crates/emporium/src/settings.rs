@@ -28,6 +28,7 @@ pub struct Settings {
     /// How services relay their outboxes to the bus.
     pub relay: events::RelayConfig,
     pub identity: identity::Config,
+    pub catalog: catalog::Config,
     pub gateway: gateway::Config,
 }
 
@@ -43,6 +44,7 @@ impl Default for Settings {
             events: events::BusConfig::default(),
             relay: events::RelayConfig::default(),
             identity: identity::Config::default(),
+            catalog: catalog::Config::default(),
             gateway: gateway::Config::default(),
         }
     }
@@ -59,6 +61,7 @@ impl Settings {
             _ => None,
         };
         settings.identity.validate().map_err(anyhow::Error::msg)?;
+        settings.catalog.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
         Ok(settings)

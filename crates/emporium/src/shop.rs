@@ -15,15 +15,17 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     Identity,
+    Catalog,
     Gateway,
 }
 
 impl Service {
-    pub const ALL: [Service; 2] = [Service::Identity, Service::Gateway];
+    pub const ALL: [Service; 3] = [Service::Identity, Service::Catalog, Service::Gateway];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Identity => identity::SERVICE,
+            Self::Catalog => catalog::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -41,7 +43,7 @@ impl FromStr for Service {
         Self::ALL
             .into_iter()
             .find(|service| service.name() == s)
-            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, gateway"))
+            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, gateway"))
     }
 }
 
@@ -51,6 +53,9 @@ impl FromStr for Service {
 /// services behind it stop, so a request the gateway accepted can still reach its service.
 pub struct Shop {
     pub identity: Option<SocketAddr>,
+    pub catalog: Option<SocketAddr>,
+    /// The catalog's gRPC inventory service.
+    pub catalog_grpc: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
@@ -85,6 +90,25 @@ impl Shop {
             }
             settings.auth.jwks_url.get_or_insert_with(|| format!("http://{addr}/.well-known/jwks.json"));
         }
+        let (mut catalog_addr, mut catalog_grpc) = (None, None);
+        if let (true, Some(events)) = (services.contains(&Service::Catalog), &events) {
+            let started = catalog::Catalog::build(settings.catalog.clone(), &settings.shared(), events).await;
+            let catalog = match started {
+                Ok(catalog) => catalog,
+                Err(error) => {
+                    backend_stop.cancel();
+                    while backends.join_next().await.is_some() {}
+                    return Err(anyhow::Error::new(error).context("starting catalog"));
+                }
+            };
+            let addr = catalog.local_addr();
+            (catalog_addr, catalog_grpc) = (Some(addr), Some(catalog.grpc_addr()));
+            let stop = backend_stop.clone();
+            backends.spawn(async move { (Service::Catalog, catalog.run_until_stopped(stop).await) });
+            if let Some(upstream) = settings.gateway.upstreams.get_mut("catalog") {
+                upstream.urls = vec![format!("http://{addr}")];
+            }
+        }
         let mut gateway_addr = None;
         if services.contains(&Service::Gateway) {
             if settings.auth.jwks_url.is_none() {
@@ -110,7 +134,14 @@ impl Shop {
             edge.spawn(async move { (Service::Gateway, gateway.run_until_stopped(stop).await) });
         }
         let supervisor = tokio::spawn(supervise(shutdown.clone(), edge_stop, edge, backend_stop, backends));
-        Ok(Self { identity: identity_addr, gateway: gateway_addr, supervisor, shutdown })
+        Ok(Self {
+            identity: identity_addr,
+            catalog: catalog_addr,
+            catalog_grpc,
+            gateway: gateway_addr,
+            supervisor,
+            shutdown,
+        })
     }
 
     /// Stops every service.

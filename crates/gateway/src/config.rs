@@ -23,16 +23,22 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let identity = UpstreamConfig { urls: vec!["http://127.0.0.1:8081".to_owned()], ..UpstreamConfig::default() };
+        let pool = |url: &str| UpstreamConfig { urls: vec![url.to_owned()], ..UpstreamConfig::default() };
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit: 1024 * 1024,
             cors: CorsConfig::default(),
-            upstreams: BTreeMap::from([("identity".to_owned(), identity)]),
+            upstreams: BTreeMap::from([
+                ("identity".to_owned(), pool("http://127.0.0.1:8081")),
+                ("catalog".to_owned(), pool("http://127.0.0.1:8082")),
+            ]),
             routes: vec![
                 RouteConfig::new("/api/v1/auth", "identity", AuthPolicy::None),
                 RouteConfig::new("/api/v1/users", "identity", AuthPolicy::Required),
                 RouteConfig::new("/.well-known/jwks.json", "identity", AuthPolicy::None),
+                RouteConfig::new("/api/v1/products", "catalog", AuthPolicy::Optional),
+                RouteConfig::new("/api/v1/categories", "catalog", AuthPolicy::Optional),
+                RouteConfig::new("/api/v1/inventory", "catalog", AuthPolicy::Required),
             ],
         }
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -22,6 +22,11 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.identity.pool.max_connections = Some(8);
     settings.identity.password_hashing.memory_kib = 1024;
     settings.identity.password_hashing.iterations = 1;
+    settings.catalog.listen = "127.0.0.1:0".parse().unwrap();
+    settings.catalog.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    settings.catalog.pool.max_connections = Some(8);
+    settings.catalog.demo_catalog = Some(false);
+    settings.catalog.sweep_interval = std::time::Duration::from_millis(200);
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
     settings
@@ -30,11 +35,16 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
 pub struct TestShop {
     pub gateway: TestClient,
     pub identity: TestClient,
+    pub catalog: TestClient,
+    /// The catalog's gRPC inventory service.
+    pub catalog_grpc: String,
     pub settings: Settings,
     shop: Option<Shop>,
     stop: CancellationToken,
     data_dir: PathBuf,
     db: TestDatabase,
+    /// The catalog's own database, on the same backend as identity's.
+    catalog_db: Option<TestDatabase>,
 }
 
 impl TestShop {
@@ -46,12 +56,16 @@ impl TestShop {
         platform::metrics::install();
         let data_dir = testkit::temp_dir("shop");
         let mut settings = test_settings(&db, data_dir.clone());
+        let catalog_db = TestDatabase::create(db.backend).await;
+        settings.catalog.database_url = catalog_db.as_ref().map(|d| d.url.clone());
         configure(&mut settings);
         let stop = CancellationToken::new();
         let shop = Shop::start(settings.clone(), &Service::ALL, stop.clone()).await.expect("shop starts");
         let gateway = TestClient::new(format!("http://{}", shop.gateway.unwrap()));
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
-        Self { gateway, identity, settings, shop: Some(shop), stop, data_dir, db }
+        let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
+        let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
+        Self { gateway, identity, catalog, catalog_grpc, settings, shop: Some(shop), stop, data_dir, db, catalog_db }
     }
 
     /// A direct connection to identity's database, to check what was (not) stored.
@@ -98,7 +112,9 @@ impl TestShop {
             shop.wait().await.expect("shop stops cleanly");
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        let settings = self.settings.clone();
+        let mut settings = self.settings.clone();
+        // The catalog's database goes with this shop; the next one gets an embedded catalog.
+        settings.catalog.database_url = None;
         // A placeholder takes the database's place so that Drop has something to drop.
         let db = std::mem::replace(&mut self.db, TestDatabase::sqlite());
         (settings, db)

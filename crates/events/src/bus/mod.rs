@@ -128,6 +128,10 @@ pub struct Subscription {
     /// the event at fault is retried.
     pub max_batch: usize,
     pub handler: Handler,
+    /// For a consumer that exists per replica (a read model in each process): its queues are
+    /// deleted by the broker after going unused this long, so replicas that are gone for good
+    /// leave nothing behind. `None` for a service's shared, permanent consumer.
+    pub expires_after: Option<Duration>,
 }
 
 impl Subscription {
@@ -160,7 +164,14 @@ impl Subscription {
             types: types.iter().map(|t| (*t).to_owned()).collect(),
             max_batch: max_batch.max(1),
             handler: Arc::new(move |events| Box::pin(handler(events))),
+            expires_after: None,
         }
+    }
+
+    /// Makes this a per-replica consumer whose queues expire after `idle` without a consumer.
+    pub fn expiring(mut self, idle: Duration) -> Self {
+        self.expires_after = Some(idle);
+        self
     }
 
     pub fn wants(&self, event_type: &str) -> bool {

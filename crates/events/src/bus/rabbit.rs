@@ -134,6 +134,10 @@ impl RabbitBus {
         let mut main = FieldTable::default();
         main.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
         main.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        let expires = subscription.expires_after.map(|idle| AMQPValue::LongLongInt(idle.as_millis() as i64));
+        if let Some(expires) = &expires {
+            main.insert("x-expires".into(), expires.clone());
+        }
         channel.queue_declare(self.queue(consumer).into(), durable, main).await.map_err(unavailable)?;
         for pattern in &subscription.types {
             channel
@@ -159,15 +163,19 @@ impl RabbitBus {
             // Quorum queues dead-letter at most once unless told otherwise.
             retry.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
             retry.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            if let Some(expires) = &expires {
+                retry.insert("x-expires".into(), expires.clone());
+            }
             channel
                 .queue_declare(self.retry_queue(consumer, delay).into(), durable, retry)
                 .await
                 .map_err(unavailable)?;
         }
-        channel
-            .queue_declare(self.parked_queue(consumer).into(), durable, FieldTable::default())
-            .await
-            .map_err(unavailable)?;
+        let mut parked = FieldTable::default();
+        if let Some(expires) = &expires {
+            parked.insert("x-expires".into(), expires.clone());
+        }
+        channel.queue_declare(self.parked_queue(consumer).into(), durable, parked).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -1,0 +1,213 @@
+//! Reading `GET /products` query strings (with repeated keys and `attr.NAME=VALUE`) into a
+//! [`SearchRequest`], and shaping facet counts for the answer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use platform::{ErrorCode, Problem};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    domain,
+    search::{
+        SearchRequest, Sort,
+        facets::{FacetCounts, PRICE_EDGES},
+    },
+};
+
+pub const MAX_LIMIT: usize = 100;
+/// Deeper pages than this are refused: nobody reads them, and they cost the most.
+pub const MAX_WINDOW: usize = 10_000;
+/// Values listed per facet.
+const MAX_FACET_VALUES: usize = 50;
+
+fn bad(detail: impl Into<String>) -> Problem {
+    Problem::with_detail(ErrorCode::BadRequest, detail)
+}
+
+/// What the query string asks for. `category` is returned apart: the handler expands it to the
+/// category and its descendants.
+pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<String>), Problem> {
+    let mut request = SearchRequest::new();
+    let mut sort = None;
+    let mut category = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "q" => {
+                if value.chars().count() > 200 {
+                    return Err(bad("q must be at most 200 characters"));
+                }
+                request.q = Some(value).filter(|q| !q.trim().is_empty());
+            }
+            "category" => category = Some(value),
+            "brand" => request.brands.push(value),
+            "min_price" => request.min_price = Some(value.parse().map_err(|_| bad("min_price must be an integer"))?),
+            "max_price" => request.max_price = Some(value.parse().map_err(|_| bad("max_price must be an integer"))?),
+            "in_stock" => {
+                request.in_stock = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("in_stock must be true or false")),
+                }
+            }
+            "sort" => {
+                sort = Some(
+                    Sort::parse(&value)
+                        .ok_or_else(|| bad("sort must be one of relevance, price_asc, price_desc, newest, title"))?,
+                )
+            }
+            "limit" => {
+                request.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| bad(format!("limit must be an integer from 1 to {MAX_LIMIT}")))?
+            }
+            "offset" => request.offset = value.parse().map_err(|_| bad("offset must be a non-negative integer"))?,
+            "status" if admin => {
+                request.statuses = match value.as_str() {
+                    "all" => Some(Vec::new()),
+                    "draft" | "active" | "archived" => Some(vec![value]),
+                    _ => return Err(bad("status must be draft, active, archived or all")),
+                }
+            }
+            name => {
+                if let Some(attribute) = name.strip_prefix("attr.") {
+                    domain::attribute_name(attribute).map_err(|e| bad(format!("attr.{attribute}: {e}")))?;
+                    request.attrs.entry(attribute.to_owned()).or_default().push(value);
+                }
+                // Anything else (a cache buster, a tracking parameter) is ignored.
+            }
+        }
+    }
+    if let (Some(min), Some(max)) = (request.min_price, request.max_price)
+        && min > max
+    {
+        return Err(Problem::validation(vec![platform::FieldError::new("min_price", "must not exceed max_price")]));
+    }
+    if request.offset + request.limit > MAX_WINDOW {
+        return Err(bad(format!("offset + limit must not exceed {MAX_WINDOW}")));
+    }
+    if admin && request.statuses.is_none() {
+        // Admins see every product unless they ask for a status.
+        request.statuses = Some(Vec::new());
+    }
+    request.sort = sort.unwrap_or(if request.q.is_some() { Sort::Relevance } else { Sort::Newest });
+    Ok((request, category))
+}
+
+/// The category and every category below it.
+pub fn descendants(root: &str, parents: &HashMap<String, Option<String>>) -> Vec<String> {
+    let mut found: HashSet<&str> = HashSet::from([root]);
+    // Repeated passes until nothing new: the tree is small and shallow.
+    loop {
+        let before = found.len();
+        for (slug, parent) in parents {
+            if parent.as_deref().is_some_and(|p| found.contains(p)) {
+                found.insert(slug);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    let mut list: Vec<String> = found.into_iter().map(str::to_owned).collect();
+    list.sort();
+    list
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceBucket {
+    /// Inclusive, in minor units.
+    pub min: i64,
+    /// Inclusive; absent for the open-ended top bucket.
+    pub max: Option<i64>,
+    pub count: u64,
+}
+
+fn values(counts: HashMap<String, u64>) -> Vec<FacetValue> {
+    let mut values: Vec<FacetValue> = counts.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
+    values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    values.truncate(MAX_FACET_VALUES);
+    values
+}
+
+/// `{"category": [...], "brand": [...], "attr.NAME": [...], "price": [...]}`.
+pub fn facets(counts: FacetCounts) -> BTreeMap<String, serde_json::Value> {
+    let mut facets = BTreeMap::new();
+    let json = |values: Vec<FacetValue>| serde_json::to_value(values).unwrap_or_default();
+    facets.insert("category".to_owned(), json(values(counts.category)));
+    facets.insert("brand".to_owned(), json(values(counts.brand)));
+    for (name, counts) in counts.attrs {
+        facets.insert(format!("attr.{name}"), json(values(counts)));
+    }
+    let buckets: Vec<PriceBucket> = counts
+        .price
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| PriceBucket { min: PRICE_EDGES[i], max: PRICE_EDGES.get(i + 1).map(|next| next - 1), count: *n })
+        .collect();
+    facets.insert("price".to_owned(), serde_json::to_value(buckets).unwrap_or_default());
+    facets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings() {
+        let (request, category) =
+            parse(Some("q=trail+shoe&brand=Hoka&brand=Asics&attr.color=red&attr.color=blue&in_stock=true&category=shoes&limit=5"), false)
+                .unwrap();
+        assert_eq!(request.q.as_deref(), Some("trail shoe"));
+        assert_eq!(request.brands, ["Hoka", "Asics"]);
+        assert_eq!(request.attrs["color"], ["red", "blue"]);
+        assert!(request.in_stock);
+        assert_eq!(category.as_deref(), Some("shoes"));
+        assert_eq!(request.sort, Sort::Relevance);
+        assert_eq!(request.limit, 5);
+        assert_eq!(request.statuses, None);
+        assert_eq!(parse(None, false).unwrap().0.sort, Sort::Newest);
+        assert_eq!(parse(Some("status=draft"), true).unwrap().0.statuses, Some(vec!["draft".to_owned()]));
+        assert_eq!(parse(Some("status=draft"), false).unwrap().0.statuses, None);
+    }
+
+    #[test]
+    fn bad_query_strings() {
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "min_price=x",
+            "in_stock=yes",
+            "sort=cheap",
+            "offset=-1",
+            "attr.Color=x",
+            "offset=9990&limit=20",
+        ] {
+            assert_eq!(parse(Some(bad), false).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(parse(Some("min_price=10&max_price=5"), false).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn categories_expand_to_descendants() {
+        let parents: HashMap<String, Option<String>> = [
+            ("shoes".to_owned(), None),
+            ("running".to_owned(), Some("shoes".to_owned())),
+            ("trail".to_owned(), Some("running".to_owned())),
+            ("bags".to_owned(), None),
+        ]
+        .into();
+        assert_eq!(descendants("shoes", &parents), ["running", "shoes", "trail"]);
+        assert_eq!(descendants("bags", &parents), ["bags"]);
+    }
+}

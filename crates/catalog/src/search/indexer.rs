@@ -1,0 +1,180 @@
+//! The one task that writes the index (Tantivy allows a single writer per index).
+//!
+//! Others ask it to refresh products by id; it gathers requests for a moment, reads those
+//! products from the database, replaces their documents, commits, reloads the searcher, and
+//! then answers every request of the batch. An answer means the change is visible to searches.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tantivy::{IndexWriter, TantivyDocument, Term};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{SearchIndex, schema::Fields};
+use crate::{domain::Product, error::CatalogError, store::Store};
+
+/// Products read from the database per round trip while building.
+const BUILD_PAGE: i64 = 1000;
+/// How long the indexer waits for more requests before committing a batch.
+const GATHER: Duration = Duration::from_millis(20);
+
+struct Job {
+    ids: Vec<Uuid>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Asks the indexer to refresh products.
+#[derive(Clone)]
+pub struct IndexerHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl IndexerHandle {
+    /// Returns once the products' current state is searchable (or the attempt failed).
+    pub async fn refresh(&self, ids: Vec<Uuid>) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        self.jobs.send(Job { ids, done }).await.map_err(|_| "the indexer has stopped".to_owned())?;
+        answer.await.map_err(|_| "the indexer has stopped".to_owned())?
+    }
+}
+
+pub struct Indexer {
+    index: SearchIndex,
+    writer: Arc<Mutex<IndexWriter<TantivyDocument>>>,
+    store: Store,
+    jobs: mpsc::Receiver<Job>,
+}
+
+impl Indexer {
+    pub fn new(index: SearchIndex, store: Store, memory_mb: usize) -> Result<(Self, IndexerHandle), CatalogError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let budget = (memory_mb * 1024 * 1024).max(threads * 15_000_000);
+        let writer = index.index().writer_with_num_threads(threads, budget).map_err(CatalogError::internal)?;
+        let (sender, jobs) = mpsc::channel(1024);
+        let indexer = Self { index, writer: Arc::new(Mutex::new(writer)), store, jobs };
+        Ok((indexer, IndexerHandle { jobs: sender }))
+    }
+
+    /// Indexes every product from scratch; returns how many.
+    pub async fn build(&self) -> Result<usize, CatalogError> {
+        let started = Instant::now();
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let page = self.store.products_after(after, BUILD_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            count += page.len();
+            let full = page.len() as i64 == BUILD_PAGE;
+            self.write(page, Vec::new(), false).await?;
+            if !full {
+                break;
+            }
+        }
+        self.commit().await?;
+        tracing::info!(products = count, took_ms = started.elapsed().as_millis() as u64, "search index built");
+        Ok(count)
+    }
+
+    /// Reindexes what changed while this replica was not listening: products whose revision
+    /// in the database differs from the index, and products the index lacks.
+    pub async fn reconcile(&self) -> Result<usize, CatalogError> {
+        let indexed = self.index.revisions().map_err(CatalogError::internal)?;
+        let current = self.store.revisions().await?;
+        let present: HashSet<Uuid> = current.iter().map(|r| r.product_id).collect();
+        let stale: Vec<Uuid> =
+            current.iter().filter(|r| indexed.get(&r.product_id) != Some(&r.micros)).map(|r| r.product_id).collect();
+        let gone: Vec<Uuid> = indexed.keys().filter(|id| !present.contains(id)).copied().collect();
+        let changed = stale.len() + gone.len();
+        for chunk in stale.chunks(BUILD_PAGE as usize) {
+            let products = self.store.products(chunk).await?;
+            self.write(products, chunk.to_vec(), false).await?;
+        }
+        self.write(Vec::new(), gone, false).await?;
+        self.commit().await?;
+        if changed > 0 {
+            tracing::info!(reindexed = changed, "search index reconciled with the database");
+        }
+        Ok(changed)
+    }
+
+    /// Serves refresh requests until `shutdown`.
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                job = self.jobs.recv() => match job { Some(job) => job, None => return },
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while batch.len() < 256 {
+                match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut ids: Vec<Uuid> = batch.iter().flat_map(|job| job.ids.iter().copied()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let outcome = self.refresh(&ids).await.map_err(|e| e.to_string());
+            if let Err(error) = &outcome {
+                tracing::warn!(error = %error, products = ids.len(), "could not refresh the search index");
+            }
+            for job in batch {
+                let _ = job.done.send(outcome.clone());
+            }
+        }
+    }
+
+    async fn refresh(&self, ids: &[Uuid]) -> Result<(), CatalogError> {
+        let started = Instant::now();
+        let products = self.store.products(ids).await?;
+        self.write(products, ids.to_vec(), true).await?;
+        metrics::histogram!("catalog_index_refresh_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("catalog_index_documents_total").increment(ids.len() as u64);
+        Ok(())
+    }
+
+    /// Replaces the documents of `delete` with `products` (deleting those not among them),
+    /// committing and reloading when `commit`.
+    async fn write(&self, products: Vec<Product>, delete: Vec<Uuid>, commit: bool) -> Result<(), CatalogError> {
+        let writer = self.writer.clone();
+        let fields = *self.index.fields();
+        let reader = self.index.reader().clone();
+        tokio::task::spawn_blocking(move || -> Result<(), CatalogError> {
+            let mut writer = writer.lock().map_err(|_| CatalogError::internal(std::io::Error::other("poisoned")))?;
+            for id in delete {
+                writer.delete_term(Term::from_field_text(fields.id, &id.to_string()));
+            }
+            for product in &products {
+                add(&writer, &fields, product)?;
+            }
+            if commit {
+                writer.commit().map_err(CatalogError::internal)?;
+                reader.reload().map_err(CatalogError::internal)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(CatalogError::internal)?
+    }
+
+    async fn commit(&self) -> Result<(), CatalogError> {
+        self.write(Vec::new(), Vec::new(), true).await
+    }
+}
+
+fn add(writer: &IndexWriter<TantivyDocument>, fields: &Fields, product: &Product) -> Result<(), CatalogError> {
+    writer.delete_term(Term::from_field_text(fields.id, &product.id.to_string()));
+    let doc = fields.document(product).map_err(CatalogError::internal)?;
+    writer.add_document(doc).map_err(CatalogError::internal)?;
+    Ok(())
+}

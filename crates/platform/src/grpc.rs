@@ -1,0 +1,51 @@
+//! gRPC between services: how our error codes map onto gRPC status codes, and serving a
+//! tonic router on a bound listener with the same graceful shutdown as HTTP.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::ErrorCode;
+
+/// The gRPC status code for an error code, so that one error enum answers both transports.
+pub fn code(code: ErrorCode) -> tonic::Code {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::Validation
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
+        ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
+        ErrorCode::Forbidden => tonic::Code::PermissionDenied,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::MethodNotAllowed => tonic::Code::Unimplemented,
+        ErrorCode::Conflict => tonic::Code::Aborted,
+        ErrorCode::PaymentRequired => tonic::Code::FailedPrecondition,
+        ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
+        ErrorCode::Internal | ErrorCode::BadGateway => tonic::Code::Internal,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
+    }
+}
+
+/// Most time a call may take on the server, whatever deadline the client sent.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server builder with the settings every service uses.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(SERVER_TIMEOUT)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Serves `router` on `listener` until `shutdown`, then finishes the calls in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+}

@@ -1,0 +1,13 @@
+//! Generates the gRPC code from `proto/` with protox, a protobuf compiler written in Rust, so
+//! that building needs no `protoc` on the machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let files = ["catalog/v1/inventory.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={root}/{file}");
+    }
+    let descriptors = protox::compile(files, [root])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    Ok(())
+}

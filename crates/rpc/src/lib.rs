@@ -1,0 +1,10 @@
+//! gRPC contracts between services, generated from `proto/` at build time.
+//!
+//! Each package becomes a module: `rpc::catalog::v1` holds the catalog's inventory service,
+//! with its client (for cart and orders) and its server trait (implemented by catalog).
+
+pub mod catalog {
+    pub mod v1 {
+        tonic::include_proto!("emporium.catalog.v1");
+    }
+}
