@@ -117,6 +117,10 @@ enum Scenario {
     Login,
     /// The event backbone on RabbitMQ and PostgreSQL: outbox → relay → broker → consumer.
     Events,
+    /// Search latency with Tantivy beside PostgreSQL full-text search, on a large catalog.
+    Search,
+    /// GET /api/v1/products/{id} through the gateway and directly, cached in Redis.
+    Product,
 }
 
 #[derive(Args)]
@@ -158,6 +162,15 @@ struct BenchArgs {
     /// `events`: the consumer's lanes.
     #[arg(long, default_value_t = 2)]
     lanes: usize,
+    /// `search`, `product`: products in the generated catalog (kept in PostgreSQL for later runs).
+    #[arg(long, default_value_t = 100_000)]
+    products: usize,
+    /// `search`: queries of each kind per engine.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// `product`: the Redis that caches products.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    redis: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -331,6 +344,23 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Scenario::Search | Scenario::Product = args.scenario {
+        let bench = scenarios::catalog::CatalogBench {
+            postgres_url: args.postgres,
+            redis_url: args.redis,
+            products: args.products,
+            iterations: args.iterations,
+        };
+        let report = match args.scenario {
+            Scenario::Search => scenarios::catalog::search(settings, bench).await?,
+            _ => scenarios::catalog::product(settings, bench, load).await?,
+        };
+        if let Some(path) = args.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let hashing = settings.identity.password_hashing.clone();
     let (targets, shop) = match (args.gateway, args.identity) {
         (Some(gateway), Some(identity)) => (scenarios::Targets { gateway, identity }, None),
@@ -343,7 +373,7 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::Me => scenarios::me(&targets, load).await,
         Scenario::Login => scenarios::login(&targets, load, &hashing).await,
-        Scenario::Events => unreachable!("handled above"),
+        Scenario::Events | Scenario::Search | Scenario::Product => unreachable!("handled above"),
     };
     if let Some(shop) = shop {
         shop.stop().await;

@@ -8,9 +8,11 @@
 pub mod broker;
 pub mod client;
 mod database;
+mod redis;
 
 pub use client::{TestClient, TestResponse};
 pub use database::{Backend, TestDatabase, temp_dir};
+pub use redis::{redis_available, redis_delete_prefix, redis_url};
 
 /// Whether missing backends fail tests instead of skipping them.
 pub fn backends_required() -> bool {

@@ -1,6 +1,7 @@
 //! The scenarios of `emporium bench`. Each prints its figures beside what they are compared
 //! with, measured in the same run.
 
+pub mod catalog;
 pub mod events;
 
 use std::time::Duration;
@@ -38,6 +39,9 @@ impl BenchShop {
         let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
         settings.data_dir = data_dir.clone();
         settings.identity.listen = "127.0.0.1:0".parse()?;
+        settings.catalog.listen = "127.0.0.1:0".parse()?;
+        settings.catalog.grpc_listen = "127.0.0.1:0".parse()?;
+        settings.catalog.demo_catalog = Some(false);
         settings.gateway.listen = "127.0.0.1:0".parse()?;
         // A benchmark logs in far more often than a person would.
         settings.identity.login_throttle.max_failures_per_address = u32::MAX;

@@ -44,7 +44,7 @@ pub struct TestShop {
     data_dir: PathBuf,
     db: TestDatabase,
     /// The catalog's own database, on the same backend as identity's.
-    catalog_db: Option<TestDatabase>,
+    _catalog_db: Option<TestDatabase>,
 }
 
 impl TestShop {
@@ -65,7 +65,18 @@ impl TestShop {
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
         let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
-        Self { gateway, identity, catalog, catalog_grpc, settings, shop: Some(shop), stop, data_dir, db, catalog_db }
+        Self {
+            gateway,
+            identity,
+            catalog,
+            catalog_grpc,
+            settings,
+            shop: Some(shop),
+            stop,
+            data_dir,
+            db,
+            _catalog_db: catalog_db,
+        }
     }
 
     /// A direct connection to identity's database, to check what was (not) stored.

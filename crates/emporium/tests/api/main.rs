@@ -1,9 +1,12 @@
 //! The shop end to end: the real binary's services on port 0, talking HTTP to each other, on
 //! real SQLite and PostgreSQL databases, driven the way a client application drives them.
 
+mod catalog;
 mod common;
 mod distributed;
 mod events;
 mod identity;
+mod inventory;
+mod search;
 mod shutdown;
 mod tokens;

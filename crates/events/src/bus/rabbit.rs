@@ -289,8 +289,12 @@ impl RabbitBus {
                 Some(Ok(delivery)) => {
                     let received = Received::parse(delivery);
                     let lane = received.lane(lanes);
-                    if senders[lane].send(received).await.is_err() {
-                        break Err(BusError::Unavailable("a consumer lane stopped".to_owned()));
+                    // A full lane must not keep us from hearing that another one failed.
+                    tokio::select! {
+                        sent = senders[lane].send(received) => if sent.is_err() {
+                            break Err(BusError::Unavailable("a consumer lane stopped".to_owned()));
+                        },
+                        Some(error) = lane_failed.recv() => break Err(error),
                     }
                 }
                 Some(Err(error)) => break Err(unavailable(error)),
@@ -458,9 +462,10 @@ impl RabbitBus {
     /// Publishes `body` to `queue` through the default exchange and waits for the confirm.
     async fn send(&self, channel: &Channel, queue: &str, body: &[u8], headers: FieldTable) -> Result<(), BusError> {
         let properties = persistent().with_headers(headers);
-        let confirm = channel
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
+        let publish = channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties);
+        let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
             .await
+            .map_err(|_| BusError::Unavailable("publish did not complete".to_owned()))?
             .map_err(unavailable)?;
         match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
             Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
@@ -741,8 +746,13 @@ fn header_string(properties: &BasicProperties, key: &str) -> Option<String> {
     }
 }
 
+/// Acknowledges a delivery. Bounded in time: on a connection that died without closing, an
+/// ack may never complete, and a lane stuck on it would keep the consumer from reconnecting.
 async fn ack(delivery: &Delivery) -> Result<(), BusError> {
-    delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(unavailable)
+    match tokio::time::timeout(CONFIRM_TIMEOUT, delivery.acker.ack(BasicAckOptions::default())).await {
+        Ok(acked) => acked.map(|_| ()).map_err(unavailable),
+        Err(_) => Err(BusError::Unavailable("no answer to an ack".to_owned())),
+    }
 }
 
 fn unavailable(error: lapin::Error) -> BusError {
