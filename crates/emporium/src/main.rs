@@ -322,7 +322,8 @@ async fn events_command(settings: Settings, command: EventsCommand) -> anyhow::R
 }
 
 async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    settings.log.filter = "warn".to_owned();
+    // sqlx warns of slow statements; building a benchmark's data set is made of them.
+    settings.log.filter = "warn,sqlx=error".to_owned();
     platform::telemetry::init(&settings.log);
     let load =
         Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup, rounds: args.rounds };

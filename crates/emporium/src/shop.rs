@@ -92,6 +92,7 @@ impl Shop {
         }
         let (mut catalog_addr, mut catalog_grpc) = (None, None);
         if let (true, Some(events)) = (services.contains(&Service::Catalog), &events) {
+            derive_jwks_url(&mut settings);
             let started = catalog::Catalog::build(settings.catalog.clone(), &settings.shared(), events).await;
             let catalog = match started {
                 Ok(catalog) => catalog,
@@ -111,14 +112,7 @@ impl Shop {
         }
         let mut gateway_addr = None;
         if services.contains(&Service::Gateway) {
-            if settings.auth.jwks_url.is_none() {
-                settings.auth.jwks_url = settings
-                    .gateway
-                    .upstreams
-                    .get("identity")
-                    .and_then(|u| u.urls.first())
-                    .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
-            }
+            derive_jwks_url(&mut settings);
             let started =
                 gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await.context("starting gateway");
             let gateway = match started {
@@ -152,6 +146,19 @@ impl Shop {
     /// Waits until every service has stopped. If one fails, the others are stopped too.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.supervisor.await.context("the shop supervisor panicked")?
+    }
+}
+
+/// Without a configured key URL, services that verify tokens ask the identity upstream the
+/// gateway is configured with (by default, identity on this machine).
+fn derive_jwks_url(settings: &mut Settings) {
+    if settings.auth.jwks_url.is_none() {
+        settings.auth.jwks_url = settings
+            .gateway
+            .upstreams
+            .get("identity")
+            .and_then(|u| u.urls.first())
+            .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
     }
 }
 

@@ -145,8 +145,9 @@ impl Store {
     /// Every product's revision. One pass over the tables: run at start, not per request.
     pub async fn revisions(&self) -> Result<Vec<Revision>, sqlx::Error> {
         let rows: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = with_db!(&self.db, |pool| sqlx::query_as(
-            "SELECT p.id, p.updated_at, (SELECT MAX(i.updated_at) FROM inventory i WHERE i.product_id = p.id)
-             FROM products p"
+            "SELECT p.id, p.updated_at, s.stocked FROM products p
+             LEFT JOIN (SELECT product_id, MAX(updated_at) AS stocked FROM inventory GROUP BY product_id) s
+               ON s.product_id = p.id"
         )
         .fetch_all(pool)
         .await)?;

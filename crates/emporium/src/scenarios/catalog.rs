@@ -91,8 +91,10 @@ fn latency(kind: &str, engine: &str, histogram: &Histogram<u64>, hits: usize) ->
     }
 }
 
-/// The three searches, as the API would receive them.
-fn requests() -> Vec<(&'static str, SearchRequest)> {
+/// The three searches, as the API would receive them, and what PostgreSQL is asked for each.
+/// PostgreSQL cannot match a misspelt word, so for (b) it gets the words spelt right: the
+/// results the shopper wanted, which is what the comparison is about.
+fn requests() -> Vec<(&'static str, SearchRequest, SearchRequest)> {
     let one_word = SearchRequest { q: Some("jacket".into()), sort: Sort::Relevance, ..SearchRequest::new() };
     let typo = SearchRequest { q: Some("wireles headphnes".into()), sort: Sort::Relevance, ..SearchRequest::new() };
     let filtered = SearchRequest {
@@ -105,20 +107,25 @@ fn requests() -> Vec<(&'static str, SearchRequest)> {
         sort: Sort::Relevance,
         ..SearchRequest::new()
     };
-    vec![("(a) one word", one_word), ("(b) two words, a typo", typo), ("(c) filtered + facets", filtered)]
+    let spelt_right = SearchRequest { q: Some("wireless headphones".into()), ..typo.clone() };
+    vec![
+        ("(a) one word", one_word.clone(), one_word),
+        ("(b) two words, a typo", typo, spelt_right),
+        ("(c) filtered + facets", filtered.clone(), filtered),
+    ]
 }
 
 const FTS_SETUP: &str = "
 DROP TABLE IF EXISTS bench_fts;
 CREATE TABLE bench_fts AS
-SELECT p.id, p.title, p.brand, p.category, p.status, p.created_at,
-       (SELECT MIN(v.price_amount) FROM variants v WHERE v.product_id = p.id) AS price,
-       (SELECT COALESCE(SUM(i.on_hand - i.reserved), 0) FROM inventory i WHERE i.product_id = p.id) AS available,
+WITH prices AS (SELECT product_id, MIN(price_amount) AS price FROM variants GROUP BY product_id),
+     stock AS (SELECT product_id, SUM(on_hand - reserved) AS available FROM inventory GROUP BY product_id)
+SELECT p.id, p.title, p.brand, p.category, p.status, p.created_at, prices.price, COALESCE(stock.available, 0) AS available,
        setweight(to_tsvector('simple', p.title), 'A') ||
        setweight(to_tsvector('simple', COALESCE(p.brand, '')), 'B') ||
        setweight(to_tsvector('simple', replace(p.category, '-', ' ')), 'C') ||
        setweight(to_tsvector('simple', p.description), 'D') AS document
-FROM products p;
+FROM products p LEFT JOIN prices ON prices.product_id = p.id LEFT JOIN stock ON stock.product_id = p.id;
 CREATE INDEX bench_fts_document ON bench_fts USING GIN (document);
 CREATE INDEX bench_fts_category ON bench_fts (category);
 ANALYZE bench_fts;
@@ -231,7 +238,7 @@ pub async fn search(settings: Settings, bench: CatalogBench) -> anyhow::Result<R
 
     let index = Arc::new(index);
     let mut latencies = Vec::new();
-    for (kind, request) in requests() {
+    for (kind, request, for_postgres) in requests() {
         // Warm both engines' caches, then alternate query by query so drift hits both alike.
         let mut tantivy = Histogram::<u64>::new(3)?;
         let mut postgres = Histogram::<u64>::new(3)?;
@@ -243,7 +250,7 @@ pub async fn search(settings: Settings, bench: CatalogBench) -> anyhow::Result<R
             let page = tokio::task::spawn_blocking(move || index.search_now(&asked)).await??;
             let tantivy_us = started.elapsed().as_micros() as u64;
             let started = Instant::now();
-            postgres_hits = postgres_search(&pool, &request).await?;
+            postgres_hits = postgres_search(&pool, &for_postgres).await?;
             let postgres_us = started.elapsed().as_micros() as u64;
             tantivy_hits = page.total;
             if i >= 20 {
@@ -285,7 +292,11 @@ pub async fn search(settings: Settings, bench: CatalogBench) -> anyhow::Result<R
             if t.p99_us < 10_000 { "met" } else { "missed" }
         ));
     }
-    notes.push("PostgreSQL full-text search has no typo tolerance: (b) finds only exact words there".to_owned());
+    notes.push(
+        "PostgreSQL full-text search has no typo tolerance: for (b) it is given the words spelt right \
+         ('wireless headphones'; with the typo it finds nothing)"
+            .to_owned(),
+    );
     for note in &notes {
         println!("{note}");
     }
