@@ -360,3 +360,23 @@ async fn a_price_change_shows_in_search_and_reads_within_a_second(db: TestDataba
         assert!(cleaned >= 1, "the product was cached in Redis");
     }
 }
+
+/// A newcomer's first start: the embedded shop fills its empty catalog with the demo catalog,
+/// searchable at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_catalog_loads_on_the_first_embedded_start() {
+    let shop = TestShop::start_with(TestDatabase::sqlite(), |s| {
+        s.catalog.database_url = None;
+        s.catalog.demo_catalog = None;
+    })
+    .await;
+    let page = shop.gateway.get("/api/v1/products?limit=1").send().await.json();
+    assert_eq!(page["total"], catalog::demo::DEMO_PRODUCTS);
+    let categories = shop.gateway.get("/api/v1/categories").send().await.json();
+    let leaves = categories.as_array().unwrap().iter().filter(|c| !c["parent"].is_null()).count();
+    assert_eq!(leaves, 12, "{categories}");
+    assert!(page["facets"]["brand"].as_array().unwrap().len() >= 10);
+    assert!(page["facets"]["attr.color"].as_array().is_some_and(|c| !c.is_empty()));
+    let jackets = shop.gateway.get("/api/v1/products?q=jacket&in_stock=true").send().await.json();
+    assert!(jackets["total"].as_u64().unwrap() > 5, "{}", jackets["total"]);
+}

@@ -1,6 +1,8 @@
 //! The distributed way to run: each service started on its own (`emporium serve identity`,
 //! `emporium serve gateway`), wired only by configuration, as separate deployments are.
 
+use std::time::Duration;
+
 use emporium::{Service, Shop};
 use serde_json::json;
 use testkit::{TestClient, TestDatabase, on_both_backends};
@@ -85,4 +87,73 @@ async fn password_hashes_are_upgraded_on_login(db: TestDatabase) {
     let (_, db) = shop.release().await;
     let after = stored(db.url.clone()).await;
     assert!(after.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{after}");
+}
+
+/// Two catalog replicas on one PostgreSQL database and RabbitMQ, each with its own search index
+/// and its own event queue: a product written through one is searchable on both within a second,
+/// and a replica started later builds its index with everything already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_replicas_keep_their_own_indexes_fresh() {
+    if !testkit::broker::broker_available().await {
+        return;
+    }
+    let _lock = testkit::broker::broker_shared().await;
+    let (Some(identity_db), Some(catalog_db)) = (
+        TestDatabase::create(testkit::Backend::Postgres).await,
+        TestDatabase::create(testkit::Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    let namespace = testkit::broker::unique_namespace("catalog-replicas");
+    let replica = |name: &str| {
+        let mut settings = test_settings(&identity_db, testkit::temp_dir(name));
+        settings.catalog.database_url = Some(catalog_db.url.clone());
+        settings.catalog.replica_id = Some(name.to_owned());
+        settings.events.url = testkit::broker::amqp_url();
+        settings.events.namespace = namespace.clone();
+        settings
+    };
+    let (settings_a, settings_b) = (replica("replica-a"), replica("replica-b"));
+    let stop = CancellationToken::new();
+    let a = Shop::start(settings_a.clone(), &[Service::Catalog], stop.clone()).await.unwrap();
+    let client_a = TestClient::new(format!("http://{}", a.catalog.unwrap()));
+
+    // A product written before replica b exists: b's first index build has it.
+    let opened = catalog::open(&settings_a.catalog, &settings_a.shared()).await.unwrap();
+    let mut products = catalog::demo::generate_at(0, 2, 77, true);
+    let (first, second) = (products.remove(0), products.remove(0));
+    let (first_title, second_title) = (first.title.clone(), second.title.clone());
+    opened.products.create(first, None).await.unwrap();
+    let b = Shop::start(settings_b.clone(), &[Service::Catalog], stop.clone()).await.unwrap();
+    let client_b = TestClient::new(format!("http://{}", b.catalog.unwrap()));
+    let found = |client: &TestClient, title: &str| {
+        let path = format!("/api/v1/products?q={}", title.replace(' ', "+"));
+        let (client, title) = (client.clone(), title.to_owned());
+        async move {
+            let page = client.get(&path).send().await.json();
+            page["items"].as_array().is_some_and(|items| items.iter().any(|p| p["title"] == title.as_str()))
+        }
+    };
+    assert!(found(&client_b, &first_title).await, "built from the database at start");
+    assert!(testkit::eventually(Duration::from_secs(1), || found(&client_a, &first_title)).await);
+
+    // A product written now reaches both indexes through their own queues.
+    let started = std::time::Instant::now();
+    opened.products.create(second, None).await.unwrap();
+    for client in [&client_a, &client_b] {
+        assert!(testkit::eventually(Duration::from_secs(1), || found(client, &second_title)).await);
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+
+    stop.cancel();
+    a.wait().await.unwrap();
+    b.wait().await.unwrap();
+    opened.products.store().db().close().await;
+    let events = settings_a.events().await.unwrap();
+    if let events::Bus::Rabbit(bus) = &events.bus {
+        bus.delete_topology(&["catalog-search.replica-a", "catalog-search.replica-b"]).await.unwrap();
+    }
+    for settings in [settings_a, settings_b] {
+        let _ = std::fs::remove_dir_all(settings.data_dir);
+    }
 }
