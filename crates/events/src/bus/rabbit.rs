@@ -53,11 +53,13 @@ pub struct RabbitBus {
     publisher: Mutex<Option<(Connection, Channel)>>,
 }
 
-/// Per-subject state of one consumer: the event being retried, and how many later ones wait.
+/// Per-subject state of one consumer: the event being retried, and the later ones waiting
+/// behind it, in their order. Deferred events come back round the retry queue in no reliable
+/// order relative to each other, so only the one at the head of the line may be applied.
 #[derive(Debug, Default)]
 struct SubjectState {
     failing: Option<Uuid>,
-    deferred: usize,
+    deferred: std::collections::VecDeque<Uuid>,
 }
 
 impl RabbitBus {
@@ -385,13 +387,17 @@ impl RabbitBus {
         let subject = event.subject.clone().unwrap_or_default();
         let state = subjects.entry(subject.clone()).or_default();
         let is_the_failing_one = state.failing == Some(event.id);
-        // A deferred event coming back is at the head of its line; a fresh one queues behind.
+        // A fresh event queues behind whatever waits; a deferred one goes when it heads the line
+        // and nothing fails. A deferred event this consumer does not know (its state was lost
+        // in a reconnect) has nothing to wait for.
+        let known = state.deferred.contains(&event.id);
+        let at_head = state.deferred.front() == Some(&event.id);
         let must_wait = !subject.is_empty()
             && !is_the_failing_one
-            && (state.failing.is_some() || (!deferred && state.deferred > 0));
+            && (state.failing.is_some() || if deferred { known && !at_head } else { !state.deferred.is_empty() });
         if must_wait {
-            if !deferred {
-                state.deferred += 1;
+            if !known {
+                state.deferred.push_back(event.id);
             }
             let shortest = self.config.retry_delays.iter().min().copied().unwrap_or(Duration::from_secs(1));
             self.send(channel, &self.retry_queue(consumer, shortest), &delivery.data, headers(failures, true, None))
@@ -399,7 +405,7 @@ impl RabbitBus {
             return ack(&delivery).await;
         }
         if deferred {
-            state.deferred = state.deferred.saturating_sub(1);
+            state.deferred.retain(|id| *id != event.id);
         }
 
         let outcome = match tokio::time::timeout(
@@ -453,7 +459,7 @@ impl RabbitBus {
                 }
             }
         }
-        if state.failing.is_none() && state.deferred == 0 {
+        if state.failing.is_none() && state.deferred.is_empty() {
             subjects.remove(&subject);
         }
         ack(&delivery).await
@@ -652,7 +658,7 @@ impl Received {
                     .subject
                     .as_ref()
                     .and_then(|s| subjects.get(s))
-                    .is_some_and(|state| state.failing.is_some() || state.deferred > 0);
+                    .is_some_and(|state| state.failing.is_some() || !state.deferred.is_empty());
                 if waiting {
                     Sorted::Alone(Self { delivery: self.delivery, event: Ok(event) })
                 } else {
