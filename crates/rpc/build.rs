@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let files = ["catalog/v1/inventory.proto"];
+    let files = ["catalog/v1/inventory.proto", "cart/v1/cart.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
     }

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run services (all of them when none is named).
     Serve {
-        /// identity, catalog, gateway
+        /// identity, catalog, cart, gateway
         services: Vec<Service>,
     },
     /// Create or upgrade the services' database schemas, then exit.
@@ -240,6 +240,15 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
             }
             Service::Catalog => {
                 catalog::open(&settings.catalog, &settings.shared()).await.context("migrating catalog")?;
+            }
+            Service::Cart => {
+                let url =
+                    settings.cart.store_url.clone().unwrap_or_else(|| settings.shared().sqlite_url(cart::SERVICE));
+                if url.starts_with("redis") {
+                    eprintln!("cart: Redis needs no schema");
+                    continue;
+                }
+                cart::store::SqlCarts::open(&url, &settings.cart.pool).await.context("migrating cart")?;
             }
             Service::Gateway => continue,
         }

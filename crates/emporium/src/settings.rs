@@ -29,6 +29,7 @@ pub struct Settings {
     pub relay: events::RelayConfig,
     pub identity: identity::Config,
     pub catalog: catalog::Config,
+    pub cart: cart::Config,
     pub gateway: gateway::Config,
 }
 
@@ -45,6 +46,7 @@ impl Default for Settings {
             relay: events::RelayConfig::default(),
             identity: identity::Config::default(),
             catalog: catalog::Config::default(),
+            cart: cart::Config::default(),
             gateway: gateway::Config::default(),
         }
     }
@@ -62,6 +64,7 @@ impl Settings {
         };
         settings.identity.validate().map_err(anyhow::Error::msg)?;
         settings.catalog.validate().map_err(anyhow::Error::msg)?;
+        settings.cart.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
         Ok(settings)

@@ -16,16 +16,18 @@ use crate::settings::Settings;
 pub enum Service {
     Identity,
     Catalog,
+    Cart,
     Gateway,
 }
 
 impl Service {
-    pub const ALL: [Service; 3] = [Service::Identity, Service::Catalog, Service::Gateway];
+    pub const ALL: [Service; 4] = [Service::Identity, Service::Catalog, Service::Cart, Service::Gateway];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Identity => identity::SERVICE,
             Self::Catalog => catalog::SERVICE,
+            Self::Cart => cart::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -43,7 +45,7 @@ impl FromStr for Service {
         Self::ALL
             .into_iter()
             .find(|service| service.name() == s)
-            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, gateway"))
+            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, cart, gateway"))
     }
 }
 
@@ -56,6 +58,9 @@ pub struct Shop {
     pub catalog: Option<SocketAddr>,
     /// The catalog's gRPC inventory service.
     pub catalog_grpc: Option<SocketAddr>,
+    pub cart: Option<SocketAddr>,
+    /// The cart's gRPC service for orders.
+    pub cart_grpc: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
@@ -109,6 +114,29 @@ impl Shop {
             if let Some(upstream) = settings.gateway.upstreams.get_mut("catalog") {
                 upstream.urls = vec![format!("http://{addr}")];
             }
+            if let Some(grpc) = catalog_grpc {
+                settings.cart.catalog_url = format!("http://{grpc}");
+            }
+        }
+        let (mut cart_addr, mut cart_grpc) = (None, None);
+        if let (true, Some(events)) = (services.contains(&Service::Cart), &events) {
+            derive_jwks_url(&mut settings);
+            let started = cart::CartService::build(settings.cart.clone(), &settings.shared(), events).await;
+            let service = match started {
+                Ok(service) => service,
+                Err(error) => {
+                    backend_stop.cancel();
+                    while backends.join_next().await.is_some() {}
+                    return Err(anyhow::Error::new(error).context("starting cart"));
+                }
+            };
+            let addr = service.local_addr();
+            (cart_addr, cart_grpc) = (Some(addr), Some(service.grpc_addr()));
+            let stop = backend_stop.clone();
+            backends.spawn(async move { (Service::Cart, service.run_until_stopped(stop).await) });
+            if let Some(upstream) = settings.gateway.upstreams.get_mut("cart") {
+                upstream.urls = vec![format!("http://{addr}")];
+            }
         }
         let mut gateway_addr = None;
         if services.contains(&Service::Gateway) {
@@ -132,6 +160,8 @@ impl Shop {
             identity: identity_addr,
             catalog: catalog_addr,
             catalog_grpc,
+            cart: cart_addr,
+            cart_grpc,
             gateway: gateway_addr,
             supervisor,
             shutdown,

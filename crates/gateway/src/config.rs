@@ -31,6 +31,7 @@ impl Default for Config {
             upstreams: BTreeMap::from([
                 ("identity".to_owned(), pool("http://127.0.0.1:8081")),
                 ("catalog".to_owned(), pool("http://127.0.0.1:8082")),
+                ("cart".to_owned(), pool("http://127.0.0.1:8083")),
             ]),
             routes: vec![
                 RouteConfig::new("/api/v1/auth", "identity", AuthPolicy::None),
@@ -39,6 +40,7 @@ impl Default for Config {
                 RouteConfig::new("/api/v1/products", "catalog", AuthPolicy::Optional),
                 RouteConfig::new("/api/v1/categories", "catalog", AuthPolicy::Optional),
                 RouteConfig::new("/api/v1/inventory", "catalog", AuthPolicy::Required),
+                RouteConfig::new("/api/v1/carts", "cart", AuthPolicy::Optional),
             ],
         }
     }

@@ -326,6 +326,8 @@ pub async fn product(mut settings: Settings, bench: CatalogBench, load: Load) ->
     settings.identity.listen = "127.0.0.1:0".parse()?;
     settings.catalog.listen = "127.0.0.1:0".parse()?;
     settings.catalog.grpc_listen = "127.0.0.1:0".parse()?;
+    settings.cart.listen = "127.0.0.1:0".parse()?;
+    settings.cart.grpc_listen = "127.0.0.1:0".parse()?;
     settings.gateway.listen = "127.0.0.1:0".parse()?;
     settings.catalog.database_url = Some(url);
     settings.catalog.cache_url = bench.redis_url.clone();

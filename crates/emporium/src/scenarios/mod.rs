@@ -42,6 +42,8 @@ impl BenchShop {
         settings.catalog.listen = "127.0.0.1:0".parse()?;
         settings.catalog.grpc_listen = "127.0.0.1:0".parse()?;
         settings.catalog.demo_catalog = Some(false);
+        settings.cart.listen = "127.0.0.1:0".parse()?;
+        settings.cart.grpc_listen = "127.0.0.1:0".parse()?;
         settings.gateway.listen = "127.0.0.1:0".parse()?;
         // A benchmark logs in far more often than a person would.
         settings.identity.login_throttle.max_failures_per_address = u32::MAX;

@@ -27,6 +27,8 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.catalog.pool.max_connections = Some(8);
     settings.catalog.demo_catalog = Some(false);
     settings.catalog.sweep_interval = std::time::Duration::from_millis(200);
+    settings.cart.listen = "127.0.0.1:0".parse().unwrap();
+    settings.cart.grpc_listen = "127.0.0.1:0".parse().unwrap();
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
     settings

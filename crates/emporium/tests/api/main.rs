@@ -1,6 +1,7 @@
 //! The shop end to end: the real binary's services on port 0, talking HTTP to each other, on
 //! real SQLite and PostgreSQL databases, driven the way a client application drives them.
 
+mod cart;
 mod catalog;
 mod common;
 mod distributed;

@@ -1,0 +1,147 @@
+//! Prices, titles and stock from the catalog over gRPC: one batched call per request, with a
+//! deadline, behind a short-lived local cache that the catalog's events invalidate. The last
+//! answer for each SKU is also kept without expiry, so that reads can still show a cart (marked
+//! stale) while the catalog is unreachable.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::CartError;
+
+/// What the cart needs to know of a SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantPrice {
+    pub sku: String,
+    pub product_id: String,
+    pub title: String,
+    pub amount: i64,
+    pub currency: String,
+    pub available: i64,
+    /// Whether the product is on sale (active).
+    pub for_sale: bool,
+}
+
+/// The answer for a set of SKUs.
+#[derive(Debug, Default)]
+pub struct Prices {
+    pub variants: HashMap<String, VariantPrice>,
+    /// Whether some came from the last known answers because the catalog did not answer.
+    pub stale: bool,
+}
+
+pub struct Catalog {
+    client: InventoryClient<Channel>,
+    timeout: Duration,
+    ttl: Duration,
+    fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant)>,
+    last_known: quick_cache::sync::Cache<String, VariantPrice>,
+}
+
+const CACHED_SKUS: usize = 100_000;
+
+impl Catalog {
+    pub fn new(url: &str, timeout: Duration, ttl: Duration) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            client: InventoryClient::new(channel),
+            timeout,
+            ttl,
+            fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
+            last_known: quick_cache::sync::Cache::new(CACHED_SKUS),
+        })
+    }
+
+    /// Forgets what is cached for these SKUs (their product or stock changed).
+    pub fn invalidate(&self, skus: &[String]) {
+        for sku in skus {
+            self.fresh.remove(sku);
+        }
+    }
+
+    /// Current prices: from the cache when fresh, else in one call to the catalog. When the
+    /// catalog does not answer, `stale_ok` decides between the last known answers and a 503.
+    pub async fn prices(&self, skus: &[String], stale_ok: bool) -> Result<Prices, CartError> {
+        let mut prices = Prices::default();
+        let mut missing = Vec::new();
+        for sku in skus {
+            match self.fresh.get(sku) {
+                Some((variant, at)) if at.elapsed() < self.ttl => {
+                    prices.variants.insert(sku.clone(), variant);
+                }
+                _ => missing.push(sku.clone()),
+            }
+        }
+        let hits = (skus.len() - missing.len()) as u64;
+        metrics::counter!("cart_price_cache_total", "outcome" => "hit").increment(hits);
+        metrics::counter!("cart_price_cache_total", "outcome" => "miss").increment(missing.len() as u64);
+        if missing.is_empty() {
+            return Ok(prices);
+        }
+        match self.fetch(&missing).await {
+            Ok(found) => {
+                let now = Instant::now();
+                for variant in found {
+                    self.fresh.insert(variant.sku.clone(), (variant.clone(), now));
+                    self.last_known.insert(variant.sku.clone(), variant.clone());
+                    prices.variants.insert(variant.sku.clone(), variant);
+                }
+                Ok(prices)
+            }
+            Err(error) if stale_ok => {
+                tracing::warn!(error = %error, "catalog unavailable; answering with last known prices");
+                for sku in &missing {
+                    if let Some(variant) = self.last_known.get(sku) {
+                        prices.variants.insert(sku.clone(), variant);
+                    }
+                }
+                prices.stale = true;
+                Ok(prices)
+            }
+            Err(error) => Err(CartError::CatalogUnavailable(error)),
+        }
+    }
+
+    async fn fetch(&self, skus: &[String]) -> Result<Vec<VariantPrice>, String> {
+        let started = Instant::now();
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(GetVariantsRequest { skus: skus.to_vec() });
+        request.set_timeout(self.timeout);
+        let result = tokio::time::timeout(self.timeout, client.get_variants(request)).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => "ok",
+            _ => "error",
+        };
+        metrics::histogram!("cart_catalog_request_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        let response = match result {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+            Err(_) => return Err(format!("no answer within {:?}", self.timeout)),
+        };
+        Ok(response
+            .variants
+            .into_iter()
+            .map(|v| {
+                let price = v.price.unwrap_or_default();
+                VariantPrice {
+                    for_sale: v.status == ProductStatus::Active as i32,
+                    title: v.title,
+                    product_id: v.product_id,
+                    amount: price.amount,
+                    currency: price.currency,
+                    available: v.available,
+                    sku: v.sku,
+                }
+            })
+            .collect())
+    }
+}

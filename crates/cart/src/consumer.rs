@@ -1,0 +1,45 @@
+//! Dropping cached prices when the catalog says a product or its stock changed. Each replica
+//! has its own cache, so on RabbitMQ each consumes on a queue of its own.
+
+use std::{sync::Arc, time::Duration};
+
+use events::{
+    CloudEvent, HandlerError, Subscription,
+    payloads::{InventoryChanged, ProductArchived, ProductCreated, ProductUpdated},
+};
+
+use crate::catalog::Catalog;
+
+const REPLICA_QUEUE_IDLE: Duration = Duration::from_secs(3600);
+
+fn skus_of(event: &CloudEvent) -> Vec<String> {
+    let snapshot = |skus: Vec<String>| skus;
+    if let Some(Ok(e)) = event.payload::<ProductUpdated>() {
+        return snapshot(e.0.skus);
+    }
+    if let Some(Ok(e)) = event.payload::<ProductArchived>() {
+        return snapshot(e.0.skus);
+    }
+    if let Some(Ok(e)) = event.payload::<ProductCreated>() {
+        return snapshot(e.0.skus);
+    }
+    if let Some(Ok(e)) = event.payload::<InventoryChanged>() {
+        return vec![e.sku];
+    }
+    Vec::new()
+}
+
+pub fn subscription(replica: &str, per_replica: bool, catalog: Arc<Catalog>) -> Subscription {
+    let consumer = if per_replica { format!("cart-prices.{replica}") } else { "cart-prices".to_owned() };
+    let subscription =
+        Subscription::batched(&consumer, &["product.*", "inventory.changed"], 256, move |events: Vec<CloudEvent>| {
+            let catalog = catalog.clone();
+            async move {
+                for event in &events {
+                    catalog.invalidate(&skus_of(event));
+                }
+                Ok::<(), HandlerError>(())
+            }
+        });
+    if per_replica { subscription.expiring(REPLICA_QUEUE_IDLE) } else { subscription }
+}

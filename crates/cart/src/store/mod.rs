@@ -1,0 +1,205 @@
+//! Where carts live: Redis (distributed: one hash of lines and one of metadata per cart, every
+//! change one Lua script) or SQL (embedded SQLite: every change one transaction). Both keep the
+//! same rules in the same atomic step: the per-line cap, the stock check, one currency per cart,
+//! and TTLs that activity renews.
+
+mod redis;
+mod sql;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::{redis::RedisCarts, sql::SqlCarts};
+
+/// Which cart: a guest cart by its secret id, or a user's own cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CartRef {
+    Guest(Uuid),
+    User(Uuid),
+}
+
+impl CartRef {
+    /// The store key: `g-{id}` or `u-{user id}`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Guest(id) => format!("g-{id}"),
+            Self::User(user) => format!("u-{user}"),
+        }
+    }
+
+    pub fn owner(&self) -> &'static str {
+        match self {
+            Self::Guest(_) => "guest",
+            Self::User(_) => "user",
+        }
+    }
+}
+
+/// A cart as stored: lines by SKU, without prices (those are the catalog's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCart {
+    pub id: Uuid,
+    pub owner: String,
+    pub currency: Option<String>,
+    /// `(sku, quantity)`, sorted by SKU.
+    pub lines: Vec<(String, i64)>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one line.
+#[derive(Debug, Clone)]
+pub struct LineChange<'a> {
+    pub sku: &'a str,
+    /// Added to the line (`Add`) or the line's new quantity (`Set`; 0 removes it).
+    pub quantity: i64,
+    pub mode: Mode,
+    /// Units the catalog says are available; the line may not exceed it (a line that already
+    /// does may still shrink).
+    pub available: i64,
+    pub currency: &'a str,
+    pub cap: i64,
+    pub ttl: Duration,
+    /// Whether a missing cart is created (a user's own cart is, on first use).
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Add,
+    Set,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome {
+    Changed {
+        quantity: i64,
+    },
+    Missing,
+    /// The line would pass the cap; it holds `current`.
+    OverCap {
+        current: i64,
+    },
+    /// The line would pass the available stock; it holds `current`.
+    OverStock {
+        current: i64,
+    },
+    /// The cart is priced in another currency.
+    OtherCurrency {
+        cart: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Merged,
+    GuestMissing,
+    OtherCurrency { cart: String },
+}
+
+/// The store a cart service uses.
+#[derive(Clone)]
+pub enum CartStore {
+    Redis(RedisCarts),
+    Sql(SqlCarts),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            CartStore::Redis($store) => $call,
+            CartStore::Sql($store) => $call,
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the cart store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("cart store: {0}")]
+    Broken(String),
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(error: ::redis::RedisError) -> Self {
+        if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Broken(error.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if platform::db::is_unavailable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Broken(error.to_string())
+        }
+    }
+}
+
+impl CartStore {
+    /// Creates the cart unless it exists (a user's cart keeps its id).
+    pub async fn create(&self, cart: CartRef, id: Uuid, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create(cart, id, ttl).await)
+    }
+
+    /// The cart, renewing its TTL; `None` when it does not exist (or was merged away).
+    pub async fn get(&self, cart: CartRef, ttl: Duration) -> Result<Option<StoredCart>, StoreError> {
+        dispatch!(self, s => s.get(cart, ttl).await)
+    }
+
+    pub async fn change_line(
+        &self,
+        cart: CartRef,
+        change: &LineChange<'_>,
+        new_id: Uuid,
+    ) -> Result<LineOutcome, StoreError> {
+        dispatch!(self, s => s.change_line(cart, change, new_id).await)
+    }
+
+    /// Removes a line; `false` when the cart does not exist.
+    pub async fn remove_line(&self, cart: CartRef, sku: &str, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.remove_line(cart, sku, ttl).await)
+    }
+
+    /// Empties the cart; `false` when it does not exist.
+    pub async fn clear(&self, cart: CartRef, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.clear(cart, ttl).await)
+    }
+
+    /// Adds a guest cart's lines to a user's cart (each capped at `cap` and at its available
+    /// stock, never below what the user had) and retires the guest cart.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn merge(
+        &self,
+        guest: Uuid,
+        user: Uuid,
+        available: &[(String, i64)],
+        cap: i64,
+        user_ttl: Duration,
+        guest_ttl: Duration,
+        new_id: Uuid,
+    ) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.merge(guest, user, available, cap, user_ttl, guest_ttl, new_id).await)
+    }
+
+    /// Empties the cart for `order_id`; `Some(false)` when that order emptied it before, `None`
+    /// when the cart does not exist.
+    pub async fn complete_checkout(
+        &self,
+        cart: CartRef,
+        order_id: Uuid,
+        ttl: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        dispatch!(self, s => s.complete_checkout(cart, order_id, ttl).await)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+}

@@ -1,0 +1,338 @@
+//! Carts in Redis: `{prefix}cart:{key}:meta` (a hash: id, owner, currency, timestamps, retired,
+//! the orders that emptied it) and `{prefix}cart:{key}:lines` (a hash: SKU → quantity). The
+//! braces make both keys of a cart hash to one Redis Cluster slot. Every change is one Lua
+//! script, so concurrent changes never lose one and the rules hold in the same atomic step.
+
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
+
+use chrono::{DateTime, Utc};
+use redis::{Script, aio::ConnectionManager};
+use uuid::Uuid;
+
+use super::{CartRef, LineChange, LineOutcome, MergeOutcome, Mode, StoreError, StoredCart};
+
+/// Redis calls that take longer than this fail, and the request answers 503.
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Creates a missing cart when asked; refuses retired ones; checks currency, cap and stock;
+/// then applies the change and renews both keys' TTL.
+static CHANGE_LINE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, lines = KEYS[1], KEYS[2]
+local sku, quantity, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local available, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, currency = ARGV[7], ARGV[8]
+if redis.call('EXISTS', meta) == 0 then
+  if ARGV[9] ~= '1' then return {'missing', '0'} end
+  redis.call('HSET', meta, 'id', ARGV[10], 'owner', ARGV[11], 'created_at', now)
+end
+if redis.call('HEXISTS', meta, 'retired') == 1 then return {'missing', '0'} end
+local cart_currency = redis.call('HGET', meta, 'currency')
+if cart_currency and cart_currency ~= currency and redis.call('HLEN', lines) > 0 then
+  return {'currency', cart_currency}
+end
+local current = tonumber(redis.call('HGET', lines, sku) or '0')
+local wanted = quantity
+if mode == 'add' then wanted = current + quantity end
+if wanted <= 0 then
+  redis.call('HDEL', lines, sku)
+else
+  if wanted > cap then return {'cap', tostring(current)} end
+  if wanted > available and wanted > current then return {'stock', tostring(current)} end
+  redis.call('HSET', lines, sku, wanted)
+  redis.call('HSET', meta, 'currency', currency)
+end
+redis.call('HSET', meta, 'updated_at', now)
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', lines, ttl)
+return {'ok', tostring(math.max(wanted, 0))}
+"#,
+    )
+});
+
+/// Removes one line (`ARGV[1]` a SKU) or all of them (no SKU).
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, lines = KEYS[1], KEYS[2]
+if redis.call('EXISTS', meta) == 0 or redis.call('HEXISTS', meta, 'retired') == 1 then return 0 end
+if ARGV[1] ~= '' then redis.call('HDEL', lines, ARGV[1]) else redis.call('DEL', lines) end
+redis.call('HSET', meta, 'updated_at', ARGV[2])
+redis.call('EXPIRE', meta, tonumber(ARGV[3]))
+redis.call('EXPIRE', lines, tonumber(ARGV[3]))
+return 1
+"#,
+    )
+});
+
+/// Adds the guest's lines to the user's (min of the sum, the cap and the stock, never below
+/// what the user had), then retires the guest cart.
+static MERGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local guest_meta, guest_lines, user_meta, user_lines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cap, user_ttl, guest_ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if redis.call('EXISTS', guest_meta) == 0 or redis.call('HEXISTS', guest_meta, 'retired') == 1 then
+  return {'missing', ''}
+end
+if redis.call('EXISTS', user_meta) == 0 then
+  redis.call('HSET', user_meta, 'id', ARGV[5], 'owner', 'user', 'created_at', now)
+end
+local guest_currency = redis.call('HGET', guest_meta, 'currency')
+local user_currency = redis.call('HGET', user_meta, 'currency')
+local guest_has = redis.call('HLEN', guest_lines) > 0
+local user_has = redis.call('HLEN', user_lines) > 0
+if guest_has and user_has and guest_currency and user_currency and guest_currency ~= user_currency then
+  return {'currency', user_currency}
+end
+local available = {}
+for i = 6, #ARGV, 2 do available[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local guest = redis.call('HGETALL', guest_lines)
+for i = 1, #guest, 2 do
+  local sku, quantity = guest[i], tonumber(guest[i + 1])
+  local mine = tonumber(redis.call('HGET', user_lines, sku) or '0')
+  local merged = math.min(mine + quantity, cap, math.max(available[sku] or 0, mine))
+  if merged > 0 then redis.call('HSET', user_lines, sku, merged) end
+end
+if guest_has and not user_has and guest_currency then redis.call('HSET', user_meta, 'currency', guest_currency) end
+redis.call('HSET', user_meta, 'updated_at', now)
+redis.call('EXPIRE', user_meta, user_ttl)
+redis.call('EXPIRE', user_lines, user_ttl)
+redis.call('DEL', guest_lines)
+redis.call('HSET', guest_meta, 'retired', now)
+redis.call('EXPIRE', guest_meta, guest_ttl)
+return {'ok', ''}
+"#,
+    )
+});
+
+/// Empties the cart once per order id.
+static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, lines = KEYS[1], KEYS[2]
+if redis.call('EXISTS', meta) == 0 then return -1 end
+local field = 'order:' .. ARGV[1]
+if redis.call('HEXISTS', meta, field) == 1 then return 0 end
+redis.call('DEL', lines)
+redis.call('HSET', meta, field, ARGV[2], 'updated_at', ARGV[2])
+redis.call('EXPIRE', meta, tonumber(ARGV[3]))
+return 1
+"#,
+    )
+});
+
+#[derive(Clone)]
+pub struct RedisCarts {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+fn now() -> String {
+    platform::time::now().to_rfc3339()
+}
+
+fn secs(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}
+
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(result) => result.map_err(StoreError::from),
+        Err(_) => Err(StoreError::Unavailable(format!("Redis did not answer within {TIMEOUT:?}"))),
+    }
+}
+
+impl RedisCarts {
+    /// Connects lazily: a Redis that is down at start delays nothing, and one that comes back
+    /// is used again without a restart.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { connection, prefix: format!("{prefix}:") })
+    }
+
+    fn keys(&self, cart: CartRef) -> (String, String) {
+        let key = cart.key();
+        (format!("{}cart:{{{key}}}:meta", self.prefix), format!("{}cart:{{{key}}}:lines", self.prefix))
+    }
+
+    pub async fn create(&self, cart: CartRef, id: Uuid, ttl: Duration) -> Result<(), StoreError> {
+        let (meta, _) = self.keys(cart);
+        let stamp = now();
+        let mut connection = self.connection.clone();
+        bounded(
+            redis::pipe()
+                .atomic()
+                .hset_nx(&meta, "id", id.to_string())
+                .ignore()
+                .hset_nx(&meta, "owner", cart.owner())
+                .ignore()
+                .hset_nx(&meta, "created_at", &stamp)
+                .ignore()
+                .hset_nx(&meta, "updated_at", &stamp)
+                .ignore()
+                .expire(&meta, secs(ttl) as i64)
+                .ignore()
+                .query_async::<()>(&mut connection),
+        )
+        .await
+    }
+
+    pub async fn get(&self, cart: CartRef, ttl: Duration) -> Result<Option<StoredCart>, StoreError> {
+        let (meta, lines) = self.keys(cart);
+        let mut connection = self.connection.clone();
+        // Reading is activity too: the TTLs are renewed in the same round trip.
+        let (fields, quantities): (HashMap<String, String>, HashMap<String, i64>) = bounded(
+            redis::pipe()
+                .atomic()
+                .hgetall(&meta)
+                .hgetall(&lines)
+                .expire(&meta, secs(ttl) as i64)
+                .ignore()
+                .expire(&lines, secs(ttl) as i64)
+                .ignore()
+                .query_async(&mut connection),
+        )
+        .await?;
+        if fields.is_empty() || fields.contains_key("retired") {
+            return Ok(None);
+        }
+        let id = fields
+            .get("id")
+            .and_then(|id| Uuid::try_parse(id).ok())
+            .ok_or_else(|| StoreError::Broken("cart without id".into()))?;
+        let updated_at = fields
+            .get("updated_at")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(platform::time::now, |t| t.with_timezone(&Utc));
+        let mut lines: Vec<(String, i64)> = quantities.into_iter().collect();
+        lines.sort();
+        Ok(Some(StoredCart {
+            id,
+            owner: fields.get("owner").cloned().unwrap_or_else(|| cart.owner().to_owned()),
+            currency: fields.get("currency").cloned().filter(|_| !lines.is_empty()),
+            lines,
+            updated_at,
+        }))
+    }
+
+    pub async fn change_line(
+        &self,
+        cart: CartRef,
+        change: &LineChange<'_>,
+        new_id: Uuid,
+    ) -> Result<LineOutcome, StoreError> {
+        let (meta, lines) = self.keys(cart);
+        let mut connection = self.connection.clone();
+        let mode = match change.mode {
+            Mode::Add => "add",
+            Mode::Set => "set",
+        };
+        let mut invocation = CHANGE_LINE.key(&meta);
+        invocation
+            .key(&lines)
+            .arg(change.sku)
+            .arg(change.quantity)
+            .arg(mode)
+            .arg(change.available)
+            .arg(change.cap)
+            .arg(secs(change.ttl))
+            .arg(now())
+            .arg(change.currency)
+            .arg(if change.create { "1" } else { "0" })
+            .arg(new_id.to_string())
+            .arg(cart.owner());
+        let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
+        let number = || value.parse::<i64>().unwrap_or(0);
+        Ok(match outcome.as_str() {
+            "ok" => LineOutcome::Changed { quantity: number() },
+            "missing" => LineOutcome::Missing,
+            "cap" => LineOutcome::OverCap { current: number() },
+            "stock" => LineOutcome::OverStock { current: number() },
+            "currency" => LineOutcome::OtherCurrency { cart: value },
+            other => return Err(StoreError::Broken(format!("unexpected script answer {other:?}"))),
+        })
+    }
+
+    async fn remove(&self, cart: CartRef, sku: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (meta, lines) = self.keys(cart);
+        let mut connection = self.connection.clone();
+        let mut invocation = REMOVE.key(&meta);
+        invocation.key(&lines).arg(sku).arg(now()).arg(secs(ttl));
+        let found: i64 = bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(found == 1)
+    }
+
+    pub async fn remove_line(&self, cart: CartRef, sku: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.remove(cart, sku, ttl).await
+    }
+
+    pub async fn clear(&self, cart: CartRef, ttl: Duration) -> Result<bool, StoreError> {
+        self.remove(cart, "", ttl).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn merge(
+        &self,
+        guest: Uuid,
+        user: Uuid,
+        available: &[(String, i64)],
+        cap: i64,
+        user_ttl: Duration,
+        guest_ttl: Duration,
+        new_id: Uuid,
+    ) -> Result<MergeOutcome, StoreError> {
+        let (guest_meta, guest_lines) = self.keys(CartRef::Guest(guest));
+        let (user_meta, user_lines) = self.keys(CartRef::User(user));
+        let mut connection = self.connection.clone();
+        let mut invocation = MERGE.key(&guest_meta);
+        invocation
+            .key(&guest_lines)
+            .key(&user_meta)
+            .key(&user_lines)
+            .arg(cap)
+            .arg(secs(user_ttl))
+            .arg(secs(guest_ttl))
+            .arg(now())
+            .arg(new_id.to_string());
+        for (sku, units) in available {
+            invocation.arg(sku).arg(units);
+        }
+        let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(match outcome.as_str() {
+            "ok" => MergeOutcome::Merged,
+            "missing" => MergeOutcome::GuestMissing,
+            _ => MergeOutcome::OtherCurrency { cart: value },
+        })
+    }
+
+    pub async fn complete_checkout(
+        &self,
+        cart: CartRef,
+        order_id: Uuid,
+        ttl: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let (meta, lines) = self.keys(cart);
+        let mut connection = self.connection.clone();
+        let mut invocation = COMPLETE.key(&meta);
+        invocation.key(&lines).arg(order_id.to_string()).arg(now()).arg(secs(ttl));
+        let outcome: i64 = bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(match outcome {
+            -1 => None,
+            0 => Some(false),
+            _ => Some(true),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        bounded(redis::cmd("PING").query_async::<String>(&mut connection)).await.map(|_| ())
+    }
+}

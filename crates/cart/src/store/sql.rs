@@ -1,0 +1,398 @@
+//! Carts in SQL (SQLite for the embedded shop; PostgreSQL works too). Each change is one
+//! transaction that first locks the cart's row (a no-op `UPDATE`: a row lock on PostgreSQL,
+//! while SQLite's `BEGIN IMMEDIATE` already serialises writers), so concurrent changes to a cart
+//! apply one after the other and none is lost. Expired carts count as missing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use platform::{
+    db::{ConnectError, Db, PoolConfig, Tx},
+    with_db, with_tx,
+};
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+
+use super::{CartRef, LineChange, LineOutcome, MergeOutcome, Mode, StoreError, StoredCart};
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A read renews a cart's expiry only when it has run down by this much, so reads rarely write.
+const RENEW_SLACK: Duration = Duration::from_secs(3600);
+
+#[derive(Clone)]
+pub struct SqlCarts {
+    db: Db,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct CartRow {
+    id: Uuid,
+    owner: String,
+    currency: Option<String>,
+    retired: bool,
+    updated_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(90))
+}
+
+impl SqlCarts {
+    pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
+        let db = Db::connect(url, pool).await?;
+        db.migrate(&POSTGRES, &SQLITE).await?;
+        Ok(Self { db })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Locks and reads a live cart; an expired one is deleted and reads as missing.
+    async fn lock(&self, tx: &mut Tx, key: &str, now: DateTime<Utc>) -> Result<Option<CartRow>, StoreError> {
+        with_tx!(tx, |conn| sqlx::query("UPDATE carts SET updated_at = updated_at WHERE key = $1")
+            .bind(key)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        let row: Option<CartRow> = with_tx!(tx, |conn| sqlx::query_as(
+            "SELECT id, owner, currency, retired, updated_at, expires_at FROM carts WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(conn)
+        .await)?;
+        match row {
+            Some(row) if row.expires_at <= now => {
+                with_tx!(tx, |conn| sqlx::query("DELETE FROM carts WHERE key = $1")
+                    .bind(key)
+                    .execute(conn)
+                    .await
+                    .map(|_| ()))?;
+                Ok(None)
+            }
+            row => Ok(row),
+        }
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        cart: CartRef,
+        id: Uuid,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        with_tx!(tx, |conn| sqlx::query(
+            "INSERT INTO carts (key, id, owner, currency, retired, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, NULL, FALSE, $4, $4, $5)"
+        )
+        .bind(cart.key())
+        .bind(id)
+        .bind(cart.owner())
+        .bind(now)
+        .bind(expiry(now, ttl))
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn quantity(&self, tx: &mut Tx, key: &str, sku: &str) -> Result<i64, StoreError> {
+        let found: Option<i64> = with_tx!(tx, |conn| sqlx::query_scalar(
+            "SELECT quantity FROM cart_lines WHERE cart_key = $1 AND sku = $2"
+        )
+        .bind(key)
+        .bind(sku)
+        .fetch_optional(conn)
+        .await)?;
+        Ok(found.unwrap_or(0))
+    }
+
+    async fn line_count(&self, tx: &mut Tx, key: &str) -> Result<i64, StoreError> {
+        Ok(with_tx!(tx, |conn| sqlx::query_scalar("SELECT COUNT(*) FROM cart_lines WHERE cart_key = $1")
+            .bind(key)
+            .fetch_one(conn)
+            .await)?)
+    }
+
+    async fn put_line(&self, tx: &mut Tx, key: &str, sku: &str, quantity: i64) -> Result<(), StoreError> {
+        if quantity <= 0 {
+            with_tx!(tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1 AND sku = $2")
+                .bind(key)
+                .bind(sku)
+                .execute(conn)
+                .await
+                .map(|_| ()))?;
+        } else {
+            with_tx!(tx, |conn| sqlx::query(
+                "INSERT INTO cart_lines (cart_key, sku, quantity) VALUES ($1, $2, $3)
+                 ON CONFLICT (cart_key, sku) DO UPDATE SET quantity = excluded.quantity"
+            )
+            .bind(key)
+            .bind(sku)
+            .bind(quantity)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        tx: &mut Tx,
+        key: &str,
+        currency: Option<&str>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        with_tx!(tx, |conn| sqlx::query(
+            "UPDATE carts SET currency = COALESCE($2, currency), updated_at = $3, expires_at = $4 WHERE key = $1"
+        )
+        .bind(key)
+        .bind(currency)
+        .bind(now)
+        .bind(expiry(now, ttl))
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn create(&self, cart: CartRef, id: Uuid, ttl: Duration) -> Result<(), StoreError> {
+        let now = platform::time::now();
+        let mut tx = self.db.begin().await?;
+        if self.lock(&mut tx, &cart.key(), now).await?.is_none() {
+            self.insert(&mut tx, cart, id, now, ttl).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, cart: CartRef, ttl: Duration) -> Result<Option<StoredCart>, StoreError> {
+        let key = cart.key();
+        let now = platform::time::now();
+        let row: Option<CartRow> = with_db!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, owner, currency, retired, updated_at, expires_at FROM carts WHERE key = $1"
+        )
+        .bind(&key)
+        .fetch_optional(pool)
+        .await)?;
+        let Some(row) = row.filter(|r| !r.retired && r.expires_at > now) else { return Ok(None) };
+        let lines: Vec<(String, i64)> = with_db!(&self.db, |pool| sqlx::query_as(
+            "SELECT sku, quantity FROM cart_lines WHERE cart_key = $1 ORDER BY sku"
+        )
+        .bind(&key)
+        .fetch_all(pool)
+        .await)?;
+        let renewed = expiry(now, ttl);
+        let slack = RENEW_SLACK.min(ttl / 2);
+        if row.expires_at < renewed - chrono::Duration::from_std(slack).unwrap_or_default() {
+            with_db!(&self.db, |pool| sqlx::query("UPDATE carts SET expires_at = $2 WHERE key = $1")
+                .bind(&key)
+                .bind(renewed)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+        }
+        Ok(Some(StoredCart {
+            id: row.id,
+            owner: row.owner,
+            currency: row.currency.filter(|_| !lines.is_empty()),
+            lines,
+            updated_at: row.updated_at,
+        }))
+    }
+
+    pub async fn change_line(
+        &self,
+        cart: CartRef,
+        change: &LineChange<'_>,
+        new_id: Uuid,
+    ) -> Result<LineOutcome, StoreError> {
+        let key = cart.key();
+        let now = platform::time::now();
+        let mut tx = self.db.begin().await?;
+        let row = match self.lock(&mut tx, &key, now).await? {
+            Some(row) if row.retired => return Ok(LineOutcome::Missing),
+            Some(row) => row,
+            None if change.create => {
+                self.insert(&mut tx, cart, new_id, now, change.ttl).await?;
+                CartRow {
+                    id: new_id,
+                    owner: cart.owner().to_owned(),
+                    currency: None,
+                    retired: false,
+                    updated_at: now,
+                    expires_at: now,
+                }
+            }
+            None => return Ok(LineOutcome::Missing),
+        };
+        if let Some(currency) = row.currency.filter(|c| c != change.currency)
+            && self.line_count(&mut tx, &key).await? > 0
+        {
+            return Ok(LineOutcome::OtherCurrency { cart: currency });
+        }
+        let current = self.quantity(&mut tx, &key, change.sku).await?;
+        let wanted = match change.mode {
+            Mode::Add => current + change.quantity,
+            Mode::Set => change.quantity,
+        };
+        if wanted > 0 {
+            if wanted > change.cap {
+                return Ok(LineOutcome::OverCap { current });
+            }
+            if wanted > change.available && wanted > current {
+                return Ok(LineOutcome::OverStock { current });
+            }
+        }
+        self.put_line(&mut tx, &key, change.sku, wanted).await?;
+        self.touch(&mut tx, &key, (wanted > 0).then_some(change.currency), now, change.ttl).await?;
+        tx.commit().await?;
+        Ok(LineOutcome::Changed { quantity: wanted.max(0) })
+    }
+
+    async fn remove(&self, cart: CartRef, sku: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
+        let key = cart.key();
+        let now = platform::time::now();
+        let mut tx = self.db.begin().await?;
+        if self.lock(&mut tx, &key, now).await?.is_none_or(|row| row.retired) {
+            return Ok(false);
+        }
+        match sku {
+            Some(sku) => self.put_line(&mut tx, &key, sku, 0).await?,
+            None => with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
+                .bind(&key)
+                .execute(conn)
+                .await
+                .map(|_| ()))?,
+        }
+        self.touch(&mut tx, &key, None, now, ttl).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn remove_line(&self, cart: CartRef, sku: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.remove(cart, Some(sku), ttl).await
+    }
+
+    pub async fn clear(&self, cart: CartRef, ttl: Duration) -> Result<bool, StoreError> {
+        self.remove(cart, None, ttl).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn merge(
+        &self,
+        guest: Uuid,
+        user: Uuid,
+        available: &[(String, i64)],
+        cap: i64,
+        user_ttl: Duration,
+        guest_ttl: Duration,
+        new_id: Uuid,
+    ) -> Result<MergeOutcome, StoreError> {
+        let (guest_ref, user_ref) = (CartRef::Guest(guest), CartRef::User(user));
+        let (guest_key, user_key) = (guest_ref.key(), user_ref.key());
+        let now = platform::time::now();
+        let mut tx = self.db.begin().await?;
+        // Both carts are locked in key order ("g-…" before "u-…"), so merges cannot deadlock.
+        let Some(guest_row) = self.lock(&mut tx, &guest_key, now).await?.filter(|row| !row.retired) else {
+            return Ok(MergeOutcome::GuestMissing);
+        };
+        let user_row = match self.lock(&mut tx, &user_key, now).await? {
+            Some(row) => row,
+            None => {
+                self.insert(&mut tx, user_ref, new_id, now, user_ttl).await?;
+                CartRow {
+                    id: new_id,
+                    owner: "user".into(),
+                    currency: None,
+                    retired: false,
+                    updated_at: now,
+                    expires_at: now,
+                }
+            }
+        };
+        let guest_lines: Vec<(String, i64)> =
+            with_tx!(&mut tx, |conn| sqlx::query_as("SELECT sku, quantity FROM cart_lines WHERE cart_key = $1")
+                .bind(&guest_key)
+                .fetch_all(conn)
+                .await)?;
+        let user_has = self.line_count(&mut tx, &user_key).await? > 0;
+        if let (Some(g), Some(u)) = (&guest_row.currency, &user_row.currency)
+            && g != u
+            && user_has
+            && !guest_lines.is_empty()
+        {
+            return Ok(MergeOutcome::OtherCurrency { cart: u.clone() });
+        }
+        for (sku, quantity) in &guest_lines {
+            let mine = self.quantity(&mut tx, &user_key, sku).await?;
+            let stock = available.iter().find(|(s, _)| s == sku).map_or(0, |(_, n)| *n);
+            let merged = (mine + quantity).min(cap).min(stock.max(mine));
+            if merged > 0 {
+                self.put_line(&mut tx, &user_key, sku, merged).await?;
+            }
+        }
+        let currency = if user_has { None } else { guest_row.currency.as_deref() };
+        self.touch(&mut tx, &user_key, currency, now, user_ttl).await?;
+        with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
+            .bind(&guest_key)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        with_tx!(&mut tx, |conn| sqlx::query(
+            "UPDATE carts SET retired = TRUE, updated_at = $2, expires_at = $3 WHERE key = $1"
+        )
+        .bind(&guest_key)
+        .bind(now)
+        .bind(expiry(now, guest_ttl))
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+        tx.commit().await?;
+        Ok(MergeOutcome::Merged)
+    }
+
+    pub async fn complete_checkout(
+        &self,
+        cart: CartRef,
+        order_id: Uuid,
+        ttl: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let key = cart.key();
+        let now = platform::time::now();
+        let mut tx = self.db.begin().await?;
+        if self.lock(&mut tx, &key, now).await?.is_none() {
+            return Ok(None);
+        }
+        let inserted = with_tx!(&mut tx, |conn| sqlx::query(
+            "INSERT INTO cart_checkouts (cart_key, order_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        )
+        .bind(&key)
+        .bind(order_id)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if inserted == 0 {
+            return Ok(Some(false));
+        }
+        with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
+            .bind(&key)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        self.touch(&mut tx, &key, None, now, ttl).await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+}
