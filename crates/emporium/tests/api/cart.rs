@@ -319,3 +319,169 @@ async fn idle_carts_expire(db: TestDatabase) {
         assert_eq!(testkit::redis_delete_prefix(&prefix).await, 0, "Redis expired the cart's keys");
     }
 }
+
+/// What orders calls at checkout: the cart with current prices (only its holder's), and emptying
+/// it once per order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_reads_and_empties_carts_over_grpc() {
+    use rpc::cart::v1::{CompleteCheckoutRequest, GetForCheckoutRequest, carts_client::CartsClient};
+    let shop = TestShop::start(TestDatabase::sqlite()).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("GRPC");
+    create(&shop, &admin, &product_body("Checkout Item", &sku, 2_500, 10)).await;
+    let registered = shop.register(&unique_email("grpc")).await;
+    let (user, user_id) = (token(&registered), registered["user"]["id"].as_str().unwrap().to_owned());
+    shop.gateway.post("/api/v1/carts/me/items").bearer(&user).json(&json!({"sku": sku, "quantity": 3})).send().await;
+    let guest = new_cart(&shop).await;
+    add(&shop, &guest, &sku, 1).await;
+
+    let mut client = CartsClient::connect(shop.cart_grpc.clone()).await.unwrap();
+    let mine = client
+        .get_for_checkout(GetForCheckoutRequest { user_id: user_id.clone(), cart_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.lines.len(), 1);
+    assert_eq!((mine.lines[0].sku.as_str(), mine.lines[0].quantity), (sku.as_str(), 3));
+    assert_eq!(mine.subtotal.unwrap().amount, 7_500);
+    assert_eq!(mine.currency, "EUR");
+    // A guest cart is checked out by whoever holds its id.
+    let held = client
+        .get_for_checkout(GetForCheckoutRequest { user_id: user_id.clone(), cart_id: guest.clone() })
+        .await
+        .unwrap();
+    assert_eq!(held.into_inner().lines[0].quantity, 1);
+    let unknown = client
+        .get_for_checkout(GetForCheckoutRequest { user_id: user_id.clone(), cart_id: uuid::Uuid::new_v4().to_string() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let bad = client
+        .get_for_checkout(GetForCheckoutRequest { user_id: "x".into(), cart_id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // Emptied once per order: a retry changes nothing, and items added later stay.
+    let order = uuid::Uuid::now_v7().to_string();
+    let complete =
+        CompleteCheckoutRequest { user_id: user_id.clone(), cart_id: String::new(), order_id: order.clone() };
+    assert!(client.complete_checkout(complete.clone()).await.unwrap().into_inner().emptied);
+    assert_eq!(shop.gateway.get("/api/v1/carts/me").bearer(&user).send().await.json()["item_count"], 0);
+    shop.gateway.post("/api/v1/carts/me/items").bearer(&user).json(&json!({"sku": sku, "quantity": 1})).send().await;
+    assert!(!client.complete_checkout(complete).await.unwrap().into_inner().emptied);
+    assert_eq!(shop.gateway.get("/api/v1/carts/me").bearer(&user).send().await.json()["item_count"], 1);
+}
+
+/// The catalog going away: adds answer 503 at once (with Retry-After); reads still show the cart
+/// with its last known prices, flagged stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_down_means_503_for_adds_and_stale_reads() {
+    use emporium::{Service, Shop};
+    let identity_db = TestDatabase::sqlite();
+    let catalog_dir = testkit::temp_dir("catalog-alone");
+    let mut catalog_settings = test_settings(&identity_db, catalog_dir.clone());
+    catalog_settings.catalog.demo_catalog = Some(false);
+    let stop_catalog = tokio_util::sync::CancellationToken::new();
+    let catalog = Shop::start(catalog_settings.clone(), &[Service::Catalog], stop_catalog.clone()).await.unwrap();
+    let opened = catalog::open(&catalog_settings.catalog, &catalog_settings.shared()).await.unwrap();
+    let product = catalog::demo::generate_at(0, 1, 5, true).remove(0);
+    let sku = product.variants[0].sku.to_string();
+    opened.products.create(product, None).await.unwrap();
+
+    // The rest of the shop runs apart, its cart asking that catalog.
+    let mut settings = test_settings(&identity_db, testkit::temp_dir("shop-apart"));
+    settings.cart.catalog_url = format!("http://{}", catalog.catalog_grpc.unwrap());
+    settings.cart.price_ttl = Duration::from_millis(100);
+    let stop_shop = tokio_util::sync::CancellationToken::new();
+    let apart = Shop::start(settings.clone(), &[Service::Identity, Service::Cart, Service::Gateway], stop_shop.clone())
+        .await
+        .unwrap();
+    let gateway = testkit::TestClient::new(format!("http://{}", apart.gateway.unwrap()));
+    let cart = gateway.post("/api/v1/carts").send().await.json()["id"].as_str().unwrap().to_owned();
+    let add = |quantity: i64| {
+        let (gateway, path, sku) = (gateway.clone(), format!("/api/v1/carts/{cart}/items"), sku.clone());
+        async move { gateway.post(&path).json(&json!({"sku": sku, "quantity": quantity})).send().await }
+    };
+    assert_eq!(add(1).await.status, 200);
+
+    stop_catalog.cancel();
+    catalog.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let refused = add(1).await;
+    assert_eq!(refused.problem(503)["status"], 503);
+    assert!(refused.header("retry-after").is_some());
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let read = gateway.get(&format!("/api/v1/carts/{cart}")).send().await;
+    assert_eq!(read.status, 200);
+    let read = read.json();
+    assert_eq!(read["prices_stale"], true);
+    assert_eq!(line(&read, &sku)["stale"], true);
+    assert_eq!(line(&read, &sku)["quantity"], 1);
+    assert!(line(&read, &sku)["unit_price"]["amount"].as_i64().unwrap() > 0, "the last known price");
+    stop_shop.cancel();
+    apart.wait().await.unwrap();
+    opened.products.store().db().close().await;
+    let _ = std::fs::remove_dir_all(catalog_dir);
+    let _ = std::fs::remove_dir_all(settings.data_dir);
+}
+
+/// Redis going away answers 503 at once; when it comes back the service uses it again, without
+/// a restart. The test runs a Redis of its own, so restarting it disturbs no other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_test() {
+    let Some(port) = free_port() else { return };
+    let Some(mut redis) = start_redis(port) else { return };
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let shop = TestShop::start_with(TestDatabase::sqlite(), |s| s.cart.store_url = Some(url.clone())).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("REDIS");
+    create(&shop, &admin, &product_body("Redis Item", &sku, 100, 10)).await;
+    let cart = new_cart(&shop).await;
+    assert_eq!(add(&shop, &cart, &sku, 1).await.status, 200);
+
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let started = std::time::Instant::now();
+    let down = shop.gateway.get(&format!("/api/v1/carts/{cart}")).send().await;
+    assert_eq!(down.problem(503)["status"], 503);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    shop.gateway.post("/api/v1/carts").send().await.problem(503);
+    let ready = shop.gateway.get("/health/ready").send().await;
+    assert_eq!(ready.status, 200, "the gateway is fine");
+
+    let mut redis = start_redis(port).expect("Redis starts again");
+    let back = testkit::eventually(Duration::from_secs(5), || async {
+        shop.gateway.post("/api/v1/carts").send().await.status == 201
+    })
+    .await;
+    assert!(back, "carts work again once Redis is back");
+    let fresh = new_cart(&shop).await;
+    assert_eq!(add(&shop, &fresh, &sku, 2).await.status, 200);
+    shop.stop().await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
+}
+
+fn start_redis(port: u16) -> Option<std::process::Child> {
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        testkit::skip_or_fail("redis-server is not installed");
+        return None;
+    };
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child)
+}

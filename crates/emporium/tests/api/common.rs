@@ -40,6 +40,8 @@ pub struct TestShop {
     pub catalog: TestClient,
     /// The catalog's gRPC inventory service.
     pub catalog_grpc: String,
+    /// The cart's gRPC service for orders.
+    pub cart_grpc: String,
     pub settings: Settings,
     shop: Option<Shop>,
     stop: CancellationToken,
@@ -67,11 +69,13 @@ impl TestShop {
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
         let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
+        let cart_grpc = format!("http://{}", shop.cart_grpc.unwrap());
         Self {
             gateway,
             identity,
             catalog,
             catalog_grpc,
+            cart_grpc,
             settings,
             shop: Some(shop),
             stop,
