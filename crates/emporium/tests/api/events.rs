@@ -81,6 +81,7 @@ async fn user_registered_reaches_the_rabbitmq_stream() {
         s.events.url = testkit::broker::amqp_url();
         s.events.namespace = namespace.clone();
         s.catalog.replica_id = Some("replica-1".to_owned());
+        s.cart.replica_id = Some("replica-1".to_owned());
     })
     .await;
     let email = unique_email("stream");
@@ -94,8 +95,8 @@ async fn user_registered_reaches_the_rabbitmq_stream() {
     assert_eq!(event.event_type, "user.registered");
     shop.stop().await;
     if let events::Bus::Rabbit(bus) = &events.bus {
-        // The catalog's search index consumes on a queue of this replica's own.
-        bus.delete_topology(&["catalog-search.replica-1"]).await.unwrap();
+        // The catalog's search index and the cart's prices consume on queues of this replica's own.
+        bus.delete_topology(&["catalog-search.replica-1", "cart-prices.replica-1"]).await.unwrap();
     }
 }
 
