@@ -26,6 +26,9 @@ pub struct Probe {
     pub body: Bytes,
     /// The status a successful request answers with.
     pub expect: StatusCode,
+    /// Paths and bodies used in turn instead of `url`'s path and `body` (each client starts at
+    /// its own place), for requests that must not all hit one resource.
+    pub rotation: Option<std::sync::Arc<Vec<(String, Bytes)>>>,
 }
 
 impl Probe {
@@ -37,6 +40,7 @@ impl Probe {
             headers: Vec::new(),
             body: Bytes::new(),
             expect: StatusCode::OK,
+            rotation: None,
         })
     }
 
@@ -53,12 +57,25 @@ impl Probe {
         Ok(self)
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
+    /// Sends the probe's requests to these paths and bodies in turn.
+    pub fn rotating(mut self, rotation: Vec<(String, Bytes)>) -> Self {
+        self.rotation = Some(std::sync::Arc::new(rotation));
+        self
+    }
+
+    fn request(&self, n: usize) -> Request<Full<Bytes>> {
+        let (path, body) = match &self.rotation {
+            Some(rotation) if !rotation.is_empty() => {
+                let (path, body) = &rotation[n % rotation.len()];
+                (path.as_str(), body.clone())
+            }
+            _ => (self.url.path_and_query().map_or("/", |pq| pq.as_str()), self.body.clone()),
+        };
         let mut request = Request::builder()
             .method(self.method.clone())
-            .uri(self.url.path_and_query().map_or("/", |pq| pq.as_str()))
+            .uri(path)
             .header(header::HOST, self.url.authority().map_or("localhost", |a| a.as_str()))
-            .body(Full::new(self.body.clone()))
+            .body(Full::new(body))
             .expect("a probe builds a valid request");
         for (name, value) in &self.headers {
             request.headers_mut().insert(name.clone(), value.clone());
@@ -163,9 +180,11 @@ async fn run(probe: &Probe, concurrency: usize, duration: Duration) -> anyhow::R
     let deadline = Instant::now() + duration;
     let addr = probe.addr()?;
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
+    let clients = concurrency.max(1);
+    let spread = probe.rotation.as_ref().map_or(0, |r| r.len() / clients);
+    for index in 0..clients {
         let probe = probe.clone();
-        workers.spawn(async move { client(probe, addr, deadline).await });
+        workers.spawn(async move { client(probe, addr, deadline, index * spread).await });
     }
     let mut histogram = new_histogram();
     let (mut requests, mut errors) = (0, 0);
@@ -184,7 +203,12 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 /// One client: one keep-alive connection, requests back to back until the deadline.
-async fn client(probe: Probe, addr: SocketAddr, deadline: Instant) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+async fn client(
+    probe: Probe,
+    addr: SocketAddr,
+    deadline: Instant,
+    mut next: usize,
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
     let mut histogram = new_histogram();
     let (mut requests, mut errors) = (0u64, 0u64);
     let mut sender = None;
@@ -199,13 +223,14 @@ async fn client(probe: Probe, addr: SocketAddr, deadline: Instant) -> anyhow::Re
         let Some(s) = sender.as_mut() else { continue };
         let started = Instant::now();
         let outcome = async {
-            let response = s.send_request(probe.request()).await?;
+            let response = s.send_request(probe.request(next)).await?;
             let status = response.status();
             response.into_body().collect().await?;
             Ok::<_, hyper::Error>(status)
         }
         .await;
         let micros = started.elapsed().as_micros().max(1) as u64;
+        next = next.wrapping_add(1);
         match outcome {
             Ok(status) => {
                 histogram.saturating_record(micros);

@@ -121,6 +121,8 @@ enum Scenario {
     Search,
     /// GET /api/v1/products/{id} through the gateway and directly, cached in Redis.
     Product,
+    /// Add-to-cart and get-cart through the gateway (carts in Redis) beside redis-benchmark.
+    Cart,
 }
 
 #[derive(Args)]
@@ -168,7 +170,7 @@ struct BenchArgs {
     /// `search`: queries of each kind per engine.
     #[arg(long, default_value_t = 500)]
     iterations: usize,
-    /// `product`: the Redis that caches products.
+    /// `product`, `cart`: the Redis that caches products / holds carts.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis: String,
 }
@@ -354,6 +356,14 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Scenario::Cart = args.scenario {
+        let report = scenarios::cart::cart(settings, &args.redis, load).await?;
+        if let Some(path) = args.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     if let Scenario::Search | Scenario::Product = args.scenario {
         let bench = scenarios::catalog::CatalogBench {
             postgres_url: args.postgres,
@@ -383,7 +393,7 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::Me => scenarios::me(&targets, load).await,
         Scenario::Login => scenarios::login(&targets, load, &hashing).await,
-        Scenario::Events | Scenario::Search | Scenario::Product => unreachable!("handled above"),
+        Scenario::Events | Scenario::Search | Scenario::Product | Scenario::Cart => unreachable!("handled above"),
     };
     if let Some(shop) = shop {
         shop.stop().await;

@@ -11,7 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use self::{redis::RedisCarts, sql::SqlCarts};
+pub use self::{
+    redis::{CHANGE_LINE_LUA, RedisCarts},
+    sql::SqlCarts,
+};
 
 /// Which cart: a guest cart by its secret id, or a user's own cart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,10 +15,9 @@ use super::{CartRef, LineChange, LineOutcome, MergeOutcome, Mode, StoreError, St
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Creates a missing cart when asked; refuses retired ones; checks currency, cap and stock;
-/// then applies the change and renews both keys' TTL.
-static CHANGE_LINE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// then applies the change and renews both keys' TTL. Public so that `bench cart` can time the
+/// same script with `redis-benchmark`.
+pub const CHANGE_LINE_LUA: &str = r#"
 local meta, lines = KEYS[1], KEYS[2]
 local sku, quantity, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local available, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -47,9 +46,9 @@ redis.call('HSET', meta, 'updated_at', now)
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', lines, ttl)
 return {'ok', tostring(math.max(wanted, 0))}
-"#,
-    )
-});
+"#;
+
+static CHANGE_LINE: LazyLock<Script> = LazyLock::new(|| Script::new(CHANGE_LINE_LUA));
 
 /// Removes one line (`ARGV[1]` a SKU) or all of them (no SKU).
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {

@@ -1,6 +1,7 @@
 //! The scenarios of `emporium bench`. Each prints its figures beside what they are compared
 //! with, measured in the same run.
 
+pub mod cart;
 pub mod catalog;
 pub mod events;
 
