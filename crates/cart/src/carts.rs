@@ -77,10 +77,6 @@ impl Carts {
         Self { store, catalog, guest_ttl, user_ttl }
     }
 
-    pub fn store(&self) -> &CartStore {
-        &self.store
-    }
-
     fn ttl(&self, cart: CartRef) -> Duration {
         match cart {
             CartRef::Guest(_) => self.guest_ttl,
@@ -140,13 +136,6 @@ impl Carts {
         let prices = self.catalog.prices(&[sku.to_owned()], false).await?;
         let variant =
             prices.variants.get(sku).filter(|v| v.for_sale).ok_or_else(|| CartError::SkuNotFound(sku.to_owned()))?;
-        if mode == Mode::Add
-            && let Some(stored) = self.store.get(cart, self.ttl(cart)).await?
-            && stored.lines.len() >= MAX_LINES
-            && !stored.lines.iter().any(|(s, _)| s == sku)
-        {
-            return Err(CartError::field("sku", format!("a cart holds at most {MAX_LINES} different products")));
-        }
         let change = LineChange {
             sku,
             quantity,
@@ -154,6 +143,7 @@ impl Carts {
             available: variant.available,
             currency: &variant.currency,
             cap: MAX_LINE_QUANTITY,
+            max_lines: MAX_LINES,
             ttl: self.ttl(cart),
             create: matches!(cart, CartRef::User(_)),
         };
@@ -168,6 +158,9 @@ impl Carts {
                 Err(CartError::OutOfStock { sku: sku.to_owned(), available: variant.available, in_cart: current })
             }
             LineOutcome::OtherCurrency { cart } => Err(CartError::OtherCurrency(cart)),
+            LineOutcome::TooManyLines => {
+                Err(CartError::field("sku", format!("a cart holds at most {MAX_LINES} different products")))
+            }
         }
     }
 

@@ -13,15 +13,14 @@ use crate::catalog::Catalog;
 const REPLICA_QUEUE_IDLE: Duration = Duration::from_secs(3600);
 
 fn skus_of(event: &CloudEvent) -> Vec<String> {
-    let snapshot = |skus: Vec<String>| skus;
     if let Some(Ok(e)) = event.payload::<ProductUpdated>() {
-        return snapshot(e.0.skus);
+        return e.0.skus;
     }
     if let Some(Ok(e)) = event.payload::<ProductArchived>() {
-        return snapshot(e.0.skus);
+        return e.0.skus;
     }
     if let Some(Ok(e)) = event.payload::<ProductCreated>() {
-        return snapshot(e.0.skus);
+        return e.0.skus;
     }
     if let Some(Ok(e)) = event.payload::<InventoryChanged>() {
         return vec![e.sku];

@@ -82,16 +82,12 @@ impl CartService {
             .await
             .map_err(|source| StartError::Bind { addr: config.grpc_listen, source })?;
         let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
-        let bus = events.bus.clone();
         let health = Health::new()
             .check("store", move || {
                 let store = store.clone();
                 async move { store.ping().await.map_err(|_| "unreachable".to_owned()) }
             })
-            .check("broker", move || {
-                let bus = bus.clone();
-                async move { bus.ping().await.map_err(|_| "unreachable".to_owned()) }
-            });
+            .check("broker", events.bus.readiness());
         let router =
             platform::server::finish(SERVICE, http::router(http::AppState { carts: carts.clone() }, verifier), health);
         let grpc = platform::grpc::server().add_service(grpc::CartsService::server(carts));

@@ -14,7 +14,6 @@ use crate::{
     commands::{NewProduct, NewVariant, PutCategory},
     domain::{Attributes, ProductStatus, Sku, Slug},
     error::CatalogError,
-    inventory::Inventory,
     products::Products,
 };
 
@@ -290,7 +289,7 @@ pub async fn categories(products: &Products) -> Result<(), CatalogError> {
 }
 
 /// Loads the demo catalog into a catalog with no products yet.
-pub async fn load_if_empty(products: &Arc<Products>, _inventory: &Arc<Inventory>) -> Result<(), CatalogError> {
+pub async fn load_if_empty(products: &Arc<Products>) -> Result<(), CatalogError> {
     if products.store().has_products().await? {
         return Ok(());
     }

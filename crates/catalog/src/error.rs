@@ -23,8 +23,6 @@ pub enum CatalogError {
     ReservationClosed(&'static str),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("the search index is not ready")]
-    SearchUnavailable,
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -41,7 +39,7 @@ impl CatalogError {
             | Self::ReservationMismatch
             | Self::ReservationClosed(_) => ErrorCode::Conflict,
             Self::Validation(_) => ErrorCode::Validation,
-            Self::SearchUnavailable | Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -90,7 +88,6 @@ impl From<CatalogError> for Problem {
             )
             .extension("reserved", reserved),
             CatalogError::Validation(errors) => Problem::validation(errors),
-            CatalogError::SearchUnavailable => Problem::unavailable("the search index is being built", 2),
             CatalogError::Unavailable(_) => Problem::unavailable("the catalog database is unavailable", 2),
             CatalogError::Internal(_) => Problem::internal(),
             other => Problem::with_detail(code, other.to_string()),

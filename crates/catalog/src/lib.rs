@@ -89,7 +89,6 @@ pub struct Catalog {
     bus: events::Bus,
     inventory: Arc<Inventory>,
     sweep_interval: Duration,
-    index: SearchIndex,
 }
 
 impl Catalog {
@@ -97,7 +96,7 @@ impl Catalog {
         let opened = open(&config, shared).await?;
         let store = opened.products.store().clone();
         if config.demo_catalog.unwrap_or(store.db().backend() == platform::db::Backend::Sqlite) {
-            demo::load_if_empty(&opened.products, &opened.inventory).await?;
+            demo::load_if_empty(&opened.products).await?;
         }
         let cache = cache::ProductCache::open(&config.cache_url, &config.cache_prefix, config.cache_ttl)?;
         let dir = search::index_dir(config.index_dir.as_deref(), &shared.data_dir);
@@ -123,13 +122,9 @@ impl Catalog {
             .await
             .map_err(|source| StartError::Bind { addr: config.grpc_listen, source })?;
         let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
-        let health = health(store.db().clone(), events.bus.clone(), cache.clone());
-        let state = http::AppState {
-            products: opened.products.clone(),
-            inventory: opened.inventory.clone(),
-            index: index.clone(),
-            cache,
-        };
+        let health = health(store.db().clone(), &events.bus, cache.clone());
+        let state =
+            http::AppState { products: opened.products.clone(), inventory: opened.inventory.clone(), index, cache };
         let router = platform::server::finish(SERVICE, http::router(state, verifier), health);
         let grpc = platform::grpc::server().add_service(grpc::InventoryService::server(opened.inventory.clone()));
         let relay = events::Relay::new(SERVICE, store.db().clone(), events.bus.clone(), events.relay.clone());
@@ -144,7 +139,6 @@ impl Catalog {
             bus: events.bus.clone(),
             inventory: opened.inventory,
             sweep_interval: config.sweep_interval,
-            index,
         })
     }
 
@@ -154,10 +148,6 @@ impl Catalog {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_listener.local_addr().expect("a bound listener has an address")
-    }
-
-    pub fn index(&self) -> &SearchIndex {
-        &self.index
     }
 
     /// Serves HTTP and gRPC until `shutdown`, relaying the outbox, keeping the index fresh and
@@ -190,20 +180,11 @@ impl Catalog {
     }
 }
 
-fn health(db: platform::db::Db, bus: events::Bus, cache: cache::ProductCache) -> Health {
-    Health::new()
-        .check("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|_| "unreachable".to_owned()) }
-        })
-        .check("broker", move || {
-            let bus = bus.clone();
-            async move { bus.ping().await.map_err(|_| "unreachable".to_owned()) }
-        })
-        .check("cache", move || {
-            let cache = cache.clone();
-            async move { cache.ping().await.map_err(|_| "unreachable".to_owned()) }
-        })
+fn health(db: platform::db::Db, bus: &events::Bus, cache: cache::ProductCache) -> Health {
+    Health::new().database(db).check("broker", bus.readiness()).check("cache", move || {
+        let cache = cache.clone();
+        async move { cache.ping().await.map_err(|_| "unreachable".to_owned()) }
+    })
 }
 
 async fn sweep(inventory: Arc<Inventory>, every: Duration, shutdown: CancellationToken) {

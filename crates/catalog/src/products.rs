@@ -54,10 +54,6 @@ impl Products {
         &self.store
     }
 
-    pub fn currency(&self) -> Currency {
-        self.currency
-    }
-
     pub async fn get(&self, key: &ProductKey) -> Result<Option<Product>, CatalogError> {
         Ok(match key {
             ProductKey::Id(id) => self.store.product(*id).await?,

@@ -82,9 +82,8 @@ impl Shop {
         let events = if needs_events { Some(settings.events().await?) } else { None };
         let mut identity_addr = None;
         if let (true, Some(events)) = (services.contains(&Service::Identity), &events) {
-            let identity = identity::Identity::build(settings.identity.clone(), &settings.shared(), events)
-                .await
-                .context("starting identity")?;
+            let built = identity::Identity::build(settings.identity.clone(), &settings.shared(), events).await;
+            let identity = started(built, Service::Identity, &backend_stop, &mut backends).await?;
             let addr = identity.local_addr();
             identity_addr = Some(addr);
             let stop = backend_stop.clone();
@@ -98,15 +97,8 @@ impl Shop {
         let (mut catalog_addr, mut catalog_grpc) = (None, None);
         if let (true, Some(events)) = (services.contains(&Service::Catalog), &events) {
             derive_jwks_url(&mut settings);
-            let started = catalog::Catalog::build(settings.catalog.clone(), &settings.shared(), events).await;
-            let catalog = match started {
-                Ok(catalog) => catalog,
-                Err(error) => {
-                    backend_stop.cancel();
-                    while backends.join_next().await.is_some() {}
-                    return Err(anyhow::Error::new(error).context("starting catalog"));
-                }
-            };
+            let built = catalog::Catalog::build(settings.catalog.clone(), &settings.shared(), events).await;
+            let catalog = started(built, Service::Catalog, &backend_stop, &mut backends).await?;
             let addr = catalog.local_addr();
             (catalog_addr, catalog_grpc) = (Some(addr), Some(catalog.grpc_addr()));
             let stop = backend_stop.clone();
@@ -121,15 +113,8 @@ impl Shop {
         let (mut cart_addr, mut cart_grpc) = (None, None);
         if let (true, Some(events)) = (services.contains(&Service::Cart), &events) {
             derive_jwks_url(&mut settings);
-            let started = cart::CartService::build(settings.cart.clone(), &settings.shared(), events).await;
-            let service = match started {
-                Ok(service) => service,
-                Err(error) => {
-                    backend_stop.cancel();
-                    while backends.join_next().await.is_some() {}
-                    return Err(anyhow::Error::new(error).context("starting cart"));
-                }
-            };
+            let built = cart::CartService::build(settings.cart.clone(), &settings.shared(), events).await;
+            let service = started(built, Service::Cart, &backend_stop, &mut backends).await?;
             let addr = service.local_addr();
             (cart_addr, cart_grpc) = (Some(addr), Some(service.grpc_addr()));
             let stop = backend_stop.clone();
@@ -141,16 +126,8 @@ impl Shop {
         let mut gateway_addr = None;
         if services.contains(&Service::Gateway) {
             derive_jwks_url(&mut settings);
-            let started =
-                gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await.context("starting gateway");
-            let gateway = match started {
-                Ok(gateway) => gateway,
-                Err(error) => {
-                    backend_stop.cancel();
-                    while backends.join_next().await.is_some() {}
-                    return Err(error);
-                }
-            };
+            let built = gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await;
+            let gateway = started(built, Service::Gateway, &backend_stop, &mut backends).await?;
             gateway_addr = Some(gateway.local_addr());
             let stop = edge_stop.clone();
             edge.spawn(async move { (Service::Gateway, gateway.run_until_stopped(stop).await) });
@@ -176,6 +153,27 @@ impl Shop {
     /// Waits until every service has stopped. If one fails, the others are stopped too.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.supervisor.await.context("the shop supervisor panicked")?
+    }
+}
+
+/// The service `build` made, or its error, after stopping the services already running: a
+/// half-started shop is stopped, not left behind.
+async fn started<T, E>(
+    built: Result<T, E>,
+    service: Service,
+    backend_stop: &CancellationToken,
+    backends: &mut Tasks,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match built {
+        Ok(service) => Ok(service),
+        Err(error) => {
+            backend_stop.cancel();
+            while backends.join_next().await.is_some() {}
+            Err(anyhow::Error::new(error).context(format!("starting {service}")))
+        }
     }
 }
 

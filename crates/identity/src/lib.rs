@@ -75,17 +75,7 @@ impl Identity {
         let listener = platform::server::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let db = accounts.store().db().clone();
-        let bus = events.bus.clone();
-        let health = Health::new()
-            .check("database", move || {
-                let db = db.clone();
-                async move { db.ping().await.map_err(|_| "unreachable".to_owned()) }
-            })
-            .check("broker", move || {
-                let bus = bus.clone();
-                async move { bus.ping().await.map_err(|_| "unreachable".to_owned()) }
-            });
+        let health = Health::new().database(accounts.store().db().clone()).check("broker", events.bus.readiness());
         let relay =
             events::Relay::new(SERVICE, accounts.store().db().clone(), events.bus.clone(), events.relay.clone());
         let state = http::AppState { accounts: accounts.clone(), trusted_proxy_hops: config.trusted_proxy_hops };

@@ -139,6 +139,19 @@ impl Db {
         }
     }
 
+    /// Connects (as [`Db::connect`]) and applies this backend's migrations: how every service
+    /// opens its database.
+    pub async fn open(
+        url: &str,
+        pool: &PoolConfig,
+        postgres: &Migrator,
+        sqlite: &Migrator,
+    ) -> Result<Self, ConnectError> {
+        let db = Self::connect(url, pool).await?;
+        db.migrate(postgres, sqlite).await?;
+        Ok(db)
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Self::Postgres(_) => Backend::Postgres,

@@ -37,6 +37,14 @@ impl Health {
         self
     }
 
+    /// The `database` check every service with a database has: a round trip to it.
+    pub fn database(self, db: crate::db::Db) -> Self {
+        self.check("database", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|_| "unreachable".to_owned()) }
+        })
+    }
+
     /// Runs every check; `Err` carries the names of the failing ones.
     pub async fn run(&self) -> Result<BTreeMap<&'static str, String>, BTreeMap<&'static str, String>> {
         let results = join_all(self.checks.iter().map(|(name, check)| async move {

@@ -63,6 +63,8 @@ pub struct LineChange<'a> {
     pub available: i64,
     pub currency: &'a str,
     pub cap: i64,
+    /// Most distinct SKUs in the cart; a new line beyond it is refused.
+    pub max_lines: usize,
     pub ttl: Duration,
     /// Whether a missing cart is created (a user's own cart is, on first use).
     pub create: bool,
@@ -92,6 +94,8 @@ pub enum LineOutcome {
     OtherCurrency {
         cart: String,
     },
+    /// The line would be new, and the cart holds `max_lines` already.
+    TooManyLines,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

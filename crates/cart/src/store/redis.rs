@@ -34,6 +34,7 @@ end
 local current = tonumber(redis.call('HGET', lines, sku) or '0')
 local wanted = quantity
 if mode == 'add' then wanted = current + quantity end
+if current == 0 and wanted > 0 and redis.call('HLEN', lines) >= tonumber(ARGV[12]) then return {'lines', '0'} end
 if wanted <= 0 then
   redis.call('HDEL', lines, sku)
 else
@@ -247,7 +248,8 @@ impl RedisCarts {
             .arg(change.currency)
             .arg(if change.create { "1" } else { "0" })
             .arg(new_id.to_string())
-            .arg(cart.owner());
+            .arg(cart.owner())
+            .arg(change.max_lines);
         let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
         let number = || value.parse::<i64>().unwrap_or(0);
         Ok(match outcome.as_str() {
@@ -256,6 +258,7 @@ impl RedisCarts {
             "cap" => LineOutcome::OverCap { current: number() },
             "stock" => LineOutcome::OverStock { current: number() },
             "currency" => LineOutcome::OtherCurrency { cart: value },
+            "lines" => LineOutcome::TooManyLines,
             other => return Err(StoreError::Broken(format!("unexpected script answer {other:?}"))),
         })
     }

@@ -42,13 +42,7 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 
 impl SqlCarts {
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
-        let db = Db::connect(url, pool).await?;
-        db.migrate(&POSTGRES, &SQLITE).await?;
-        Ok(Self { db })
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
+        Ok(Self { db: Db::open(url, pool, &POSTGRES, &SQLITE).await? })
     }
 
     /// Locks and reads a live cart; an expired one is deleted and reads as missing.
@@ -242,6 +236,9 @@ impl SqlCarts {
             Mode::Add => current + change.quantity,
             Mode::Set => change.quantity,
         };
+        if current == 0 && wanted > 0 && self.line_count(&mut tx, &key).await? >= change.max_lines as i64 {
+            return Ok(LineOutcome::TooManyLines);
+        }
         if wanted > 0 {
             if wanted > change.cap {
                 return Ok(LineOutcome::OverCap { current });

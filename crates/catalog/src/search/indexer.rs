@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{SearchIndex, schema::Fields};
+use super::SearchIndex;
 use crate::{domain::Product, error::CatalogError, store::Store};
 
 /// Products read from the database per round trip while building.
@@ -143,8 +143,9 @@ impl Indexer {
         Ok(())
     }
 
-    /// Replaces the documents of `delete` with `products` (deleting those not among them),
-    /// committing and reloading when `commit`.
+    /// Deletes the documents of `delete`, then adds `products`, committing and reloading when
+    /// `commit`. Callers list every product they re-add in `delete` (the full build writes into
+    /// an empty index, so it deletes nothing).
     async fn write(&self, products: Vec<Product>, delete: Vec<Uuid>, commit: bool) -> Result<(), CatalogError> {
         let writer = self.writer.clone();
         let fields = *self.index.fields();
@@ -155,7 +156,8 @@ impl Indexer {
                 writer.delete_term(Term::from_field_text(fields.id, &id.to_string()));
             }
             for product in &products {
-                add(&writer, &fields, product)?;
+                let doc = fields.document(product).map_err(CatalogError::internal)?;
+                writer.add_document(doc).map_err(CatalogError::internal)?;
             }
             if commit {
                 writer.commit().map_err(CatalogError::internal)?;
@@ -170,11 +172,4 @@ impl Indexer {
     async fn commit(&self) -> Result<(), CatalogError> {
         self.write(Vec::new(), Vec::new(), true).await
     }
-}
-
-fn add(writer: &IndexWriter<TantivyDocument>, fields: &Fields, product: &Product) -> Result<(), CatalogError> {
-    writer.delete_term(Term::from_field_text(fields.id, &product.id.to_string()));
-    let doc = fields.document(product).map_err(CatalogError::internal)?;
-    writer.add_document(doc).map_err(CatalogError::internal)?;
-    Ok(())
 }

@@ -15,7 +15,6 @@ pub mod schema;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, schema::Value};
@@ -196,16 +195,9 @@ impl SearchIndex {
         }
         Ok(revisions)
     }
-
-    /// Documents in the index, for health and metrics.
-    pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
-    }
 }
 
 /// The directory a replica's index lives in.
 pub fn index_dir(configured: Option<&Path>, data_dir: &Path) -> PathBuf {
     configured.map_or_else(|| data_dir.join("catalog-index"), Path::to_path_buf)
 }
-
-pub type SharedIndex = Arc<SearchIndex>;

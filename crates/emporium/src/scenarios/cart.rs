@@ -152,6 +152,7 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
         "1",
         "00000000-0000-4000-8000-000000000000",
         "guest",
+        "100",
     ]
     .iter()
     .map(|s| (*s).to_owned())

@@ -147,7 +147,8 @@ async fn postgres_search(pool: &sqlx::PgPool, request: &SearchRequest) -> anyhow
         "SELECT id FROM bench_fts, websearch_to_tsquery('simple', $1) query
          WHERE document @@ query AND {filters} ORDER BY ts_rank(document, query) DESC LIMIT 20"
     );
-    let hits: Vec<(uuid::Uuid,)> = sqlx::query_as(bind(hits_sql))
+    // The page of hits is fetched as a search would; only its cost matters here.
+    let _page: Vec<(uuid::Uuid,)> = sqlx::query_as(bind(hits_sql))
         .bind(&q)
         .bind(&categories)
         .bind(&brands)
@@ -169,40 +170,26 @@ async fn postgres_search(pool: &sqlx::PgPool, request: &SearchRequest) -> anyhow
         .await?;
     if categories.is_some() || brands.is_some() {
         // Each facet without its own filter, as the API counts them.
-        for (column, no_categories, no_brands, no_price) in
-            [("category", true, false, false), ("brand", false, true, false), ("price / 1000", false, false, true)]
-        {
+        for (column, no_categories, no_brands, no_price) in [
+            ("category", true, false, false),
+            ("brand", false, true, false),
+            ("(price / 1000)::text", false, false, true),
+        ] {
             let sql = format!(
                 "SELECT {column}, COUNT(*) FROM bench_fts WHERE document @@ websearch_to_tsquery('simple', $1) AND {filters}
                  GROUP BY 1"
             );
-            let _: Vec<(Option<String>, i64)> = if column.starts_with("price") {
-                sqlx::query_as::<_, (Option<i64>, i64)>(bind(sql))
-                    .bind(&q)
-                    .bind(&categories)
-                    .bind(&brands)
-                    .bind(None::<i64>)
-                    .bind(None::<i64>)
-                    .bind(request.in_stock)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|(bucket, n)| (bucket.map(|b| b.to_string()), n))
-                    .collect()
-            } else {
-                sqlx::query_as(bind(sql))
-                    .bind(&q)
-                    .bind(if no_categories { None } else { categories.clone() })
-                    .bind(if no_brands { None } else { brands.clone() })
-                    .bind(if no_price { None } else { request.min_price })
-                    .bind(if no_price { None } else { request.max_price })
-                    .bind(request.in_stock)
-                    .fetch_all(pool)
-                    .await?
-            };
+            let _counts: Vec<(Option<String>, i64)> = sqlx::query_as(bind(sql))
+                .bind(&q)
+                .bind(if no_categories { None } else { categories.clone() })
+                .bind(if no_brands { None } else { brands.clone() })
+                .bind(if no_price { None } else { request.min_price })
+                .bind(if no_price { None } else { request.max_price })
+                .bind(request.in_stock)
+                .fetch_all(pool)
+                .await?;
         }
     }
-    debug_assert!(hits.len() <= 20);
     Ok(total as usize)
 }
 

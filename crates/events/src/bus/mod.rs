@@ -324,6 +324,15 @@ impl Bus {
         }
     }
 
+    /// The `broker` readiness check of a service that publishes or consumes.
+    pub fn readiness(&self) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+        let bus = self.clone();
+        move || {
+            let bus = bus.clone();
+            Box::pin(async move { bus.ping().await.map_err(|_| "unreachable".to_owned()) })
+        }
+    }
+
     pub fn config(&self) -> &BusConfig {
         match self {
             Self::Rabbit(bus) => bus.config(),
