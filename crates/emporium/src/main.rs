@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run services (all of them when none is named).
     Serve {
-        /// identity, catalog, cart, gateway
+        /// identity, catalog, cart, orders, gateway
         services: Vec<Service>,
     },
     /// Create or upgrade the services' database schemas, then exit.
@@ -251,6 +251,14 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
                     continue;
                 }
                 cart::store::SqlCarts::open(&url, &settings.cart.pool).await.context("migrating cart")?;
+            }
+            Service::Orders => {
+                let url = settings
+                    .orders
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| settings.shared().sqlite_url(orders::SERVICE));
+                orders::store::Store::open(&url, &settings.orders.pool).await.context("migrating orders")?;
             }
             Service::Gateway => continue,
         }

@@ -30,6 +30,7 @@ pub struct Settings {
     pub identity: identity::Config,
     pub catalog: catalog::Config,
     pub cart: cart::Config,
+    pub orders: orders::Config,
     pub gateway: gateway::Config,
 }
 
@@ -47,6 +48,7 @@ impl Default for Settings {
             identity: identity::Config::default(),
             catalog: catalog::Config::default(),
             cart: cart::Config::default(),
+            orders: orders::Config::default(),
             gateway: gateway::Config::default(),
         }
     }
@@ -65,6 +67,7 @@ impl Settings {
         settings.identity.validate().map_err(anyhow::Error::msg)?;
         settings.catalog.validate().map_err(anyhow::Error::msg)?;
         settings.cart.validate().map_err(anyhow::Error::msg)?;
+        settings.orders.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
         Ok(settings)

@@ -17,17 +17,20 @@ pub enum Service {
     Identity,
     Catalog,
     Cart,
+    Orders,
     Gateway,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::Identity, Service::Catalog, Service::Cart, Service::Gateway];
+    pub const ALL: [Service; 5] =
+        [Service::Identity, Service::Catalog, Service::Cart, Service::Orders, Service::Gateway];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Identity => identity::SERVICE,
             Self::Catalog => catalog::SERVICE,
             Self::Cart => cart::SERVICE,
+            Self::Orders => orders::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -45,7 +48,7 @@ impl FromStr for Service {
         Self::ALL
             .into_iter()
             .find(|service| service.name() == s)
-            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, cart, gateway"))
+            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, cart, orders, gateway"))
     }
 }
 
@@ -61,6 +64,7 @@ pub struct Shop {
     pub cart: Option<SocketAddr>,
     /// The cart's gRPC service for orders.
     pub cart_grpc: Option<SocketAddr>,
+    pub orders: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
@@ -108,6 +112,7 @@ impl Shop {
             }
             if let Some(grpc) = catalog_grpc {
                 settings.cart.catalog_url = format!("http://{grpc}");
+                settings.orders.catalog_url = format!("http://{grpc}");
             }
         }
         let (mut cart_addr, mut cart_grpc) = (None, None);
@@ -120,6 +125,22 @@ impl Shop {
             let stop = backend_stop.clone();
             backends.spawn(async move { (Service::Cart, service.run_until_stopped(stop).await) });
             if let Some(upstream) = settings.gateway.upstreams.get_mut("cart") {
+                upstream.urls = vec![format!("http://{addr}")];
+            }
+            if let Some(grpc) = cart_grpc {
+                settings.orders.cart_url = format!("http://{grpc}");
+            }
+        }
+        let mut orders_addr = None;
+        if let (true, Some(events)) = (services.contains(&Service::Orders), &events) {
+            derive_jwks_url(&mut settings);
+            let built = orders::OrdersService::build(settings.orders.clone(), &settings.shared(), events).await;
+            let service = started(built, Service::Orders, &backend_stop, &mut backends).await?;
+            let addr = service.local_addr();
+            orders_addr = Some(addr);
+            let stop = backend_stop.clone();
+            backends.spawn(async move { (Service::Orders, service.run_until_stopped(stop).await) });
+            if let Some(upstream) = settings.gateway.upstreams.get_mut("orders") {
                 upstream.urls = vec![format!("http://{addr}")];
             }
         }
@@ -139,6 +160,7 @@ impl Shop {
             catalog_grpc,
             cart: cart_addr,
             cart_grpc,
+            orders: orders_addr,
             gateway: gateway_addr,
             supervisor,
             shutdown,

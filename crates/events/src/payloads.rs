@@ -145,3 +145,22 @@ pub struct OrderDelivered {
     pub at: DateTime<Utc>,
 }
 event!(OrderDelivered, "order.delivered", |e| e.order_id.to_string());
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfilmentLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// A paid order is ready to be picked, packed and shipped: what a warehouse or a fulfilment
+/// partner consumes. Published with `order.paid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfilmentRequested {
+    pub order_id: Uuid,
+    pub number: String,
+    pub lines: Vec<FulfilmentLine>,
+    /// `{name, line1, line2?, city, postal_code, country}`.
+    pub shipping_address: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+event!(FulfilmentRequested, "fulfilment.requested", |e| e.order_id.to_string());

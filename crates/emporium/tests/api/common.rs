@@ -29,6 +29,11 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.catalog.sweep_interval = std::time::Duration::from_millis(200);
     settings.cart.listen = "127.0.0.1:0".parse().unwrap();
     settings.cart.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    settings.orders.listen = "127.0.0.1:0".parse().unwrap();
+    settings.orders.sweep_interval = std::time::Duration::from_millis(200);
+    settings.orders.rpc_timeout = std::time::Duration::from_secs(1);
+    settings.orders.payments.timeout = std::time::Duration::from_secs(2);
+    settings.orders.saga_lease = std::time::Duration::from_secs(3);
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
     settings
@@ -38,6 +43,7 @@ pub struct TestShop {
     pub gateway: TestClient,
     pub identity: TestClient,
     pub catalog: TestClient,
+    pub orders: TestClient,
     /// The catalog's gRPC inventory service.
     pub catalog_grpc: String,
     /// The cart's gRPC service for orders.
@@ -48,7 +54,9 @@ pub struct TestShop {
     data_dir: PathBuf,
     db: TestDatabase,
     /// The catalog's own database, on the same backend as identity's.
-    _catalog_db: Option<TestDatabase>,
+    catalog_db: Option<TestDatabase>,
+    /// The orders service's own database, on the same backend as identity's.
+    orders_db: Option<TestDatabase>,
 }
 
 impl TestShop {
@@ -62,18 +70,22 @@ impl TestShop {
         let mut settings = test_settings(&db, data_dir.clone());
         let catalog_db = TestDatabase::create(db.backend).await;
         settings.catalog.database_url = catalog_db.as_ref().map(|d| d.url.clone());
+        let orders_db = TestDatabase::create(db.backend).await;
+        settings.orders.database_url = orders_db.as_ref().map(|d| d.url.clone());
         configure(&mut settings);
         let stop = CancellationToken::new();
         let shop = Shop::start(settings.clone(), &Service::ALL, stop.clone()).await.expect("shop starts");
         let gateway = TestClient::new(format!("http://{}", shop.gateway.unwrap()));
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
+        let orders = TestClient::new(format!("http://{}", shop.orders.unwrap()));
         let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
         let cart_grpc = format!("http://{}", shop.cart_grpc.unwrap());
         Self {
             gateway,
             identity,
             catalog,
+            orders,
             catalog_grpc,
             cart_grpc,
             settings,
@@ -81,13 +93,26 @@ impl TestShop {
             stop,
             data_dir,
             db,
-            _catalog_db: catalog_db,
+            catalog_db,
+            orders_db,
         }
     }
 
     /// A direct connection to identity's database, to check what was (not) stored.
     pub async fn db(&self) -> Db {
         Db::connect(&self.db.url, &Default::default()).await.expect("test connects to the database")
+    }
+
+    /// A direct connection to the catalog's database.
+    pub async fn catalog_db(&self) -> Db {
+        let url = self.catalog_db.as_ref().expect("the catalog has a test database").url.clone();
+        Db::connect(&url, &Default::default()).await.expect("test connects to the catalog database")
+    }
+
+    /// A direct connection to the orders service's database.
+    pub async fn orders_db(&self) -> Db {
+        let url = self.orders_db.as_ref().expect("orders has a test database").url.clone();
+        Db::connect(&url, &Default::default()).await.expect("test connects to the orders database")
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
@@ -130,8 +155,9 @@ impl TestShop {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let mut settings = self.settings.clone();
-        // The catalog's database goes with this shop; the next one gets an embedded catalog.
+        // The catalog's and orders' databases go with this shop; the next one gets embedded ones.
         settings.catalog.database_url = None;
+        settings.orders.database_url = None;
         // A placeholder takes the database's place so that Drop has something to drop.
         let db = std::mem::replace(&mut self.db, TestDatabase::sqlite());
         (settings, db)

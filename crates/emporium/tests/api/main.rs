@@ -8,6 +8,7 @@ mod distributed;
 mod events;
 mod identity;
 mod inventory;
+mod orders;
 mod search;
 mod shutdown;
 mod tokens;

@@ -45,6 +45,12 @@ impl Fields {
         self.errors.is_empty()
     }
 
+    /// How many problems were recorded; comparing it before and after tells whether a part
+    /// of the input had any.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     pub fn into_errors(self) -> Vec<FieldError> {
         self.errors
     }
