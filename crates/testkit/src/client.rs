@@ -112,6 +112,11 @@ impl TestRequest<'_> {
     }
 
     pub async fn send(self) -> TestResponse {
+        self.try_send().await.expect("request sent")
+    }
+
+    /// Sends, reporting a failed connection (a server that went away) instead of panicking.
+    pub async fn try_send(self) -> Result<TestResponse, String> {
         let mut request = Request::builder()
             .method(self.method)
             .uri(format!("{}{}", self.client.base, self.path))
@@ -123,9 +128,9 @@ impl TestRequest<'_> {
         if !request.headers().contains_key(header::ACCEPT) {
             request.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         }
-        let response = self.client.inner.request(request).await.expect("request sent");
+        let response = self.client.inner.request(request).await.map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body read").to_bytes();
-        TestResponse { status: parts.status, headers: parts.headers, body }
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body })
     }
 }

@@ -9,6 +9,7 @@ mod events;
 mod identity;
 mod inventory;
 mod orders;
+mod recovery;
 mod search;
 mod shutdown;
 mod tokens;
