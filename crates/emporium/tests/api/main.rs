@@ -12,4 +12,5 @@ mod orders;
 mod recovery;
 mod search;
 mod shutdown;
+mod stripe;
 mod tokens;
