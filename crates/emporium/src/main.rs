@@ -123,6 +123,8 @@ enum Scenario {
     Product,
     /// Add-to-cart and get-cart through the gateway (carts in Redis) beside redis-benchmark.
     Cart,
+    /// Checkouts end to end through the gateway on PostgreSQL beside pgbench TPC-B.
+    Checkout,
 }
 
 #[derive(Args)]
@@ -170,9 +172,12 @@ struct BenchArgs {
     /// `search`: queries of each kind per engine.
     #[arg(long, default_value_t = 500)]
     iterations: usize,
-    /// `product`, `cart`: the Redis that caches products / holds carts.
+    /// `product`, `cart`, `checkout`: the Redis that caches products / holds carts.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis: String,
+    /// `checkout`: buyers, each checking out one cart of 3 lines.
+    #[arg(long, default_value_t = 4000)]
+    buyers: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -364,6 +369,19 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Scenario::Checkout = args.scenario {
+        let bench = scenarios::checkout::CheckoutBench {
+            postgres_url: args.postgres,
+            redis_url: args.redis,
+            buyers: args.buyers,
+        };
+        let report = scenarios::checkout::checkout(settings, bench, load).await?;
+        if let Some(path) = args.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     if let Scenario::Cart = args.scenario {
         let report = scenarios::cart::cart(settings, &args.redis, load).await?;
         if let Some(path) = args.json {
@@ -401,7 +419,9 @@ async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::Me => scenarios::me(&targets, load).await,
         Scenario::Login => scenarios::login(&targets, load, &hashing).await,
-        Scenario::Events | Scenario::Search | Scenario::Product | Scenario::Cart => unreachable!("handled above"),
+        Scenario::Events | Scenario::Search | Scenario::Product | Scenario::Cart | Scenario::Checkout => {
+            unreachable!("handled above")
+        }
     };
     if let Some(shop) = shop {
         shop.stop().await;

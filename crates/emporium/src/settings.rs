@@ -101,7 +101,9 @@ mod tests {
         let settings = settings.unwrap();
         assert_eq!(settings.identity.database_url.as_deref(), Some("postgres://emporium@db:5432/identity"));
         assert_eq!(settings.gateway.upstreams["identity"].urls.len(), 2);
-        assert_eq!(settings.gateway.routes.len(), 7);
+        assert_eq!(settings.gateway.routes.len(), 10);
+        assert_eq!(settings.orders.database_url.as_deref(), Some("postgres://emporium@db:5432/orders"));
+        assert_eq!(settings.orders.pricing.tax_rates["DE"], 1900);
         assert_eq!(settings.cart.store_url.as_deref(), Some("redis://redis:6379/0"));
         assert_eq!(settings.catalog.cache_url, "redis://redis:6379/0");
         assert_eq!(settings.identity.pool.max_connections, Some(16));

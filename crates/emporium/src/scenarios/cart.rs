@@ -160,7 +160,7 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
     let raw_add = redis_benchmark(port, load.concurrency, "EVALSHA (the add script)", &evalsha)?;
     let hgetall = ["hgetall".to_owned(), format!("{raw_prefix}:{{__rand_int__}}:lines")];
     let raw_get = redis_benchmark(port, load.concurrency, "HGETALL (a cart's lines)", &hgetall)?;
-    let deleted = testkit_free_delete(redis_url, &prefix).await;
+    let deleted = delete_prefix(redis_url, &prefix).await;
 
     let (a, g) = (&measurements[0], &measurements[1]);
     let notes = vec![
@@ -192,7 +192,7 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
 }
 
 /// Removes the bench's keys (SCAN + DEL); returns how many.
-async fn testkit_free_delete(redis_url: &str, prefix: &str) -> usize {
+pub(crate) async fn delete_prefix(redis_url: &str, prefix: &str) -> usize {
     let Ok(client) = redis::Client::open(redis_url) else { return 0 };
     let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return 0 };
     let mut cursor = 0u64;

@@ -3,6 +3,7 @@
 
 pub mod cart;
 pub mod catalog;
+pub mod checkout;
 pub mod events;
 
 use std::time::Duration;
@@ -71,11 +72,29 @@ pub struct Report {
 }
 
 async fn post_json(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request)).await??;
+    post_json_with(url, body, None, &[]).await
+}
+
+/// One pooled client for the set-up requests of every scenario: connections are reused.
+static CLIENT: std::sync::LazyLock<Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>> =
+    std::sync::LazyLock::new(|| Client::builder(TokioExecutor::new()).build_http());
+
+/// POSTs JSON with an optional bearer token and extra headers; the status and the JSON answer.
+async fn post_json_with(
+    url: &str,
+    body: &Value,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = Request::post(url).header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), CLIENT.request(request)).await??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
