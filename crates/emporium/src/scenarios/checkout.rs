@@ -191,7 +191,7 @@ async fn measure(gateway: &str, skus: &[String], buyers: usize, concurrency: usi
     for _ in 0..concurrency {
         let (queue, gateway) = (queue.clone(), gateway.to_owned());
         tasks.spawn(async move {
-            let mut histogram = Histogram::<u64>::new(3).expect("a histogram");
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("a histogram");
             let mut failures = 0u64;
             loop {
                 let Some(token) = queue.lock().await.pop() else { break };
@@ -211,7 +211,7 @@ async fn measure(gateway: &str, skus: &[String], buyers: usize, concurrency: usi
             (histogram, failures)
         });
     }
-    let mut histogram = Histogram::<u64>::new(3)?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut failures = 0;
     while let Some(joined) = tasks.join_next().await {
         let (h, f) = joined?;
