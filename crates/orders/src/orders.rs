@@ -85,13 +85,23 @@ impl Orders {
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<OrderView, OrderError> {
         let mut order = self.visible(caller, id).await?;
         let mut tx = self.store.db().begin().await?;
-        transition(&mut order, Status::Cancelled)?;
-        if !self.store.update_order(&mut tx, &order).await? {
-            return Err(OrderError::Concurrent);
+        let saga = self.start_cancel(&mut tx, &mut order).await?.ok_or(OrderError::Concurrent)?;
+        tx.commit().await?;
+        metrics::counter!("orders_transitions_total", "to" => Status::Cancelled.as_str()).increment(1);
+        self.drive(saga, false).await;
+        self.get(caller, id).await
+    }
+
+    /// Within `tx`: cancels the order (if the state machine allows it) and records the saga that
+    /// refunds it and returns its stock; `None` when the order changed meanwhile.
+    pub(crate) async fn start_cancel(&self, tx: &mut Tx, order: &mut OrderRow) -> Result<Option<SagaRow>, OrderError> {
+        transition(order, Status::Cancelled)?;
+        if !self.store.update_order(tx, order).await? {
+            return Ok(None);
         }
         let now = platform::time::now();
         let saga = SagaRow {
-            order_id: id,
+            order_id: order.id,
             kind: Kind::Cancel.as_str().to_owned(),
             step: Step::Refunding.as_str().to_owned(),
             user_id: order.user_id,
@@ -100,11 +110,8 @@ impl Orders {
             attempts: 0,
             lease_until: now + self.lease,
         };
-        self.store.insert_saga(&mut tx, &saga, now).await?;
-        tx.commit().await?;
-        metrics::counter!("orders_transitions_total", "to" => Status::Cancelled.as_str()).increment(1);
-        self.drive(saga, false).await;
-        self.get(caller, id).await
+        self.store.insert_saga(tx, &saga, now).await?;
+        Ok(Some(saga))
     }
 
     pub async fn ship(&self, id: Uuid, shipment: Shipment) -> Result<OrderView, OrderError> {

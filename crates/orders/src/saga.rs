@@ -432,22 +432,10 @@ impl Orders {
                 let mut cancel = None;
                 if order.status()? == Status::Paid {
                     tracing::error!(order_id = %order.id, cause = %cause, "stock hold lost after payment; cancelling and refunding");
-                    transition(&mut order, Status::Cancelled)?;
-                    if !self.store.update_order(&mut tx, &order).await? {
+                    cancel = self.start_cancel(&mut tx, &mut order).await?;
+                    if cancel.is_none() {
                         return Ok(Outcome::Stop);
                     }
-                    let saga = SagaRow {
-                        order_id: order.id,
-                        kind: Kind::Cancel.as_str().to_owned(),
-                        step: Step::Refunding.as_str().to_owned(),
-                        user_id: order.user_id,
-                        idempotency_key: None,
-                        plan: None,
-                        attempts: 0,
-                        lease_until: self.lease_end(),
-                    };
-                    self.store.insert_saga(&mut tx, &saga, platform::time::now()).await?;
-                    cancel = Some(saga);
                 }
                 tx.commit().await?;
                 if let Some(cancel) = cancel {

@@ -62,27 +62,13 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
         .unwrap_or(6379);
     let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
     settings.data_dir = data_dir.clone();
-    for addr in [&mut settings.identity.listen, &mut settings.catalog.listen, &mut settings.catalog.grpc_listen] {
-        *addr = "127.0.0.1:0".parse()?;
-    }
-    for addr in [&mut settings.cart.listen, &mut settings.cart.grpc_listen, &mut settings.gateway.listen] {
-        *addr = "127.0.0.1:0".parse()?;
-    }
+    super::ephemeral_ports(&mut settings);
     settings.catalog.demo_catalog = Some(false);
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
     settings.cart.store_url = Some(redis_url.to_owned());
     settings.cart.key_prefix = prefix.clone();
 
-    // Products with ample stock, written through the catalog's own use case.
-    let opened = catalog::open(&settings.catalog, &settings.shared()).await?;
-    let mut skus = Vec::with_capacity(SKUS);
-    for mut product in catalog::demo::generate_at(0, SKUS, 42, true) {
-        product.variants.truncate(1);
-        product.variants[0].on_hand = 1_000_000_000;
-        skus.push(product.variants[0].sku.to_string());
-        opened.products.create(product, None).await?;
-    }
-    opened.products.store().db().close().await;
+    let skus = super::ample_stock_products(&settings, SKUS, 42).await?;
 
     let shop = Shop::start(settings, &Service::ALL, CancellationToken::new()).await?;
     let gateway = format!("http://{}", shop.gateway.context("gateway started")?);

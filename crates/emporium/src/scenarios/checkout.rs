@@ -69,17 +69,7 @@ pub async fn checkout(mut settings: Settings, bench: CheckoutBench, load: Load) 
     };
     let data_dir = std::env::temp_dir().join(format!("emporium-bench-{run}"));
     settings.data_dir = data_dir.clone();
-    for addr in [
-        &mut settings.identity.listen,
-        &mut settings.catalog.listen,
-        &mut settings.catalog.grpc_listen,
-        &mut settings.cart.listen,
-    ] {
-        *addr = "127.0.0.1:0".parse()?;
-    }
-    for addr in [&mut settings.cart.grpc_listen, &mut settings.orders.listen, &mut settings.gateway.listen] {
-        *addr = "127.0.0.1:0".parse()?;
-    }
+    super::ephemeral_ports(&mut settings);
     settings.identity.database_url = Some(url(&names[0]));
     settings.catalog.database_url = Some(url(&names[1]));
     settings.orders.database_url = Some(url(&names[2]));
@@ -91,15 +81,7 @@ pub async fn checkout(mut settings: Settings, bench: CheckoutBench, load: Load) 
     settings.identity.password_hashing.iterations = 1;
     settings.identity.login_throttle.max_failures_per_address = u32::MAX;
 
-    let opened = catalog::open(&settings.catalog, &settings.shared()).await?;
-    let mut skus = Vec::with_capacity(SKUS);
-    for mut product in catalog::demo::generate_at(0, SKUS, 7, true) {
-        product.variants.truncate(1);
-        product.variants[0].on_hand = 1_000_000_000;
-        skus.push(product.variants[0].sku.to_string());
-        opened.products.create(product, None).await?;
-    }
-    opened.products.store().db().close().await;
+    let skus = super::ample_stock_products(&settings, SKUS, 7).await?;
     let shop = Shop::start(settings, &Service::ALL, CancellationToken::new()).await?;
     let gateway = format!("http://{}", shop.gateway.context("gateway started")?);
     println!(

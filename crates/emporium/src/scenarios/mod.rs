@@ -40,13 +40,8 @@ impl BenchShop {
     pub async fn start(mut settings: Settings) -> anyhow::Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
         settings.data_dir = data_dir.clone();
-        settings.identity.listen = "127.0.0.1:0".parse()?;
-        settings.catalog.listen = "127.0.0.1:0".parse()?;
-        settings.catalog.grpc_listen = "127.0.0.1:0".parse()?;
+        ephemeral_ports(&mut settings);
         settings.catalog.demo_catalog = Some(false);
-        settings.cart.listen = "127.0.0.1:0".parse()?;
-        settings.cart.grpc_listen = "127.0.0.1:0".parse()?;
-        settings.gateway.listen = "127.0.0.1:0".parse()?;
         // A benchmark logs in far more often than a person would.
         settings.identity.login_throttle.max_failures_per_address = u32::MAX;
         let shop = Shop::start(settings, &Service::ALL, CancellationToken::new()).await?;
@@ -62,6 +57,38 @@ impl BenchShop {
         let _ = self.shop.wait().await;
         let _ = std::fs::remove_dir_all(self.data_dir);
     }
+}
+
+/// Every service on a loopback port of the system's choosing, so a bench never collides with a
+/// running shop.
+fn ephemeral_ports(settings: &mut Settings) {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    for addr in [
+        &mut settings.identity.listen,
+        &mut settings.catalog.listen,
+        &mut settings.catalog.grpc_listen,
+        &mut settings.cart.listen,
+        &mut settings.cart.grpc_listen,
+        &mut settings.orders.listen,
+        &mut settings.gateway.listen,
+    ] {
+        *addr = any;
+    }
+}
+
+/// Writes `count` generated products with one variant each and stock that never runs out,
+/// through the catalog's own use case; their SKUs.
+async fn ample_stock_products(settings: &Settings, count: usize, seed: u64) -> anyhow::Result<Vec<String>> {
+    let opened = ::catalog::open(&settings.catalog, &settings.shared()).await?;
+    let mut skus = Vec::with_capacity(count);
+    for mut product in ::catalog::demo::generate_at(0, count, seed, true) {
+        product.variants.truncate(1);
+        product.variants[0].on_hand = 1_000_000_000;
+        skus.push(product.variants[0].sku.to_string());
+        opened.products.create(product, None).await?;
+    }
+    opened.products.store().db().close().await;
+    Ok(skus)
 }
 
 #[derive(Debug, Serialize)]

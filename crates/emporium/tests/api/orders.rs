@@ -301,7 +301,6 @@ async fn owners_only_and_the_order_lifecycle(db: TestDatabase) {
     }
     assert_eq!(seen, ["cancelled", "paid", "delivered"]);
     shop.gateway.get("/api/v1/admin/orders?status=lost").bearer(&admin).send().await.problem(422);
-    let _ = bob;
     shop.stop().await;
 }
 
