@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
 use tonic::transport::{Channel, Endpoint};
 
@@ -38,7 +39,8 @@ pub struct Catalog {
     client: InventoryClient<Channel>,
     timeout: Duration,
     ttl: Duration,
-    fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant)>,
+    /// The answer, when it was fetched, and the wall-clock time its fetch began.
+    fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant, DateTime<Utc>)>,
     last_known: quick_cache::sync::Cache<String, VariantPrice>,
 }
 
@@ -67,6 +69,19 @@ impl Catalog {
         }
     }
 
+    /// A SKU's stock changed at `at` (the catalog's event): a cached answer fetched before
+    /// then takes the new figure, since the price did not change; one whose fetch began after
+    /// may or may not have seen the change, so it is dropped.
+    pub fn stock_changed(&self, sku: &str, available: i64, at: DateTime<Utc>) {
+        let Some((mut variant, fetched, began)) = self.fresh.get(sku) else { return };
+        if at > began {
+            variant.available = available;
+            self.fresh.insert(sku.to_owned(), (variant, fetched, began));
+        } else {
+            self.fresh.remove(sku);
+        }
+    }
+
     /// Current prices: from the cache when fresh, else in one call to the catalog. When the
     /// catalog does not answer, `stale_ok` decides between the last known answers and a 503.
     pub async fn prices(&self, skus: &[String], stale_ok: bool) -> Result<Prices, CartError> {
@@ -74,7 +89,7 @@ impl Catalog {
         let mut missing = Vec::new();
         for sku in skus {
             match self.fresh.get(sku) {
-                Some((variant, at)) if at.elapsed() < self.ttl => {
+                Some((variant, at, _)) if at.elapsed() < self.ttl => {
                     prices.variants.insert(sku.clone(), variant);
                 }
                 _ => missing.push(sku.clone()),
@@ -86,11 +101,12 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(prices);
         }
+        let began = chrono::Utc::now();
         match self.fetch(&missing).await {
             Ok(found) => {
                 let now = Instant::now();
                 for variant in found {
-                    self.fresh.insert(variant.sku.clone(), (variant.clone(), now));
+                    self.fresh.insert(variant.sku.clone(), (variant.clone(), now, began));
                     self.last_known.insert(variant.sku.clone(), variant.clone());
                     prices.variants.insert(variant.sku.clone(), variant);
                 }
@@ -143,5 +159,40 @@ impl Catalog {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(available: i64) -> VariantPrice {
+        VariantPrice {
+            sku: "S-1".to_owned(),
+            product_id: "p".to_owned(),
+            title: "Shoe".to_owned(),
+            amount: 1_000,
+            currency: "EUR".to_owned(),
+            available,
+            for_sale: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn stock_events_update_older_answers_and_drop_newer_ones() {
+        let catalog = Catalog::new("http://127.0.0.1:1", Duration::from_secs(1), Duration::from_secs(60)).unwrap();
+        let fetched = chrono::Utc::now();
+        catalog.fresh.insert("S-1".to_owned(), (variant(5), Instant::now(), fetched));
+        // A change made after the fetch began: the cached price stands, with the new figure.
+        catalog.stock_changed("S-1", 2, fetched + chrono::Duration::milliseconds(5));
+        let prices = catalog.prices(&["S-1".to_owned()], false).await.unwrap();
+        assert_eq!(prices.variants["S-1"].available, 2);
+        assert_eq!(prices.variants["S-1"].amount, 1_000);
+        // One made before: the fetch may have missed it, so the answer is dropped.
+        catalog.stock_changed("S-1", 1, fetched - chrono::Duration::milliseconds(5));
+        assert!(catalog.fresh.get("S-1").is_none());
+        // A SKU not cached stays not cached.
+        catalog.stock_changed("S-2", 1, fetched);
+        assert!(catalog.fresh.get("S-2").is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! Dropping cached prices when the catalog says a product or its stock changed. Each replica
+//! Dropping cached prices when the catalog says a product changed, and updating their stock
+//! figures when only its stock did. Each replica
 //! has its own cache, so on RabbitMQ each consumes on a queue of its own.
 
 use std::{sync::Arc, time::Duration};
@@ -22,9 +23,6 @@ fn skus_of(event: &CloudEvent) -> Vec<String> {
     if let Some(Ok(e)) = event.payload::<ProductCreated>() {
         return e.0.skus;
     }
-    if let Some(Ok(e)) = event.payload::<InventoryChanged>() {
-        return vec![e.sku];
-    }
     Vec::new()
 }
 
@@ -35,7 +33,11 @@ pub fn subscription(replica: &str, per_replica: bool, catalog: Arc<Catalog>) -> 
             let catalog = catalog.clone();
             async move {
                 for event in &events {
-                    catalog.invalidate(&skus_of(event));
+                    match event.payload::<InventoryChanged>() {
+                        // Only the stock moved: the cached price stands, with the new figure.
+                        Some(Ok(changed)) => catalog.stock_changed(&changed.sku, changed.available, changed.at),
+                        _ => catalog.invalidate(&skus_of(event)),
+                    }
                 }
                 Ok::<(), HandlerError>(())
             }

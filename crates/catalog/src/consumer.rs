@@ -16,25 +16,26 @@ use crate::{cache::ProductCache, search::IndexerHandle};
 const REPLICA_QUEUE_IDLE: Duration = Duration::from_secs(3600);
 const MAX_BATCH: usize = 256;
 
-/// The product an event is about.
-fn product_of(event: &CloudEvent) -> Result<Option<Uuid>, serde_json::Error> {
+/// The product an event is about, and whether only its stock changed.
+fn product_of(event: &CloudEvent) -> Result<Option<(Uuid, bool)>, serde_json::Error> {
     if let Some(created) = event.payload::<ProductCreated>() {
-        return Ok(Some(created?.0.product_id));
+        return Ok(Some((created?.0.product_id, false)));
     }
     if let Some(updated) = event.payload::<ProductUpdated>() {
-        return Ok(Some(updated?.0.product_id));
+        return Ok(Some((updated?.0.product_id, false)));
     }
     if let Some(archived) = event.payload::<ProductArchived>() {
-        return Ok(Some(archived?.0.product_id));
+        return Ok(Some((archived?.0.product_id, false)));
     }
     if let Some(changed) = event.payload::<InventoryChanged>() {
-        return Ok(Some(changed?.product_id));
+        return Ok(Some((changed?.product_id, true)));
     }
     Ok(None)
 }
 
 /// The subscription of replica `replica`: invalidates cached products and refreshes their
-/// search documents, acknowledging only once the index shows the change.
+/// search documents, acknowledging an edit only once the index shows it. A stock change is
+/// acknowledged once the indexer has noted it (it shows within `STOCK_DELAY`).
 pub fn subscription(replica: &str, per_replica: bool, indexer: IndexerHandle, cache: ProductCache) -> Subscription {
     let consumer = if per_replica { format!("catalog-search.{replica}") } else { "catalog-search".to_owned() };
     let subscription = Subscription::batched(
@@ -44,11 +45,14 @@ pub fn subscription(replica: &str, per_replica: bool, indexer: IndexerHandle, ca
         move |events: Vec<CloudEvent>| {
             let (indexer, cache) = (indexer.clone(), cache.clone());
             async move {
-                let mut ids = BTreeSet::new();
+                let (mut edited, mut stocked) = (BTreeSet::new(), BTreeSet::new());
                 for event in &events {
                     match product_of(event) {
-                        Ok(Some(id)) => {
-                            ids.insert(id);
+                        Ok(Some((id, false))) => {
+                            edited.insert(id);
+                        }
+                        Ok(Some((id, true))) => {
+                            stocked.insert(id);
                         }
                         Ok(None) => {}
                         // A payload this version cannot read: skipping it loses nothing the
@@ -56,9 +60,11 @@ pub fn subscription(replica: &str, per_replica: bool, indexer: IndexerHandle, ca
                         Err(error) => tracing::warn!(event_id = %event.id, error = %error, "unreadable catalog event"),
                     }
                 }
-                let ids: Vec<Uuid> = ids.into_iter().collect();
-                cache.invalidate(&ids).await;
-                indexer.refresh(ids).await.map_err(HandlerError::new)
+                let all: Vec<Uuid> = edited.union(&stocked).copied().collect();
+                cache.invalidate(&all).await;
+                let stocked: Vec<Uuid> = stocked.difference(&edited).copied().collect();
+                indexer.stock_changed(stocked).await.map_err(HandlerError::new)?;
+                indexer.refresh(edited.into_iter().collect()).await.map_err(HandlerError::new)
             }
         },
     );

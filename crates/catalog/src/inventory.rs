@@ -7,14 +7,14 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use events::payloads::InventoryChanged;
+use events::{CloudEvent, payloads::InventoryChanged};
 use platform::db::Tx;
 use uuid::Uuid;
 
 use crate::{
+    SERVICE,
     domain::{Sku, Stock},
     error::CatalogError,
-    products::enqueue,
     store::{ReservationState, StockChange, Store, VariantInfo},
 };
 
@@ -111,21 +111,19 @@ impl Inventory {
                 _ => Err(CatalogError::ReservationMismatch),
             };
         }
-        let mut changes = Vec::with_capacity(wanted.len());
+        let changes = self.store.try_reserve_all(&mut tx, &wanted, now).await?;
         let mut shortages = Vec::new();
         for (sku, quantity) in &wanted {
+            if changes.iter().any(|c| &c.sku == sku) {
+                continue;
+            }
             let shortage =
                 |available: i64, reason| Shortage { sku: sku.clone(), requested: *quantity, available, reason };
-            match self.store.sellable(&mut tx, sku).await? {
-                None => shortages.push(shortage(0, ShortageReason::UnknownSku)),
-                Some((status, available)) if status != "active" => {
-                    shortages.push(shortage(available, ShortageReason::NotForSale))
-                }
-                Some((_, available)) => match self.store.try_reserve(&mut tx, sku, *quantity, now).await? {
-                    Some(change) => changes.push(change),
-                    None => shortages.push(shortage(available, ShortageReason::OutOfStock)),
-                },
-            }
+            shortages.push(match self.store.sellable(&mut tx, sku).await? {
+                None => shortage(0, ShortageReason::UnknownSku),
+                Some((status, available)) if status != "active" => shortage(available, ShortageReason::NotForSale),
+                Some((_, available)) => shortage(available, ShortageReason::OutOfStock),
+            });
         }
         if !shortages.is_empty() {
             tx.rollback().await?;
@@ -209,15 +207,10 @@ impl Inventory {
         reserved_sign: i64,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let reservation = self.store.reservation(&mut tx, order_id).await?.ok_or(CatalogError::ReservationNotFound)?;
-        let mut changes = Vec::with_capacity(reservation.lines.len());
-        for (sku, quantity) in &reservation.lines {
-            let change = self
-                .store
-                .adjust_stock(&mut tx, sku, on_hand_sign * quantity, reserved_sign * quantity, now)
-                .await?
-                .ok_or(CatalogError::SkuNotFound)?;
-            changes.push(change);
+        let lines = self.store.reservation_lines(&mut tx, order_id).await?;
+        let changes = self.store.adjust_all(&mut tx, &lines, on_hand_sign, reserved_sign, now).await?;
+        if changes.len() != lines.len() {
+            return Err(CatalogError::SkuNotFound);
         }
         publish(&mut tx, &changes, None).await?;
         tx.commit().await?;
@@ -257,16 +250,20 @@ impl Inventory {
 
 async fn publish(tx: &mut Tx, changes: &[StockChange], traceparent: Option<String>) -> Result<(), CatalogError> {
     let at = platform::time::now();
-    for change in changes {
-        let event = InventoryChanged {
-            sku: change.sku.clone(),
-            product_id: change.product_id,
-            on_hand: change.on_hand,
-            reserved: change.reserved,
-            available: change.on_hand - change.reserved,
-            at,
-        };
-        enqueue(tx, &event, traceparent.clone()).await?;
-    }
+    let events = changes
+        .iter()
+        .map(|change| {
+            let event = InventoryChanged {
+                sku: change.sku.clone(),
+                product_id: change.product_id,
+                on_hand: change.on_hand,
+                reserved: change.reserved,
+                available: change.on_hand - change.reserved,
+                at,
+            };
+            CloudEvent::new(SERVICE, &event, traceparent.clone()).map_err(CatalogError::internal)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    events::enqueue_all(tx, &events).await?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! ```
 
 use platform::{
-    db::{Db, Tx},
+    db::{Db, Tx, TxConn},
     with_db, with_tx,
 };
 
@@ -46,8 +46,8 @@ pub async fn begin_batch<'e>(
 ) -> Result<(Tx, Vec<&'e CloudEvent>), sqlx::Error> {
     let mut tx = db.begin().await?;
     let now = platform::time::now();
-    let fresh: std::collections::HashSet<uuid::Uuid> = match &mut tx {
-        Tx::Postgres(pg) => {
+    let fresh: std::collections::HashSet<uuid::Uuid> = match tx.conn() {
+        TxConn::Postgres(pg) => {
             let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
             sqlx::query_scalar(
                 "INSERT INTO event_inbox (consumer, event_id, processed_at)
@@ -62,7 +62,7 @@ pub async fn begin_batch<'e>(
             .into_iter()
             .collect()
         }
-        Tx::Sqlite(lite) => {
+        TxConn::Sqlite(lite) => {
             let mut fresh = std::collections::HashSet::new();
             for event in events {
                 let recorded = sqlx::query(

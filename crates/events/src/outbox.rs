@@ -4,27 +4,20 @@
 //! The outbox and inbox tables are this crate's, migrated with their own history table
 //! (`_events_migrations`) so that every service database gets them without copying DDL.
 
-use std::sync::LazyLock;
-
 use platform::{
-    db::{ConnectError, Db, Tx},
+    db::{ConnectError, Db, Tx, TxConn},
     with_tx,
 };
 use sqlx::{migrate::Migrator, types::Json};
-use tokio::sync::watch;
 
 use crate::CloudEvent;
 
 const MIGRATIONS_TABLE: &str = "_events_migrations";
 
-/// Wakes this process's relays when an event is written. On SQLite the relay's write
-/// transaction waits for the writer's commit, so waking before the commit loses nothing; on
-/// PostgreSQL a trigger's NOTIFY (delivered at commit) wakes the relays of every replica.
-static WRITTEN: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
-
-pub(crate) fn written() -> watch::Receiver<u64> {
-    WRITTEN.subscribe()
-}
+/// The commit signal ([`platform::db::Db::committed`]) of a transaction that wrote events: it
+/// wakes this process's relay of that database at once. Every writer runs beside its relay, so
+/// that is the relay the events are for; the relays of other replicas poll.
+pub(crate) const WRITTEN: &str = "event_outbox";
 
 /// Creates or upgrades the outbox and inbox tables in a service's database.
 pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
@@ -37,8 +30,8 @@ pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
 
 /// Records `events` for publication, in order, with one statement on PostgreSQL.
 pub async fn enqueue_all(tx: &mut Tx, events: &[CloudEvent]) -> Result<(), sqlx::Error> {
-    match tx {
-        Tx::Postgres(pg) if events.len() > 1 => {
+    match tx.conn() {
+        TxConn::Postgres(pg) if events.len() > 1 => {
             let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
@@ -59,7 +52,7 @@ pub async fn enqueue_all(tx: &mut Tx, events: &[CloudEvent]) -> Result<(), sqlx:
             .bind(&times)
             .execute(&mut **pg)
             .await?;
-            WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
+            tx.signal_on_commit(WRITTEN);
             Ok(())
         }
         _ => {
@@ -84,6 +77,6 @@ pub async fn enqueue(tx: &mut Tx, event: &CloudEvent) -> Result<(), sqlx::Error>
     .execute(conn)
     .await
     .map(|_| ()))?;
-    WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
+    tx.signal_on_commit(WRITTEN);
     Ok(())
 }

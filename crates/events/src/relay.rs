@@ -9,8 +9,10 @@
 //! sits in another relay's batch, so per-subject order holds. SQLite has one writer (one process),
 //! so one relay.
 //!
-//! It wakes at once on new rows (PostgreSQL `LISTEN`, an in-process signal on SQLite), polls as a
-//! fallback, and prunes sent rows after the retention.
+//! It wakes at once when a transaction of this process that wrote events commits (a signal
+//! raised after the commit, not a `NOTIFY`: PostgreSQL serialises the commits of notifying
+//! transactions across the whole server), polls for the rows of writers elsewhere, and prunes
+//! sent rows after the retention.
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use platform::{
-    db::{Db, Tx},
+    db::{Db, Tx, TxConn},
     with_db,
 };
 use serde::Deserialize;
@@ -78,8 +80,7 @@ impl Relay {
 
     /// Relays until `shutdown`; the round in progress finishes first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let mut written = outbox::written();
-        let mut listener = self.listen().await;
+        let mut written = self.db.committed(outbox::WRITTEN);
         let mut backoff = Duration::from_millis(100);
         let mut last_prune = Instant::now() - PRUNE_EVERY;
         let mut last_gauges = Instant::now() - GAUGES_EVERY;
@@ -119,31 +120,12 @@ impl Relay {
                 }
                 continue;
             }
-            let notified = async {
-                match listener.as_mut() {
-                    Some(listener) => {
-                        if listener.recv().await.is_err() {
-                            // The listener reconnects on its own; meanwhile polling covers.
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = written.changed() => {}
-                () = notified => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
-    }
-
-    async fn listen(&self) -> Option<sqlx::postgres::PgListener> {
-        let Db::Postgres(pool) = &self.db else { return None };
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
-        listener.listen("event_outbox").await.ok()?;
-        Some(listener)
     }
 
     /// One round: claim, publish, mark sent. Returns how many rows were claimed.
@@ -204,8 +186,8 @@ impl Relay {
 
 async fn claim(tx: &mut Tx, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {
     // SKIP LOCKED is PostgreSQL's; SQLite's single writer already excludes other relays.
-    let rows: Vec<ClaimedRow> = match tx {
-        Tx::Postgres(tx) => {
+    let rows: Vec<ClaimedRow> = match tx.conn() {
+        TxConn::Postgres(tx) => {
             sqlx::query_as(
                 "SELECT seq, event_id, event_type, subject, created_at, envelope::text FROM event_outbox
                  WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -214,7 +196,7 @@ async fn claim(tx: &mut Tx, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {
             .fetch_all(&mut **tx)
             .await?
         }
-        Tx::Sqlite(tx) => {
+        TxConn::Sqlite(tx) => {
             sqlx::query_as(
                 "SELECT seq, event_id, event_type, subject, created_at, envelope FROM event_outbox
                  WHERE published_at IS NULL ORDER BY seq LIMIT $1",
@@ -240,7 +222,7 @@ type ClaimedRow = (i64, uuid::Uuid, String, Option<String>, DateTime<Utc>, Strin
 /// Keeps only rows that no earlier pending row of their subject waits in front of (in another
 /// relay's batch). PostgreSQL only: SQLite has a single relay.
 async fn in_subject_order(tx: &mut Tx, claimed: Vec<Claimed>) -> Result<Vec<Claimed>, sqlx::Error> {
-    let Tx::Postgres(tx) = tx else { return Ok(claimed) };
+    let TxConn::Postgres(tx) = tx.conn() else { return Ok(claimed) };
     let mut subjects: Vec<String> = claimed.iter().filter_map(|c| c.subject.clone()).collect();
     subjects.sort();
     subjects.dedup();
@@ -268,15 +250,15 @@ async fn in_subject_order(tx: &mut Tx, claimed: Vec<Claimed>) -> Result<Vec<Clai
 }
 
 async fn mark_sent(tx: &mut Tx, seqs: &[i64], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    match tx {
-        Tx::Postgres(tx) => {
+    match tx.conn() {
+        TxConn::Postgres(tx) => {
             sqlx::query("UPDATE event_outbox SET published_at = $1 WHERE seq = ANY($2)")
                 .bind(at)
                 .bind(seqs)
                 .execute(&mut **tx)
                 .await?;
         }
-        Tx::Sqlite(tx) => {
+        TxConn::Sqlite(tx) => {
             sqlx::query("UPDATE event_outbox SET published_at = $1 WHERE seq IN (SELECT value FROM json_each($2))")
                 .bind(at)
                 .bind(Json(seqs))

@@ -19,7 +19,7 @@ use crate::{
     orders::Orders,
     peers::PeerError,
     saga::{Kind, Plan, Step},
-    store::{Advance, LineRow, SagaRow},
+    store::{KeyRow, LineRow, NewKey, SagaRow},
 };
 
 /// A validated checkout request.
@@ -46,6 +46,14 @@ impl Answer {
         let problem = Problem::from(error);
         Self { status: problem.status, body: serde_json::to_string(&problem).unwrap_or_default(), replayed: false }
     }
+}
+
+/// How a checkout begins, decided from the cart before the key is claimed.
+enum Start {
+    /// Reserve, then place and charge, this plan (a serialised [`crate::saga::Plan`]).
+    Reserve(serde_json::Value),
+    /// Nothing to do: the checkout's answer is this problem.
+    Reject(Answer),
 }
 
 enum Claim {
@@ -90,10 +98,21 @@ impl Orders {
             )]));
         }
         let hash = Sha256::digest(serde_json::to_vec(&request).map_err(internal)?).to_vec();
+        // The cart is read before the key is claimed, so that the claim records the whole plan
+        // at once. A replay reads it too, needlessly but harmlessly: the stored answer wins.
+        let start = match self.start(user, &request).await {
+            Ok(start) => start,
+            Err(error) => return self.replay_or(user, key, &hash, error).await,
+        };
         let deadline = Instant::now() + self.idempotency_wait;
         loop {
-            match self.claim_key(user, key, &hash).await? {
-                Claim::Mine(order_id) => return self.run(user, key, order_id, &request).await,
+            match self.claim_key(user, key, &hash, &start).await? {
+                Claim::Mine(order_id) => {
+                    return match &start {
+                        Start::Reserve(plan) => self.run(user, key, order_id, plan.clone()).await,
+                        Start::Reject(answer) => Ok(answer.clone()),
+                    };
+                }
                 Claim::Answered(answer) => {
                     metrics::counter!("orders_idempotent_replays_total", "outcome" => "replayed").increment(1);
                     return Ok(answer);
@@ -112,26 +131,56 @@ impl Orders {
         }
     }
 
-    async fn claim_key(&self, user: Uuid, key: &str, hash: &[u8]) -> Result<Claim, OrderError> {
+    /// Reads and prices the cart: what the saga will do, or the answer that ends the checkout
+    /// before anything happens. An error means the cart could not be read (nothing happened).
+    async fn start(&self, user: Uuid, request: &CheckoutRequest) -> Result<Start, OrderError> {
+        let rejected = |error| Ok(Start::Reject(Answer::problem(error)));
+        match self.peers.cart(user, &request.cart_id).await {
+            Ok(cart) if cart.lines.is_empty() => rejected(OrderError::EmptyCart),
+            Ok(cart) => match self.price(request, cart) {
+                Ok(plan) => Ok(Start::Reserve(serde_json::to_value(&plan).map_err(internal)?)),
+                Err(error) => rejected(error),
+            },
+            Err(PeerError::NotFound) => rejected(OrderError::CartNotFound),
+            Err(error @ PeerError::Unavailable(..)) => Err(OrderError::Unavailable(error.to_string())),
+            Err(error) => Err(OrderError::Internal(error.to_string())),
+        }
+    }
+
+    /// When the cart cannot be read: the stored answer if this is a replay, else `error`.
+    async fn replay_or(&self, user: Uuid, key: &str, hash: &[u8], error: OrderError) -> Result<Answer, OrderError> {
+        match self.store.key(user, key).await? {
+            Some(row) if row.request_hash != hash => Err(OrderError::KeyReused),
+            Some(KeyRow { response_status: Some(status), response_body: Some(body), .. }) => {
+                metrics::counter!("orders_idempotent_replays_total", "outcome" => "replayed").increment(1);
+                Ok(Answer { status: u16::try_from(status).map_err(internal)?, body, replayed: true })
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// Claims the key for a new checkout, recording its saga (and, for a checkout rejected
+    /// before it began, its answer) in the same transaction.
+    async fn claim_key(&self, user: Uuid, key: &str, hash: &[u8], start: &Start) -> Result<Claim, OrderError> {
         let order_id = Uuid::now_v7();
         let now = platform::time::now();
-        let mut tx = self.store.db().begin().await?;
-        if self.store.insert_key(&mut tx, user, key, hash, order_id, now).await? {
-            let saga = SagaRow {
-                order_id,
-                kind: Kind::Checkout.as_str().to_owned(),
-                step: Step::Started.as_str().to_owned(),
-                user_id: user,
-                idempotency_key: Some(key.to_owned()),
-                plan: None,
-                attempts: 0,
-                lease_until: now + self.lease,
-            };
-            self.store.insert_saga(&mut tx, &saga, now).await?;
-            tx.commit().await?;
+        let (step, plan, answer) = match start {
+            Start::Reserve(plan) => (Step::Reserving, Some(Json(plan.clone())), None),
+            Start::Reject(answer) => (Step::Rejected, None, Some((answer.status, answer.body.as_str()))),
+        };
+        let saga = SagaRow {
+            order_id,
+            kind: Kind::Checkout.as_str().to_owned(),
+            step: step.as_str().to_owned(),
+            user_id: user,
+            idempotency_key: Some(key.to_owned()),
+            plan,
+            attempts: 0,
+            lease_until: now + self.lease,
+        };
+        if self.store.claim_key(&NewKey { user, key, hash, answer }, &saga, now).await? {
             return Ok(Claim::Mine(order_id));
         }
-        tx.rollback().await?;
         Ok(match self.store.key(user, key).await? {
             None => Claim::Gone,
             Some(row) if row.request_hash != hash => Claim::Mismatch,
@@ -144,55 +193,11 @@ impl Orders {
         })
     }
 
-    /// The checkout this request owns: read the cart, fix the plan, then run the saga.
-    async fn run(
-        &self,
-        user: Uuid,
-        key: &str,
-        order_id: Uuid,
-        request: &CheckoutRequest,
-    ) -> Result<Answer, OrderError> {
-        let plan = match self.peers.cart(user, &request.cart_id).await {
-            Ok(cart) if cart.lines.is_empty() => {
-                return self.finish_early(user, key, order_id, OrderError::EmptyCart).await;
-            }
-            Ok(cart) => match self.price(request, cart) {
-                Ok(plan) => plan,
-                Err(error) => return self.finish_early(user, key, order_id, error).await,
-            },
-            Err(PeerError::NotFound) => return self.finish_early(user, key, order_id, OrderError::CartNotFound).await,
-            Err(error) => {
-                self.forget(user, key, order_id).await?;
-                return Err(match error {
-                    PeerError::Unavailable(..) => OrderError::Unavailable(error.to_string()),
-                    other => OrderError::Internal(other.to_string()),
-                });
-            }
-        };
-        let plan = serde_json::to_value(&plan).map_err(internal)?;
-        let mut tx = self.store.db().begin().await?;
-        let kind = Kind::Checkout.as_str();
-        if !self
-            .store
-            .advance(
-                &mut tx,
-                Advance {
-                    order_id,
-                    kind,
-                    from: "started",
-                    to: "reserving",
-                    plan: Some(&plan),
-                    lease_until: self.lease_end(),
-                },
-            )
-            .await?
-        {
-            return Err(OrderError::KeyInProgress);
-        }
-        tx.commit().await?;
+    /// The checkout this request owns, from the reservation on.
+    async fn run(&self, user: Uuid, key: &str, order_id: Uuid, plan: serde_json::Value) -> Result<Answer, OrderError> {
         let saga = SagaRow {
             order_id,
-            kind: kind.to_owned(),
+            kind: Kind::Checkout.as_str().to_owned(),
             step: Step::Reserving.as_str().to_owned(),
             user_id: user,
             idempotency_key: Some(key.to_owned()),
@@ -200,7 +205,10 @@ impl Orders {
             attempts: 0,
             lease_until: self.lease_end(),
         };
-        self.drive(saga, false).await;
+        if let Some(answer) = self.drive(saga, false).await {
+            return Ok(answer);
+        }
+        // Stopped before an answer: another process took the saga over, or a dependency is down.
         match self.store.key(user, key).await? {
             Some(row) => match (row.response_status, row.response_body) {
                 (Some(status), Some(body)) => {
@@ -248,33 +256,5 @@ impl Orders {
             shipping_address: request.shipping_address.clone(),
             payment_method: request.payment_method.clone(),
         })
-    }
-
-    /// A checkout that ended before anything was reserved: its answer is final and stored.
-    async fn finish_early(
-        &self,
-        user: Uuid,
-        key: &str,
-        order_id: Uuid,
-        error: OrderError,
-    ) -> Result<Answer, OrderError> {
-        let answer = Answer::problem(error);
-        let mut tx = self.store.db().begin().await?;
-        if self.moved(&mut tx, order_id, Kind::Checkout.as_str(), "started", "rejected").await? {
-            self.store.answer_key(&mut tx, user, key, answer.status, &answer.body).await?;
-        }
-        tx.commit().await?;
-        Ok(answer)
-    }
-
-    /// A checkout that could not start (a dependency is down): nothing happened, so the key is
-    /// forgotten and a retry under it starts afresh.
-    async fn forget(&self, user: Uuid, key: &str, order_id: Uuid) -> Result<(), OrderError> {
-        let mut tx = self.store.db().begin().await?;
-        if self.moved(&mut tx, order_id, Kind::Checkout.as_str(), "started", "abandoned").await? {
-            self.store.delete_key(&mut tx, user, key).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }

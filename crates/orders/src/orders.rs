@@ -230,7 +230,11 @@ pub(crate) fn money(order: &OrderRow, amount: i64) -> Result<Money, OrderError> 
 }
 
 pub(crate) async fn enqueue<P: EventPayload>(tx: &mut Tx, payload: &P) -> Result<(), OrderError> {
-    let event = CloudEvent::new(SERVICE, payload, None).map_err(internal)?;
-    events::enqueue(tx, &event).await?;
+    events::enqueue(tx, &event(payload)?).await?;
     Ok(())
+}
+
+/// The envelope of one of this service's events.
+pub(crate) fn event<P: EventPayload>(payload: &P) -> Result<CloudEvent, OrderError> {
+    CloudEvent::new(SERVICE, payload, None).map_err(internal)
 }

@@ -1,7 +1,10 @@
 //! The saga steps of a checkout and of a cancellation, and how an interrupted saga is finished.
 //!
-//! A checkout goes `started → reserving → charging → committing → emptying → done`, or after a
-//! decline `charging → releasing → failed`; out of stock or an empty cart end in `rejected`.
+//! A checkout begins at `reserving` (its key, plan and saga are recorded together) and goes
+//! `reserving → charging → committing → emptying → done`, or after a decline
+//! `charging → releasing → failed`; out of stock ends in `rejected`, as does an empty cart,
+//! whose saga is recorded already finished. (`started` is only found in sagas recorded by
+//! earlier versions, which read the cart after claiming the key.)
 //! A cancellation goes `refunding → returning → done`. Each step's effect is idempotent at the
 //! peer (keyed by the order id), and the move to the next step is a compare-and-set on the
 //! saga's row, so a step repeated after a crash acts once and two processes never both move on.
@@ -18,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
+    checkout::Answer,
     domain::{Address, Status, Totals},
     error::{OrderError, Shortage},
-    orders::{Orders, enqueue, money, transition, view},
+    orders::{Orders, enqueue, event, money, transition, view},
     payments::{ChargeOutcome, ChargeRequest, PaymentError, RefundRequest},
     peers::{PeerError, Reserved},
     store::{Advance, LineRow, OrderRow, SagaRow},
@@ -127,6 +131,10 @@ pub struct Plan {
 enum Outcome {
     /// Moved on to this step.
     Next(Step),
+    /// Moved on to this step, and the checkout's answer is now final.
+    Answered(Step, Answer),
+    /// The order was placed (the saga is now charging): the charge starts from this row.
+    Placed(Box<OrderRow>),
     /// Cannot go on now (a dependency is down, or another process moved the saga): stop here.
     Stop,
 }
@@ -134,21 +142,24 @@ enum Outcome {
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Orders {
-    /// Runs a saga from its current step until it finishes or cannot go on now. Never fails:
-    /// what cannot be done now is postponed, and the sweeper tries again.
-    pub(crate) async fn drive(&self, saga: SagaRow, resumed: bool) {
+    /// Runs a saga from its current step until it finishes or cannot go on now, and returns
+    /// the checkout's answer if this run decided it. Never fails: what cannot be done now is
+    /// postponed, and the sweeper tries again.
+    pub(crate) async fn drive(&self, saga: SagaRow, resumed: bool) -> Option<Answer> {
         let Some(mut step) = Step::parse(&saga.step) else {
             tracing::error!(order_id = %saga.order_id, step = %saga.step, "saga in an unknown step");
-            return;
+            return None;
         };
+        let mut answer = None;
+        let mut placed = None;
         loop {
             let result = match step {
-                Step::Done | Step::Failed | Step::Rejected | Step::Abandoned => return,
+                Step::Done | Step::Failed | Step::Rejected | Step::Abandoned => return answer,
                 Step::Started => self.abandon(&saga, Step::Started).await,
                 Step::Reserving if resumed => self.advance(&saga, Step::Reserving, Step::Abandoning).await,
                 Step::Reserving => self.reserve(&saga).await,
                 Step::Abandoning => self.abandon(&saga, Step::Abandoning).await,
-                Step::Charging => self.charge(&saga).await,
+                Step::Charging => self.charge(&saga, placed.take()).await,
                 Step::Committing => self.commit(&saga).await,
                 Step::Emptying => self.empty_cart(&saga).await,
                 Step::Releasing => self.release(&saga).await,
@@ -157,7 +168,15 @@ impl Orders {
             };
             match result {
                 Ok(Outcome::Next(next)) => step = next,
-                Ok(Outcome::Stop) => return,
+                Ok(Outcome::Answered(next, decided)) => {
+                    answer = Some(decided);
+                    step = next;
+                }
+                Ok(Outcome::Placed(order)) => {
+                    placed = Some(*order);
+                    step = Step::Charging;
+                }
+                Ok(Outcome::Stop) => return answer,
                 Err(error) => {
                     let retry_in = backoff(saga.attempts);
                     tracing::warn!(order_id = %saga.order_id, step = step.as_str(), error = %error, retry_in = ?retry_in, "saga step postponed");
@@ -167,7 +186,7 @@ impl Orders {
                     {
                         tracing::warn!(order_id = %saga.order_id, error = %error, "could not record a postponed saga step");
                     }
-                    return;
+                    return answer;
                 }
             }
         }
@@ -200,10 +219,15 @@ impl Orders {
     }
 
     async fn advance(&self, saga: &SagaRow, from: Step, to: Step) -> Result<Outcome, OrderError> {
-        let mut tx = self.store.db().begin().await?;
-        let moved = self.moved(&mut tx, saga.order_id, &saga.kind, from.as_str(), to.as_str()).await?;
-        tx.commit().await?;
-        Ok(if moved { Outcome::Next(to) } else { Outcome::Stop })
+        let change = Advance {
+            order_id: saga.order_id,
+            kind: &saga.kind,
+            from: from.as_str(),
+            to: to.as_str(),
+            plan: None,
+            lease_until: self.lease_end(),
+        };
+        Ok(if self.store.advance_now(change).await? { Outcome::Next(to) } else { Outcome::Stop })
     }
 
     /// Moves a saga on within `tx`, renewing the lease; `false` when it was not at `from`.
@@ -255,7 +279,7 @@ impl Orders {
     }
 
     async fn reject_short(&self, saga: &SagaRow, shortages: Vec<Shortage>) -> Result<Outcome, OrderError> {
-        let answer = crate::checkout::Answer::problem(OrderError::OutOfStock(shortages));
+        let answer = Answer::problem(OrderError::OutOfStock(shortages));
         let mut tx = self.store.db().begin().await?;
         if !self.moved(&mut tx, saga.order_id, &saga.kind, "reserving", "rejected").await? {
             return Ok(Outcome::Stop);
@@ -264,7 +288,7 @@ impl Orders {
             self.store.answer_key(&mut tx, saga.user_id, key, answer.status, &answer.body).await?;
         }
         tx.commit().await?;
-        Ok(Outcome::Next(Step::Rejected))
+        Ok(Outcome::Answered(Step::Rejected, answer))
     }
 
     /// The order exists from here on: `pending_payment`, with its number and `order.placed`.
@@ -323,12 +347,16 @@ impl Orders {
         tx.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => Status::PendingPayment.as_str()).increment(1);
         self.fault(FaultPoint::Create);
-        Ok(Outcome::Next(Step::Charging))
+        Ok(Outcome::Placed(Box::new(order)))
     }
 
-    /// Charges the order's total; the answer to the checkout is known from here.
-    async fn charge(&self, saga: &SagaRow) -> Result<Outcome, OrderError> {
-        let mut order = self.order(saga).await?;
+    /// Charges the order's total; the answer to the checkout is known from here. `placed` is
+    /// the order as this process just wrote it, which spares reading it back.
+    async fn charge(&self, saga: &SagaRow, placed: Option<OrderRow>) -> Result<Outcome, OrderError> {
+        let mut order = match placed {
+            Some(order) => order,
+            None => self.order(saga).await?,
+        };
         if order.status()? != Status::PendingPayment {
             return Err(OrderError::Internal(format!("charging an order that is {}", order.status)));
         }
@@ -358,18 +386,14 @@ impl Orders {
                 let total = money(&order, order.total)?;
                 let at = order.updated_at;
                 let (order_id, number, user_id) = (order.id, order.number.clone(), order.user_id);
-                enqueue(
-                    &mut tx,
-                    &payloads::OrderPaid {
-                        order_id,
-                        number: number.clone(),
-                        user_id,
-                        total,
-                        payment_reference: reference,
-                        at,
-                    },
-                )
-                .await?;
+                let paid = payloads::OrderPaid {
+                    order_id,
+                    number: number.clone(),
+                    user_id,
+                    total,
+                    payment_reference: reference,
+                    at,
+                };
                 let fulfilment = payloads::FulfilmentRequested {
                     order_id,
                     number,
@@ -382,7 +406,8 @@ impl Orders {
                         .map_err(crate::error::internal)?,
                     at,
                 };
-                enqueue(&mut tx, &fulfilment).await?;
+                let events = [event(&paid)?, event(&fulfilment)?];
+                events::enqueue_all(&mut tx, &events).await?;
                 (Step::Committing, 201)
             }
             ChargeOutcome::Declined { reference, code } => {
@@ -405,14 +430,14 @@ impl Orders {
         {
             return Ok(Outcome::Stop);
         }
+        order.version += 1;
+        let body = serde_json::to_string(&view(&order)?).map_err(crate::error::internal)?;
         if let Some(key) = &saga.idempotency_key {
-            order.version += 1;
-            let body = serde_json::to_string(&view(&order)?).map_err(crate::error::internal)?;
             self.store.answer_key(&mut tx, saga.user_id, key, status, &body).await?;
         }
         tx.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => order.status.clone()).increment(1);
-        Ok(Outcome::Next(next))
+        Ok(Outcome::Answered(next, Answer { status, body, replayed: false }))
     }
 
     /// Turns the held stock into a sale. If the hold is gone (expired, or the order was
@@ -439,7 +464,7 @@ impl Orders {
                 }
                 tx.commit().await?;
                 if let Some(cancel) = cancel {
-                    Box::pin(self.drive(cancel, false)).await;
+                    let _ = Box::pin(self.drive(cancel, false)).await;
                 }
                 Ok(Outcome::Next(Step::Done))
             }

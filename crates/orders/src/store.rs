@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::{
-    db::{ConnectError, Db, Tx},
+    db::{ConnectError, Db, Tx, TxConn},
     with_db, with_tx,
 };
 use serde::{Deserialize, Serialize};
@@ -113,6 +113,33 @@ pub struct Store {
     db: Db,
 }
 
+/// An idempotency key being claimed.
+pub struct NewKey<'a> {
+    pub user: Uuid,
+    pub key: &'a str,
+    pub hash: &'a [u8],
+    /// The final answer, when it is known before the saga starts.
+    pub answer: Option<(u16, &'a str)>,
+}
+
+/// The compare-and-set of a saga's step, bound for either backend.
+macro_rules! advance_query {
+    ($change:expr) => {{
+        let Advance { order_id, kind, from, to, plan, lease_until } = $change;
+        sqlx::query(
+            "UPDATE sagas SET step = $1, plan = COALESCE($2, plan), lease_until = $3, updated_at = $4, last_error = NULL
+             WHERE order_id = $5 AND kind = $6 AND step = $7",
+        )
+        .bind(to)
+        .bind(plan.map(Json))
+        .bind(lease_until)
+        .bind(platform::time::now())
+        .bind(order_id)
+        .bind(kind)
+        .bind(from)
+    }};
+}
+
 impl Store {
     /// Connects and brings the schema (the orders' tables and the outbox) up to date.
     pub async fn open(url: &str, pool: &platform::db::PoolConfig) -> Result<Self, ConnectError> {
@@ -127,9 +154,9 @@ impl Store {
 
     /// The next order number; on PostgreSQL from a sequence, so checkouts never queue for it.
     pub async fn next_number(&self, tx: &mut Tx) -> Result<i64, sqlx::Error> {
-        match tx {
-            Tx::Postgres(tx) => sqlx::query_scalar("SELECT nextval('order_numbers')").fetch_one(&mut **tx).await,
-            Tx::Sqlite(tx) => {
+        match tx.conn() {
+            TxConn::Postgres(tx) => sqlx::query_scalar("SELECT nextval('order_numbers')").fetch_one(&mut **tx).await,
+            TxConn::Sqlite(tx) => {
                 sqlx::query_scalar("UPDATE order_numbers SET next = next + 1 WHERE id = 1 RETURNING next - 1")
                     .fetch_one(&mut **tx)
                     .await
@@ -254,26 +281,15 @@ impl Store {
         })
     }
 
-    /// Moves a saga from step `from` to `to` and renews its lease; `false` when it was not at
-    /// `from` (another process moved it first).
+    /// Moves a saga from step `from` to `to` and renews its lease, within `tx`; `false` when it
+    /// was not at `from` (another process moved it first).
     pub async fn advance(&self, tx: &mut Tx, change: Advance<'_>) -> Result<bool, sqlx::Error> {
-        let Advance { order_id, kind, from, to, plan, lease_until } = change;
-        with_tx!(tx, |conn| {
-            sqlx::query(
-            "UPDATE sagas SET step = $1, plan = COALESCE($2, plan), lease_until = $3, updated_at = $4, last_error = NULL
-             WHERE order_id = $5 AND kind = $6 AND step = $7"
-        )
-        .bind(to)
-        .bind(plan.map(Json))
-        .bind(lease_until)
-        .bind(platform::time::now())
-        .bind(order_id)
-        .bind(kind)
-        .bind(from)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected() == 1)
-        })
+        with_tx!(tx, |conn| advance_query!(change).execute(conn).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// [`Store::advance`] as a statement of its own, for a step that records nothing else.
+    pub async fn advance_now(&self, change: Advance<'_>) -> Result<bool, sqlx::Error> {
+        with_db!(&self.db, |pool| advance_query!(change).execute(pool).await.map(|r| r.rows_affected() == 1))
     }
 
     pub async fn saga(&self, order_id: Uuid, kind: &str) -> Result<Option<SagaRow>, sqlx::Error> {
@@ -339,29 +355,59 @@ impl Store {
     }
 
     /// Registers a key for a first request; `false` when the key exists already.
-    pub async fn insert_key(
-        &self,
-        tx: &mut Tx,
-        user: Uuid,
-        key: &str,
-        hash: &[u8],
-        order_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<bool, sqlx::Error> {
-        with_tx!(tx, |conn| {
-            sqlx::query(
-            "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (user_id, key) DO NOTHING"
-        )
-        .bind(user)
-        .bind(key)
-        .bind(hash)
-        .bind(order_id)
-        .bind(now)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected() == 1)
-        })
+    /// Claims an idempotency key for a new checkout and records its saga, atomically: `false`
+    /// (and nothing recorded) when the key is taken. A checkout decided at once carries its
+    /// `answer` in the key from the start.
+    pub async fn claim_key(&self, claim: &NewKey<'_>, saga: &SagaRow, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+        let (status, body) = claim.answer.map_or((None, None), |(status, body)| (Some(i32::from(status)), Some(body)));
+        match &self.db {
+            // One statement: the saga row is written only if the key's was.
+            Db::Postgres(pool) => sqlx::query(
+                "WITH claimed AS (
+                     INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response_status, response_body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO NOTHING
+                     RETURNING order_id)
+                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, created_at, updated_at)
+                 SELECT order_id, $8, $9, $1, $2, $10, $11, $12, $7, $7 FROM claimed",
+            )
+            .bind(claim.user)
+            .bind(claim.key)
+            .bind(claim.hash)
+            .bind(saga.order_id)
+            .bind(status)
+            .bind(body)
+            .bind(now)
+            .bind(&saga.kind)
+            .bind(&saga.step)
+            .bind(&saga.plan)
+            .bind(saga.attempts)
+            .bind(saga.lease_until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1),
+            Db::Sqlite(_) => {
+                let mut tx = self.db.begin().await?;
+                let inserted = with_tx!(&mut tx, |conn| sqlx::query(
+                    "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response_status, response_body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO NOTHING",
+                )
+                .bind(claim.user)
+                .bind(claim.key)
+                .bind(claim.hash)
+                .bind(saga.order_id)
+                .bind(status)
+                .bind(body)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected() == 1))?;
+                if inserted {
+                    self.insert_saga(&mut tx, saga, now).await?;
+                    tx.commit().await?;
+                }
+                Ok(inserted)
+            }
+        }
     }
 
     pub async fn key(&self, user: Uuid, key: &str) -> Result<Option<KeyRow>, sqlx::Error> {

@@ -5,7 +5,13 @@
 //! wherever the dialects agree (`$N` placeholders, `RETURNING`, `ON CONFLICT` work on both);
 //! where they do not, the store branches locally. Migrations live per backend.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    str::FromStr,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
 use serde::Deserialize;
 use sqlx::{
@@ -14,6 +20,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+use tokio::sync::watch;
 
 /// Pool settings shared by both backends.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,11 +53,34 @@ pub enum Db {
     Sqlite(SqlitePool),
 }
 
-/// A write transaction on one of the two SQL backends.
+/// A write transaction on one of the two SQL backends, with the signals to raise once it
+/// has committed.
 #[derive(Debug)]
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    database: DatabaseId,
+    signals: Vec<&'static str>,
+}
+
+/// The connection of a [`Tx`], per backend.
+#[derive(Debug)]
+pub enum TxConn {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// Which database a pool or transaction is on: the same for every pool of this process that
+/// connects to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DatabaseId(u64);
+
+/// Signals raised after commits, by database and topic (see [`Tx::signal_on_commit`]).
+type Signals = HashMap<(DatabaseId, &'static str), watch::Sender<u64>>;
+static SIGNALS: LazyLock<Mutex<Signals>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn signal(database: DatabaseId, topic: &'static str) -> watch::Sender<u64> {
+    let mut signals = SIGNALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    signals.entry((database, topic)).or_insert_with(|| watch::channel(0).0).clone()
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool (`&PgPool` or `&SqlitePool`).
@@ -69,12 +99,12 @@ macro_rules! with_db {
 #[macro_export]
 macro_rules! with_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Postgres(tx) => {
+        match $crate::db::Tx::conn($tx) {
+            $crate::db::TxConn::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
-            $crate::db::Tx::Sqlite(tx) => {
+            $crate::db::TxConn::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
@@ -163,10 +193,31 @@ impl Db {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// "database is locked" under concurrency instead of waiting its turn.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-        })
+        let conn = match self {
+            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        };
+        Ok(Tx { conn, database: self.id(), signals: Vec::new() })
+    }
+
+    /// Raised after each commit of a transaction on this database that asked for `topic`
+    /// ([`Tx::signal_on_commit`]) in this process. Unlike a `NOTIFY` inside the transaction,
+    /// which PostgreSQL serialises with every other notifying commit, it costs the commit
+    /// nothing; it reaches only this process.
+    pub fn committed(&self, topic: &'static str) -> watch::Receiver<u64> {
+        signal(self.id(), topic).subscribe()
+    }
+
+    fn id(&self) -> DatabaseId {
+        let mut hasher = std::hash::DefaultHasher::new();
+        match self {
+            Self::Postgres(pool) => {
+                let options = pool.connect_options();
+                ("postgres", options.get_host(), options.get_port(), options.get_database()).hash(&mut hasher);
+            }
+            Self::Sqlite(pool) => ("sqlite", pool.connect_options().get_filename()).hash(&mut hasher),
+        }
+        DatabaseId(hasher.finish())
     }
 
     /// A round trip to the server, for readiness checks.
@@ -190,24 +241,41 @@ impl Db {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(tx) => tx.commit().await,
-            Self::Sqlite(tx) => tx.commit().await,
+    /// The backend connection, for statements that differ between the backends.
+    pub fn conn(&mut self) -> &mut TxConn {
+        &mut self.conn
+    }
+
+    /// Raises `topic`'s signal for this database ([`Db::committed`]) once this transaction
+    /// has committed; nothing if it rolls back.
+    pub fn signal_on_commit(&mut self, topic: &'static str) {
+        if !self.signals.contains(&topic) {
+            self.signals.push(topic);
         }
     }
 
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.conn {
+            TxConn::Postgres(tx) => tx.commit().await?,
+            TxConn::Sqlite(tx) => tx.commit().await?,
+        }
+        for topic in self.signals {
+            signal(self.database, topic).send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
+    }
+
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(tx) => tx.rollback().await,
-            Self::Sqlite(tx) => tx.rollback().await,
+        match self.conn {
+            TxConn::Postgres(tx) => tx.rollback().await,
+            TxConn::Sqlite(tx) => tx.rollback().await,
         }
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Sqlite(_) => Backend::Sqlite,
+        match self.conn {
+            TxConn::Postgres(_) => Backend::Postgres,
+            TxConn::Sqlite(_) => Backend::Sqlite,
         }
     }
 }
@@ -320,6 +388,37 @@ mod tests {
                 .unwrap();
         assert_eq!(n, 7);
         db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn commit_signals_reach_the_same_database_only_after_commit() {
+        let dir = std::env::temp_dir().join(format!("emporium-db-{}", uuid::Uuid::new_v4()));
+        let url = |name: &str| format!("sqlite://{}/{name}.db", dir.display());
+        let config = PoolConfig::default();
+        let one = Db::connect(&url("one"), &config).await.unwrap();
+        let same = Db::connect(&url("one"), &config).await.unwrap();
+        let other = Db::connect(&url("two"), &config).await.unwrap();
+        let (mut on_same, on_other) = (same.committed("test"), other.committed("test"));
+
+        let mut tx = one.begin().await.unwrap();
+        tx.signal_on_commit("test");
+        tx.rollback().await.unwrap();
+        assert!(!on_same.has_changed().unwrap(), "a rolled back transaction raises nothing");
+
+        let mut tx = one.begin().await.unwrap();
+        tx.signal_on_commit("test");
+        tx.signal_on_commit("test");
+        let pending = tx.commit();
+        assert!(!on_same.has_changed().unwrap(), "nothing is raised before the commit");
+        pending.await.unwrap();
+        assert!(on_same.has_changed().unwrap(), "another pool on the same database hears the commit");
+        assert_eq!(*on_same.borrow_and_update(), 1, "raised once per commit");
+        assert!(!on_other.has_changed().unwrap(), "another database hears nothing");
+        assert!(!one.committed("another topic").has_changed().unwrap());
+        for db in [one, same, other] {
+            db.close().await;
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,9 +3,14 @@
 //! Others ask it to refresh products by id; it gathers requests for a moment, reads those
 //! products from the database, replaces their documents, commits, reloads the searcher, and
 //! then answers every request of the batch. An answer means the change is visible to searches.
+//!
+//! Stock changes come several per checkout, and each commit costs the same set-up whether it
+//! holds one document or hundreds: their products are refreshed together at most
+//! [`STOCK_DELAY`] later (or sooner, with the next edit), and nobody waits for them. Should
+//! the process stop first, the reconciliation at start catches up with them.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,10 +27,13 @@ use crate::{domain::Product, error::CatalogError, store::Store};
 const BUILD_PAGE: i64 = 1000;
 /// How long the indexer waits for more requests before committing a batch.
 const GATHER: Duration = Duration::from_millis(20);
+/// How stale the stock figures of search results may be.
+pub const STOCK_DELAY: Duration = Duration::from_secs(1);
 
 struct Job {
     ids: Vec<Uuid>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// Whom to tell once the products are searchable; `None` for a stock change.
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Asks the indexer to refresh products.
@@ -41,8 +49,16 @@ impl IndexerHandle {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
-        self.jobs.send(Job { ids, done }).await.map_err(|_| "the indexer has stopped".to_owned())?;
+        self.jobs.send(Job { ids, done: Some(done) }).await.map_err(|_| "the indexer has stopped".to_owned())?;
         answer.await.map_err(|_| "the indexer has stopped".to_owned())?
+    }
+
+    /// Notes that these products' stock changed: they are refreshed within [`STOCK_DELAY`].
+    pub async fn stock_changed(&self, ids: Vec<Uuid>) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.jobs.send(Job { ids, done: None }).await.map_err(|_| "the indexer has stopped".to_owned())
     }
 }
 
@@ -108,28 +124,53 @@ impl Indexer {
 
     /// Serves refresh requests until `shutdown`.
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) {
+        // Products whose stock changed, and when they are due.
+        let mut stock: BTreeSet<Uuid> = BTreeSet::new();
+        let mut stock_due = None;
         loop {
+            let due = stock_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let first = tokio::select! {
                 () = shutdown.cancelled() => return,
-                job = self.jobs.recv() => match job { Some(job) => job, None => return },
+                () = tokio::time::sleep_until(due), if stock_due.is_some() => None,
+                job = self.jobs.recv() => match job { Some(job) => Some(job), None => return },
             };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while batch.len() < 256 {
-                match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    Ok(None) | Err(_) => break,
+            let mut waiting = Vec::new();
+            match first {
+                Some(Job { ids, done: None }) => {
+                    stock.extend(ids);
+                    stock_due.get_or_insert_with(|| tokio::time::Instant::now() + STOCK_DELAY);
+                    continue;
                 }
+                Some(Job { ids, done: Some(done) }) => {
+                    waiting.push((ids, done));
+                    let deadline = tokio::time::Instant::now() + GATHER;
+                    while waiting.len() < 256 {
+                        match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
+                            Ok(Some(Job { ids, done: Some(done) })) => waiting.push((ids, done)),
+                            Ok(Some(Job { ids, done: None })) => stock.extend(ids),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+                // The stock changes are due.
+                None => {}
             }
-            let mut ids: Vec<Uuid> = batch.iter().flat_map(|job| job.ids.iter().copied()).collect();
+            // Pending stock changes ride along with any refresh.
+            let deferred: Vec<Uuid> = std::mem::take(&mut stock).into_iter().collect();
+            stock_due = None;
+            let mut ids: Vec<Uuid> = waiting.iter().flat_map(|(ids, _)| ids.iter().copied()).collect();
+            ids.extend(&deferred);
             ids.sort_unstable();
             ids.dedup();
             let outcome = self.refresh(&ids).await.map_err(|e| e.to_string());
             if let Err(error) = &outcome {
                 tracing::warn!(error = %error, products = ids.len(), "could not refresh the search index");
+                // Nobody waits for the stock changes: they are tried again later.
+                stock.extend(deferred);
+                stock_due = Some(tokio::time::Instant::now() + STOCK_DELAY);
             }
-            for job in batch {
-                let _ = job.done.send(outcome.clone());
+            for (_, done) in waiting {
+                let _ = done.send(outcome.clone());
             }
         }
     }

@@ -20,7 +20,7 @@ use std::{
 use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, schema::Value};
 use uuid::Uuid;
 
-pub use indexer::{Indexer, IndexerHandle};
+pub use indexer::{Indexer, IndexerHandle, STOCK_DELAY};
 pub use query::{SearchRequest, Sort};
 
 use crate::{error::CatalogError, search::schema::Fields};

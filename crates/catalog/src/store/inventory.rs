@@ -6,7 +6,10 @@
 //! of overselling. The table's `CHECK (reserved <= on_hand)` backs this up.
 
 use chrono::{DateTime, Utc};
-use platform::{db::Tx, with_db, with_tx};
+use platform::{
+    db::{Tx, TxConn},
+    with_db, with_tx,
+};
 use uuid::Uuid;
 
 use super::Store;
@@ -60,6 +63,9 @@ pub struct Reservation {
 }
 
 const CHANGE_COLUMNS: &str = "RETURNING sku, product_id, on_hand, reserved";
+/// The same, where the statement joins another relation that has a `sku` too.
+const JOINED_CHANGE_COLUMNS: &str =
+    "RETURNING inventory.sku, inventory.product_id, inventory.on_hand, inventory.reserved";
 
 impl Store {
     /// A SKU's stock and product, or `None` for an unknown SKU.
@@ -116,7 +122,8 @@ impl Store {
         .await)
     }
 
-    /// Holds `quantity` more of a SKU if that much is available; `None` otherwise.
+    /// Holds `quantity` more of a SKU if that much is available and its product is on sale;
+    /// `None` otherwise ([`Store::sellable`] tells why).
     pub async fn try_reserve(
         &self,
         tx: &mut Tx,
@@ -126,7 +133,9 @@ impl Store {
     ) -> Result<Option<StockChange>, sqlx::Error> {
         let sql = format!(
             "UPDATE inventory SET reserved = reserved + $2, updated_at = $3
-             WHERE sku = $1 AND on_hand - reserved >= $2 {CHANGE_COLUMNS}"
+             WHERE sku = $1 AND on_hand - reserved >= $2
+               AND EXISTS (SELECT 1 FROM products p WHERE p.id = inventory.product_id AND p.status = 'active')
+             {CHANGE_COLUMNS}"
         );
         with_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(sku)
@@ -134,6 +143,87 @@ impl Store {
             .bind(now)
             .fetch_optional(conn)
             .await)
+    }
+
+    /// Holds each `(sku, quantity)` that is available and on sale; the changes of those held,
+    /// sorted by SKU. `wanted` is sorted by SKU and names each once.
+    pub async fn try_reserve_all(
+        &self,
+        tx: &mut Tx,
+        wanted: &[(String, i64)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StockChange>, sqlx::Error> {
+        let TxConn::Postgres(pg) = tx.conn() else {
+            let mut changes = Vec::with_capacity(wanted.len());
+            for (sku, quantity) in wanted {
+                changes.extend(self.try_reserve(tx, sku, *quantity, now).await?);
+            }
+            return Ok(changes);
+        };
+        let (skus, quantities): (Vec<&str>, Vec<i64>) = wanted.iter().map(|(s, q)| (s.as_str(), *q)).unzip();
+        // One statement for every line. The rows are locked first, in SKU order, as the
+        // one-line statements do, so that concurrent reservations cannot deadlock.
+        let sql = format!(
+            "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::bigint[]) AS w(sku, quantity)),
+                  locked AS MATERIALIZED (SELECT sku FROM inventory WHERE sku IN (SELECT sku FROM wanted)
+                                          ORDER BY sku FOR UPDATE)
+             UPDATE inventory SET reserved = reserved + w.quantity, updated_at = $3
+             FROM wanted w
+             WHERE inventory.sku = w.sku AND inventory.sku IN (SELECT sku FROM locked)
+               AND on_hand - reserved >= w.quantity
+               AND EXISTS (SELECT 1 FROM products p WHERE p.id = inventory.product_id AND p.status = 'active')
+             {JOINED_CHANGE_COLUMNS}"
+        );
+        let mut changes: Vec<StockChange> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&skus)
+            .bind(&quantities)
+            .bind(now)
+            .fetch_all(&mut **pg)
+            .await?;
+        changes.sort_by(|a, b| a.sku.cmp(&b.sku));
+        Ok(changes)
+    }
+
+    /// Moves stock for every `(sku, quantity)` line: `on_hand += on_hand_sign × quantity`,
+    /// `reserved += reserved_sign × quantity`; the changes, sorted by SKU (an unknown SKU has
+    /// none). `lines` is sorted by SKU and names each once.
+    pub async fn adjust_all(
+        &self,
+        tx: &mut Tx,
+        lines: &[(String, i64)],
+        on_hand_sign: i64,
+        reserved_sign: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StockChange>, sqlx::Error> {
+        let TxConn::Postgres(pg) = tx.conn() else {
+            let mut changes = Vec::with_capacity(lines.len());
+            for (sku, quantity) in lines {
+                let moved = self.adjust_stock(tx, sku, on_hand_sign * quantity, reserved_sign * quantity, now).await?;
+                changes.extend(moved);
+            }
+            return Ok(changes);
+        };
+        let (skus, quantities): (Vec<&str>, Vec<i64>) = lines.iter().map(|(s, q)| (s.as_str(), *q)).unzip();
+        let sql = format!(
+            "WITH moves AS (SELECT * FROM UNNEST($1::text[], $2::bigint[]) AS m(sku, quantity)),
+                  locked AS MATERIALIZED (SELECT sku FROM inventory WHERE sku IN (SELECT sku FROM moves)
+                                          ORDER BY sku FOR UPDATE)
+             UPDATE inventory SET on_hand = on_hand + $3 * m.quantity, reserved = reserved + $4 * m.quantity,
+                                  updated_at = $5
+             FROM moves m
+             WHERE inventory.sku = m.sku AND inventory.sku IN (SELECT sku FROM locked)
+             {JOINED_CHANGE_COLUMNS}"
+        );
+        let mut changes: Vec<StockChange> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&skus)
+            .bind(&quantities)
+            .bind(on_hand_sign)
+            .bind(reserved_sign)
+            .bind(now)
+            .fetch_all(&mut **pg)
+            .await?;
+        changes.sort_by(|a, b| a.sku.cmp(&b.sku));
+        Ok(changes)
     }
 
     /// Applies a settled reservation line: `on_hand` and `reserved` move by the given amounts.
@@ -181,18 +271,14 @@ impl Store {
         .await
         .map(|r| r.rows_affected())
         })? == 1;
-        if inserted {
-            for (sku, quantity) in lines {
-                with_tx!(tx, |conn| sqlx::query(
-                    "INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)"
-                )
-                .bind(order_id)
-                .bind(sku)
-                .bind(quantity)
-                .execute(conn)
-                .await
-                .map(|_| ()))?;
-            }
+        if inserted && !lines.is_empty() {
+            with_tx!(tx, |conn| {
+                let mut query = sqlx::QueryBuilder::new("INSERT INTO reservation_lines (order_id, sku, quantity) ");
+                query.push_values(lines, |mut row, (sku, quantity)| {
+                    row.push_bind(order_id).push_bind(sku.as_str()).push_bind(*quantity);
+                });
+                query.build().execute(conn).await.map(|_| ())
+            })?;
         }
         Ok(inserted)
     }
@@ -206,13 +292,18 @@ impl Store {
         let Some((state, expires_at)) = head else {
             return Ok(None);
         };
-        let lines: Vec<(String, i64)> = with_tx!(tx, |conn| sqlx::query_as(
+        let lines = self.reservation_lines(tx, order_id).await?;
+        Ok(Some(Reservation { order_id, state: ReservationState::parse(&state)?, expires_at, lines }))
+    }
+
+    /// A reservation's `(sku, quantity)` lines, sorted by SKU.
+    pub async fn reservation_lines(&self, tx: &mut Tx, order_id: Uuid) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        with_tx!(tx, |conn| sqlx::query_as(
             "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku"
         )
         .bind(order_id)
         .fetch_all(conn)
-        .await)?;
-        Ok(Some(Reservation { order_id, state: ReservationState::parse(&state)?, expires_at, lines }))
+        .await)
     }
 
     /// Moves a reservation from `from` to `to`; with `unexpired_at`, only while it has not

@@ -29,7 +29,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use platform::{
-    db::{Db, Tx},
+    db::{Db, TxConn},
     with_db,
 };
 use serde::{Deserialize, Serialize};
@@ -123,7 +123,9 @@ async fn run(bench: &EventsBench, db: &Db, bus: &Bus, namespace: &str) -> anyhow
                     .map(|e| serde_json::from_value::<Order>(e.data.clone()).map(|o| o.n as i64))
                     .collect::<Result<Vec<i64>, _>>()
                     .map_err(HandlerError::new)?;
-                let Tx::Postgres(pg) = &mut tx else { return Err(HandlerError::new("the bench runs on PostgreSQL")) };
+                let TxConn::Postgres(pg) = tx.conn() else {
+                    return Err(HandlerError::new("the bench runs on PostgreSQL"));
+                };
                 sqlx::query("INSERT INTO effects (event_id, n) SELECT * FROM UNNEST($1::uuid[], $2::bigint[])")
                     .bind(&ids)
                     .bind(&numbers)

@@ -15,6 +15,7 @@ on_both_backends!(
     stock_is_set_and_read_by_admins_only,
     product_reads_carry_etags,
     a_price_change_shows_in_search_and_reads_within_a_second,
+    a_stock_change_shows_in_search_within_the_stock_delay,
 );
 
 pub fn product_body(title: &str, sku: &str, price: i64, on_hand: i64) -> Value {
@@ -358,6 +359,34 @@ async fn a_price_change_shows_in_search_and_reads_within_a_second(db: TestDataba
     if redis {
         let cleaned = testkit::redis_delete_prefix(&prefix).await;
         assert!(cleaned >= 1, "the product was cached in Redis");
+    }
+}
+
+/// Stock changes reach search results in batches, at most `STOCK_DELAY` late; reads of the
+/// product show them at once.
+async fn a_stock_change_shows_in_search_within_the_stock_delay(db: TestDatabase) {
+    let shop = TestShop::start(db).await;
+    let admin = shop.admin_token().await;
+    let code = sku("SD");
+    let created = create(&shop, &admin, &product_body("Stocked Sandal", &code, 4_000, 4)).await;
+    let in_stock = || async {
+        let page = shop.gateway.get("/api/v1/products?q=stocked%20sandal&in_stock=true").send().await.json();
+        page["total"].as_u64()
+    };
+    assert!(testkit::eventually(Duration::from_secs(2), || async { in_stock().await == Some(1) }).await);
+    let bound = catalog::search::STOCK_DELAY + Duration::from_secs(1);
+    for on_hand in [0, 3] {
+        let path = format!("/api/v1/inventory/{code}");
+        assert_eq!(shop.gateway.put(&path).bearer(&admin).json(&json!({"on_hand": on_hand})).send().await.status, 200);
+        let product = shop.gateway.get(&format!("/api/v1/products/{}", created["id"].as_str().unwrap())).send().await;
+        assert_eq!(product.json()["variants"][0]["stock_available"], on_hand);
+        let shown = testkit::eventually(bound, || async {
+            let page = shop.gateway.get("/api/v1/products?q=stocked%20sandal").send().await.json();
+            page["items"][0]["variants"][0]["stock_available"] == on_hand
+        })
+        .await;
+        assert!(shown, "search did not show {on_hand} in stock within {bound:?}");
+        assert_eq!(in_stock().await, Some(u64::from(on_hand > 0)));
     }
 }
 

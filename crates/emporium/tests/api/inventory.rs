@@ -19,6 +19,7 @@ use crate::{
 
 on_both_backends!(
     concurrent_reservations_never_oversell,
+    overlapping_reservations_settle_without_deadlock,
     reservations_are_idempotent_and_settle,
     expired_reservations_come_back,
     shortages_and_bad_requests_reserve_nothing,
@@ -80,6 +81,54 @@ async fn concurrent_reservations_never_oversell(db: TestDatabase) {
     // The storefront shows it as sold out.
     let product = shop.gateway.get("/api/v1/products/flash-sale-shoe").send().await.json();
     assert_eq!(product["variants"][0]["stock_available"], 0);
+}
+
+/// Many orders over the same SKUs, their lines given in every order, reserved, committed and
+/// released at once: every call is answered (a deadlock between two of them would fail one)
+/// and the stock adds up.
+async fn overlapping_reservations_settle_without_deadlock(db: TestDatabase) {
+    let shop = TestShop::start(db).await;
+    let admin = shop.admin_token().await;
+    let skus: Vec<String> = ["RING-A", "RING-B", "RING-C"].iter().map(|p| unique_sku(p)).collect();
+    for (n, sku) in skus.iter().enumerate() {
+        create(&shop, &admin, &product_body(&format!("Ring {n}"), sku, 1_000, 1_000)).await;
+    }
+    let client = client(&shop).await;
+    let orders: Vec<Uuid> = (0..60).map(|_| Uuid::now_v7()).collect();
+    let calls: Vec<_> = orders
+        .iter()
+        .enumerate()
+        .map(|(n, &order)| {
+            let mut client = client.clone();
+            // Rotated and reversed: each pair of SKUs appears in both orders.
+            let mut lines: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 2)).collect();
+            lines.rotate_left(n % 3);
+            if n % 2 == 1 {
+                lines.reverse();
+            }
+            let request = reserve(order, &lines);
+            tokio::spawn(async move {
+                let reserved = client.reserve(request).await?.into_inner().reserved;
+                let id = order.to_string();
+                // Half are sold, half given back: both settle every line at once.
+                if n % 2 == 0 {
+                    client.commit(CommitRequest { order_id: id }).await?;
+                } else {
+                    client.release(ReleaseRequest { order_id: id }).await?;
+                }
+                Ok::<bool, tonic::Status>(reserved)
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().expect("every call is answered"), "stock was ample");
+    }
+    for sku in &skus {
+        assert_eq!(
+            stock(&shop, &admin, sku).await,
+            json!({"sku": sku, "on_hand": 940, "reserved": 0, "available": 940})
+        );
+    }
 }
 
 async fn reservations_are_idempotent_and_settle(db: TestDatabase) {

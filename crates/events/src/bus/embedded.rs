@@ -7,6 +7,7 @@
 //! `tail` reads the same log, from another process if need be (SQLite's WAL lets it).
 
 use std::{
+    collections::HashSet,
     path::Path,
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BusConfig, BusError, Outgoing, Parked, Subscription, TailFrom, record_consumed, topic_matches};
 use crate::CloudEvent;
 
-const BATCH: i64 = 64;
+const BATCH: i64 = 256;
 
 /// A log entry not yet read by a consumer: seq, type, subject, envelope.
 type Fresh = (i64, String, String, String);
@@ -177,21 +178,28 @@ impl EmbeddedBus {
         .fetch_all(&self.pool)
         .await?;
         let Some(last) = fresh.last().map(|f| f.0) else { return Ok(did) };
-        // Runs of events whose subject has nothing waiting go to the handler together.
+        // Runs of events whose subject has nothing waiting go to the handler together. What
+        // waits is read once, and again after each handler call, which may have added to it.
+        let batched = subscription.max_batch > 1;
+        let mut waiting = if batched { self.waiting_subjects(consumer).await? } else { HashSet::new() };
         let mut run: Vec<Fresh> = Vec::new();
         for event in fresh {
             if !subscription.wants(&event.1) {
                 continue;
             }
-            if subscription.max_batch > 1 && !self.waiting(consumer, &event.2).await? {
+            if batched && !waiting.contains(&event.2) {
                 run.push(event);
                 if run.len() >= subscription.max_batch {
                     self.apply_run(subscription, std::mem::take(&mut run)).await?;
+                    waiting = self.waiting_subjects(consumer).await?;
                 }
                 continue;
             }
             self.apply_run(subscription, std::mem::take(&mut run)).await?;
             self.apply_one(subscription, event).await?;
+            if batched {
+                waiting = self.waiting_subjects(consumer).await?;
+            }
         }
         self.apply_run(subscription, run).await?;
         sqlx::query("UPDATE bus_consumers SET position = $2 WHERE consumer = $1")
@@ -200,6 +208,16 @@ impl EmbeddedBus {
             .execute(&self.pool)
             .await?;
         Ok(true)
+    }
+
+    /// The subjects with an event waiting in the retries.
+    async fn waiting_subjects(&self, consumer: &str) -> Result<HashSet<String>, BusError> {
+        let subjects: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT subject FROM bus_retries WHERE consumer = $1 AND subject <> ''")
+                .bind(consumer)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(subjects.into_iter().collect())
     }
 
     /// Whether an earlier event of `subject` waits in the retries: a later one queues behind it.

@@ -87,9 +87,10 @@ impl Sandbox {
     pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PaymentError> {
         let declined = decline_code(&request.payment_method);
         let id = format!("sbx_pi_{}", Uuid::new_v4().simple());
-        let inserted = with_db!(&self.db, |pool| sqlx::query(
+        let inserted: Option<PaymentRow> = with_db!(&self.db, |pool| sqlx::query_as(
             "INSERT INTO sandbox_payments (id, idempotency_key, order_id, amount, currency, payment_method, status, decline_code, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id, order_id, amount, currency, status, decline_code"
         )
         .bind(&id)
         .bind(&request.idempotency_key)
@@ -100,24 +101,27 @@ impl Sandbox {
         .bind(if declined.is_some() { "declined" } else { "succeeded" })
         .bind(declined)
         .bind(platform::time::now())
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() == 1))
-        .map_err(unavailable)?;
-        let payment: PaymentRow = with_db!(&self.db, |pool| sqlx::query_as(
-            "SELECT id, order_id, amount, currency, status, decline_code FROM sandbox_payments WHERE idempotency_key = $1"
-        )
-        .bind(&request.idempotency_key)
-        .fetch_one(pool)
+        .fetch_optional(pool)
         .await)
         .map_err(unavailable)?;
+        let fresh = inserted.is_some();
+        let payment = match inserted {
+            Some(payment) => payment,
+            None => with_db!(&self.db, |pool| sqlx::query_as(
+                "SELECT id, order_id, amount, currency, status, decline_code FROM sandbox_payments WHERE idempotency_key = $1"
+            )
+            .bind(&request.idempotency_key)
+            .fetch_one(pool)
+            .await)
+            .map_err(unavailable)?,
+        };
         if payment.amount != request.amount.amount
             || payment.currency != request.amount.currency.as_str()
             || payment.order_id != request.order_id
         {
             return Err(PaymentError::Refused("idempotency key reused with other parameters".to_owned()));
         }
-        if inserted {
+        if fresh {
             self.notify(&payment);
         }
         Ok(match payment.decline_code {
