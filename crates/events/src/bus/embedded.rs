@@ -22,6 +22,8 @@ use super::{BusConfig, BusError, Outgoing, Parked, Subscription, TailFrom, recor
 use crate::CloudEvent;
 
 const BATCH: i64 = 256;
+/// How long a consumer woken by an append waits for more before reading.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// A log entry not yet read by a consumer: seq, type, subject, envelope.
 type Fresh = (i64, String, String, String);
@@ -105,7 +107,11 @@ impl EmbeddedBus {
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = woken.changed() => {}
+                _ = woken.changed() => {
+                    // Appends come in bursts (a relay round each): a moment's wait lets one
+                    // step take several.
+                    tokio::time::sleep(LINGER).await;
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -132,10 +138,10 @@ impl EmbeddedBus {
     }
 
     /// Handles what is due: first retries (only the earliest of each subject), then new events.
-    /// Returns whether anything was done.
+    /// Returns whether more may be due at once (a full batch was read); an append meanwhile
+    /// wakes the consumer anyway.
     async fn step(&self, subscription: &Subscription) -> Result<bool, BusError> {
         let consumer = subscription.consumer.as_str();
-        let mut did = false;
 
         let due: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT r.seq, r.subject, r.attempts, l.envelope FROM bus_retries r JOIN bus_log l ON l.seq = r.seq
@@ -149,8 +155,8 @@ impl EmbeddedBus {
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await?;
+        let mut more = due.len() as i64 == BATCH;
         for (seq, subject, attempts, envelope) in due {
-            did = true;
             match self.apply(subscription, std::slice::from_ref(&envelope)).await {
                 Ok(()) => {
                     sqlx::query("DELETE FROM bus_retries WHERE consumer = $1 AND seq = $2")
@@ -177,7 +183,8 @@ impl EmbeddedBus {
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await?;
-        let Some(last) = fresh.last().map(|f| f.0) else { return Ok(did) };
+        let Some(last) = fresh.last().map(|f| f.0) else { return Ok(more) };
+        more |= fresh.len() as i64 == BATCH;
         // Runs of events whose subject has nothing waiting go to the handler together. What
         // waits is read once, and again after each handler call, which may have added to it.
         let batched = subscription.max_batch > 1;
@@ -207,7 +214,7 @@ impl EmbeddedBus {
             .bind(last)
             .execute(&self.pool)
             .await?;
-        Ok(true)
+        Ok(more)
     }
 
     /// The subjects with an event waiting in the retries.
