@@ -67,19 +67,21 @@ impl EmbeddedBus {
             return Ok(());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for event in events {
+        let appended_at = platform::time::now();
+        // One statement per chunk (SQLite allows 32,766 parameters; five per event).
+        for chunk in events.chunks(1000) {
             // Appending is idempotent by event id, as a relay may publish an event twice.
-            sqlx::query(
-                "INSERT INTO bus_log (event_id, event_type, subject, envelope, appended_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(event.id)
-            .bind(&event.event_type)
-            .bind(event.subject.as_deref().unwrap_or(""))
-            .bind(&event.envelope)
-            .bind(platform::time::now())
-            .execute(&mut *tx)
-            .await?;
+            let mut insert =
+                sqlx::QueryBuilder::new("INSERT INTO bus_log (event_id, event_type, subject, envelope, appended_at) ");
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.id)
+                    .push_bind(&event.event_type)
+                    .push_bind(event.subject.as_deref().unwrap_or(""))
+                    .push_bind(&event.envelope)
+                    .push_bind(appended_at);
+            });
+            insert.push(" ON CONFLICT (event_id) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
