@@ -70,9 +70,16 @@ enum Claim {
 const POLL: Duration = Duration::from_millis(25);
 
 impl Orders {
-    pub async fn checkout(&self, user: Uuid, key: &str, request: CheckoutRequest) -> Result<Answer, OrderError> {
+    /// `trace`: the request's trace context, which the checkout's events carry.
+    pub async fn checkout(
+        &self,
+        user: Uuid,
+        key: &str,
+        request: CheckoutRequest,
+        trace: Option<String>,
+    ) -> Result<Answer, OrderError> {
         let started = Instant::now();
-        let result = self.checkout_once(user, key, request).await;
+        let result = self.checkout_once(user, key, request, trace).await;
         let outcome = match &result {
             Ok(answer) if answer.replayed => "replayed",
             Ok(answer) => match answer.status {
@@ -90,7 +97,13 @@ impl Orders {
         result
     }
 
-    async fn checkout_once(&self, user: Uuid, key: &str, request: CheckoutRequest) -> Result<Answer, OrderError> {
+    async fn checkout_once(
+        &self,
+        user: Uuid,
+        key: &str,
+        request: CheckoutRequest,
+        trace: Option<String>,
+    ) -> Result<Answer, OrderError> {
         if !self.provider.accepts(&request.payment_method) {
             return Err(OrderError::Validation(vec![platform::FieldError::new(
                 "payment_method",
@@ -106,10 +119,10 @@ impl Orders {
         };
         let deadline = Instant::now() + self.idempotency_wait;
         loop {
-            match self.claim_key(user, key, &hash, &start).await? {
+            match self.claim_key(user, key, &hash, &start, &trace).await? {
                 Claim::Mine(order_id) => {
                     return match &start {
-                        Start::Reserve(plan) => self.run(user, key, order_id, plan.clone()).await,
+                        Start::Reserve(plan) => self.run(user, key, order_id, plan.clone(), trace).await,
                         Start::Reject(answer) => Ok(answer.clone()),
                     };
                 }
@@ -161,7 +174,14 @@ impl Orders {
 
     /// Claims the key for a new checkout, recording its saga (and, for a checkout rejected
     /// before it began, its answer) in the same transaction.
-    async fn claim_key(&self, user: Uuid, key: &str, hash: &[u8], start: &Start) -> Result<Claim, OrderError> {
+    async fn claim_key(
+        &self,
+        user: Uuid,
+        key: &str,
+        hash: &[u8],
+        start: &Start,
+        trace: &Option<String>,
+    ) -> Result<Claim, OrderError> {
         let order_id = Uuid::now_v7();
         let now = platform::time::now();
         let (step, plan, answer) = match start {
@@ -177,6 +197,7 @@ impl Orders {
             plan,
             attempts: 0,
             lease_until: now + self.lease,
+            traceparent: trace.clone(),
         };
         if self.store.claim_key(&NewKey { user, key, hash, answer }, &saga, now).await? {
             return Ok(Claim::Mine(order_id));
@@ -194,7 +215,14 @@ impl Orders {
     }
 
     /// The checkout this request owns, from the reservation on.
-    async fn run(&self, user: Uuid, key: &str, order_id: Uuid, plan: serde_json::Value) -> Result<Answer, OrderError> {
+    async fn run(
+        &self,
+        user: Uuid,
+        key: &str,
+        order_id: Uuid,
+        plan: serde_json::Value,
+        trace: Option<String>,
+    ) -> Result<Answer, OrderError> {
         let saga = SagaRow {
             order_id,
             kind: Kind::Checkout.as_str().to_owned(),
@@ -204,6 +232,7 @@ impl Orders {
             plan: Some(Json(plan)),
             attempts: 0,
             lease_until: self.lease_end(),
+            traceparent: trace,
         };
         if let Some(answer) = self.drive(saga, false).await {
             return Ok(answer);

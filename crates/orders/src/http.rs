@@ -13,7 +13,7 @@ use bytes::Bytes;
 use platform::{
     FieldError, Problem,
     auth::{Admin, Caller, Verifier},
-    http::{ApiJson, ApiPath, ApiQuery, Fields, Input, openapi::BearerAuth, problem::PROBLEM_JSON},
+    http::{ApiJson, ApiPath, ApiQuery, Fields, Input, RequestContext, openapi::BearerAuth, problem::PROBLEM_JSON},
     pagination::{Page, PageQuery},
 };
 use serde::{Deserialize, Serialize};
@@ -169,11 +169,17 @@ impl IntoResponse for Answer {
 async fn checkout(
     State(state): State<AppState>,
     caller: Caller,
+    context: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     ApiJson(CheckoutInput(request)): ApiJson<CheckoutInput>,
 ) -> Result<Answer, OrderError> {
     let key = idempotency_key(&headers)?;
-    state.orders.checkout(caller.user_id, &key, request).await
+    state.orders.checkout(caller.user_id, &key, request, traceparent(context)).await
+}
+
+/// The trace context the events of this request's changes carry.
+fn traceparent(context: Option<Extension<RequestContext>>) -> Option<String> {
+    context.map(|Extension(c)| c.trace.traceparent())
 }
 
 /// The caller's own orders, newest first.
@@ -234,9 +240,10 @@ async fn read(
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
+    context: Option<Extension<RequestContext>>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.cancel(&caller, id).await?))
+    Ok(Json(state.orders.cancel(&caller, id, traceparent(context)).await?))
 }
 
 /// Record a shipment (admins): `paid → shipped`.
@@ -246,10 +253,11 @@ async fn cancel(
 async fn ship(
     State(state): State<AppState>,
     Admin(_): Admin,
+    context: Option<Extension<RequestContext>>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(ShipmentInput(shipment)): ApiJson<ShipmentInput>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.ship(id, shipment).await?))
+    Ok(Json(state.orders.ship(id, shipment, traceparent(context)).await?))
 }
 
 /// Record the delivery (admins): `shipped → delivered`.
@@ -258,9 +266,10 @@ async fn ship(
 async fn deliver(
     State(state): State<AppState>,
     Admin(_): Admin,
+    context: Option<Extension<RequestContext>>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.deliver(id).await?))
+    Ok(Json(state.orders.deliver(id, traceparent(context)).await?))
 }
 
 /// A payment provider's signed notification (signature checked, 5-minute replay window,

@@ -82,10 +82,10 @@ impl Orders {
     /// Cancels a paid order: the status changes now, and the refund and the return of the stock
     /// follow as a saga of their own (finished before this returns unless a dependency is down;
     /// then the sweeper finishes it).
-    pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<OrderView, OrderError> {
+    pub async fn cancel(&self, caller: &Caller, id: Uuid, trace: Option<String>) -> Result<OrderView, OrderError> {
         let mut order = self.visible(caller, id).await?;
         let mut tx = self.store.db().begin().await?;
-        let saga = self.start_cancel(&mut tx, &mut order).await?.ok_or(OrderError::Concurrent)?;
+        let saga = self.start_cancel(&mut tx, &mut order, trace).await?.ok_or(OrderError::Concurrent)?;
         tx.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => Status::Cancelled.as_str()).increment(1);
         self.drive(saga, false).await;
@@ -94,7 +94,12 @@ impl Orders {
 
     /// Within `tx`: cancels the order (if the state machine allows it) and records the saga that
     /// refunds it and returns its stock; `None` when the order changed meanwhile.
-    pub(crate) async fn start_cancel(&self, tx: &mut Tx, order: &mut OrderRow) -> Result<Option<SagaRow>, OrderError> {
+    pub(crate) async fn start_cancel(
+        &self,
+        tx: &mut Tx,
+        order: &mut OrderRow,
+        trace: Option<String>,
+    ) -> Result<Option<SagaRow>, OrderError> {
         transition(order, Status::Cancelled)?;
         if !self.store.update_order(tx, order).await? {
             return Ok(None);
@@ -109,12 +114,13 @@ impl Orders {
             plan: None,
             attempts: 0,
             lease_until: now + self.lease,
+            traceparent: trace,
         };
         self.store.insert_saga(tx, &saga, now).await?;
         Ok(Some(saga))
     }
 
-    pub async fn ship(&self, id: Uuid, shipment: Shipment) -> Result<OrderView, OrderError> {
+    pub async fn ship(&self, id: Uuid, shipment: Shipment, trace: Option<String>) -> Result<OrderView, OrderError> {
         let mut order = self.store.order(id).await?.ok_or(OrderError::NotFound)?;
         transition(&mut order, Status::Shipped)?;
         order.carrier = Some(shipment.carrier.clone());
@@ -128,10 +134,10 @@ impl Orders {
             tracking_number: shipment.tracking_number,
             at: order.updated_at,
         };
-        self.save(&order, &event).await
+        self.save(&order, &event, trace).await
     }
 
-    pub async fn deliver(&self, id: Uuid) -> Result<OrderView, OrderError> {
+    pub async fn deliver(&self, id: Uuid, trace: Option<String>) -> Result<OrderView, OrderError> {
         let mut order = self.store.order(id).await?.ok_or(OrderError::NotFound)?;
         transition(&mut order, Status::Delivered)?;
         order.delivered_at = Some(order.updated_at);
@@ -141,16 +147,21 @@ impl Orders {
             user_id: order.user_id,
             at: order.updated_at,
         };
-        self.save(&order, &event).await
+        self.save(&order, &event, trace).await
     }
 
     /// Commits a changed order with its event, unless it changed meanwhile.
-    async fn save<P: EventPayload>(&self, order: &OrderRow, event: &P) -> Result<OrderView, OrderError> {
+    async fn save<P: EventPayload>(
+        &self,
+        order: &OrderRow,
+        event: &P,
+        trace: Option<String>,
+    ) -> Result<OrderView, OrderError> {
         let mut tx = self.store.db().begin().await?;
         if !self.store.update_order(&mut tx, order).await? {
             return Err(OrderError::Concurrent);
         }
-        enqueue(&mut tx, event).await?;
+        enqueue(&mut tx, event, trace.as_deref()).await?;
         tx.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => order.status.clone()).increment(1);
         let mut saved = order.clone();
@@ -229,12 +240,12 @@ pub(crate) fn money(order: &OrderRow, amount: i64) -> Result<Money, OrderError> 
     Ok(Money::new(amount, Currency::parse(&order.currency).map_err(internal)?))
 }
 
-pub(crate) async fn enqueue<P: EventPayload>(tx: &mut Tx, payload: &P) -> Result<(), OrderError> {
-    events::enqueue(tx, &event(payload)?).await?;
+pub(crate) async fn enqueue<P: EventPayload>(tx: &mut Tx, payload: &P, trace: Option<&str>) -> Result<(), OrderError> {
+    events::enqueue(tx, &event(payload, trace)?).await?;
     Ok(())
 }
 
-/// The envelope of one of this service's events.
-pub(crate) fn event<P: EventPayload>(payload: &P) -> Result<CloudEvent, OrderError> {
-    CloudEvent::new(SERVICE, payload, None).map_err(internal)
+/// The envelope of one of this service's events, in the trace of the request behind it.
+pub(crate) fn event<P: EventPayload>(payload: &P, trace: Option<&str>) -> Result<CloudEvent, OrderError> {
+    CloudEvent::new(SERVICE, payload, trace.map(str::to_owned)).map_err(internal)
 }

@@ -343,7 +343,7 @@ impl Orders {
             total: money(&order, order.total)?,
             at: now,
         };
-        enqueue(&mut tx, &event).await?;
+        enqueue(&mut tx, &event, saga.traceparent.as_deref()).await?;
         tx.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => Status::PendingPayment.as_str()).increment(1);
         self.fault(FaultPoint::Create);
@@ -406,7 +406,8 @@ impl Orders {
                         .map_err(crate::error::internal)?,
                     at,
                 };
-                let events = [event(&paid)?, event(&fulfilment)?];
+                let trace = saga.traceparent.as_deref();
+                let events = [event(&paid, trace)?, event(&fulfilment, trace)?];
                 events::enqueue_all(&mut tx, &events).await?;
                 (Step::Committing, 201)
             }
@@ -421,7 +422,7 @@ impl Orders {
                     reason: code,
                     at: order.updated_at,
                 };
-                enqueue(&mut tx, &event).await?;
+                enqueue(&mut tx, &event, saga.traceparent.as_deref()).await?;
                 (Step::Releasing, 402)
             }
         };
@@ -457,7 +458,7 @@ impl Orders {
                 let mut cancel = None;
                 if order.status()? == Status::Paid {
                     tracing::error!(order_id = %order.id, cause = %cause, "stock hold lost after payment; cancelling and refunding");
-                    cancel = self.start_cancel(&mut tx, &mut order).await?;
+                    cancel = self.start_cancel(&mut tx, &mut order, saga.traceparent.clone()).await?;
                     if cancel.is_none() {
                         return Ok(Outcome::Stop);
                     }
@@ -553,7 +554,7 @@ impl Orders {
             refunded: money(&order, order.total)?,
             at: order.updated_at,
         };
-        enqueue(&mut tx, &event).await?;
+        enqueue(&mut tx, &event, saga.traceparent.as_deref()).await?;
         tx.commit().await?;
         Ok(Outcome::Next(Step::Done))
     }

@@ -78,6 +78,8 @@ pub struct SagaRow {
     pub plan: Option<Json<serde_json::Value>>,
     pub attempts: i32,
     pub lease_until: DateTime<Utc>,
+    /// The trace context of the request that started it, for the events of its steps.
+    pub traceparent: Option<String>,
 }
 
 /// A saga's move from one step to the next.
@@ -102,7 +104,7 @@ pub struct KeyRow {
 const ORDER_COLUMNS: &str = "id, number, user_id, status, currency, subtotal, shipping, tax, total, lines, \
     shipping_address, payment_provider, payment_method, payment_status, payment_reference, carrier, \
     tracking_number, shipped_at, delivered_at, history, version, created_at, updated_at";
-const SAGA_COLUMNS: &str = "order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until";
+const SAGA_COLUMNS: &str = "order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent";
 /// Steps after which a saga has nothing left to do.
 pub const FINAL_STEPS: &str = "('done', 'failed', 'rejected', 'abandoned')";
 /// Sorts after every UUID: the first page of a newest-first listing starts below it.
@@ -263,8 +265,8 @@ impl Store {
     pub async fn insert_saga(&self, tx: &mut Tx, saga: &SagaRow, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
         with_tx!(tx, |conn| {
             sqlx::query(
-            "INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+            "INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)"
         )
         .bind(saga.order_id)
         .bind(&saga.kind)
@@ -275,6 +277,7 @@ impl Store {
         .bind(saga.attempts)
         .bind(saga.lease_until)
         .bind(now)
+        .bind(&saga.traceparent)
         .execute(conn)
         .await
         .map(|_| ())
@@ -367,8 +370,8 @@ impl Store {
                      INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response_status, response_body, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO NOTHING
                      RETURNING order_id)
-                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, created_at, updated_at)
-                 SELECT order_id, $8, $9, $1, $2, $10, $11, $12, $7, $7 FROM claimed",
+                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at)
+                 SELECT order_id, $8, $9, $1, $2, $10, $11, $12, $13, $7, $7 FROM claimed",
             )
             .bind(claim.user)
             .bind(claim.key)
@@ -382,6 +385,7 @@ impl Store {
             .bind(&saga.plan)
             .bind(saga.attempts)
             .bind(saga.lease_until)
+            .bind(&saga.traceparent)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1),

@@ -19,6 +19,7 @@ on_both_backends!(
     random_action_sequences_follow_the_state_machine,
     flash_sale_sells_exactly_the_stock,
     webhooks_are_verified_and_idempotent,
+    order_events_carry_the_request_trace,
 );
 
 pub fn unique_sku(prefix: &str) -> String {
@@ -489,4 +490,71 @@ async fn webhooks_are_verified_and_idempotent(db: TestDatabase) {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
     shop.stop().await;
+}
+
+/// Each order event carries the trace context of the request behind it: the checkout's for
+/// `order.placed`, `order.paid` and `fulfilment.requested` (written by saga steps), the
+/// cancellation's for `order.cancelled`, the admin's for `order.shipped`.
+async fn order_events_carry_the_request_trace(db: TestDatabase) {
+    let shop = TestShop::start(db).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("TRACE");
+    create(&shop, &admin, &product_body("Traced Tee", &sku, 2_500, 10)).await;
+    let traced = |n: u32| (format!("{n:032x}"), format!("00-{n:032x}-00f067aa0ba902b7-01"));
+    let buyer = token(&shop.register(&unique_email("traced")).await);
+    let mut orders = Vec::new();
+    for n in [1, 2] {
+        add_to_cart(&shop, &buyer, &sku, 1).await;
+        let placed = shop
+            .gateway
+            .post("/api/v1/orders")
+            .bearer(&buyer)
+            .header("idempotency-key", &uuid::Uuid::new_v4().to_string())
+            .header("traceparent", &traced(n).1)
+            .json(&checkout_body("me", "pm_card_visa"))
+            .send()
+            .await;
+        assert_eq!(placed.status, 201, "{}", String::from_utf8_lossy(&placed.body));
+        orders.push(placed.json()["id"].as_str().unwrap().to_owned());
+    }
+    let cancelled = shop
+        .gateway
+        .post(&format!("/api/v1/orders/{}/cancel", orders[0]))
+        .bearer(&buyer)
+        .header("traceparent", &traced(3).1);
+    assert_eq!(cancelled.send().await.status, 200);
+    let shipped = shop
+        .gateway
+        .post(&format!("/api/v1/orders/{}/shipments", orders[1]))
+        .bearer(&admin)
+        .header("traceparent", &traced(4).1)
+        .json(&json!({"carrier": "DHL", "tracking_number": "JD1"}));
+    assert_eq!(shipped.send().await.status, 200);
+
+    let db = shop.orders_db().await;
+    let envelopes: Vec<sqlx::types::Json<Value>> =
+        with_db!(&db, |pool| sqlx::query_scalar("SELECT envelope FROM event_outbox ORDER BY seq")
+            .fetch_all(pool)
+            .await)
+        .unwrap();
+    db.close().await;
+    let trace_of = |kind: &str, order: &str| -> Vec<String> {
+        envelopes
+            .iter()
+            .filter(|e| e.0["type"] == kind && e.0["data"]["order_id"] == order)
+            .map(|e| e.0["traceparent"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    for (kind, order, n) in [
+        ("order.placed", &orders[0], 1),
+        ("order.paid", &orders[0], 1),
+        ("fulfilment.requested", &orders[0], 1),
+        ("order.placed", &orders[1], 2),
+        ("order.cancelled", &orders[0], 3),
+        ("order.shipped", &orders[1], 4),
+    ] {
+        let traces = trace_of(kind, order);
+        assert_eq!(traces.len(), 1, "one {kind} for {order}");
+        assert!(traces[0].contains(&traced(n).0), "{kind} carries trace {n}: {}", traces[0]);
+    }
 }
