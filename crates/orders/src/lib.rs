@@ -135,6 +135,7 @@ async fn sweep(orders: Arc<Orders>, every: Duration, key_ttl: Duration, shutdown
         if let Err(error) = orders.recover().await {
             tracing::warn!(error = %error, "could not look for interrupted sagas");
         }
+        orders.update_stuck_gauge().await;
         if last_gauges.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
             last_gauges = Some(tokio::time::Instant::now());
             orders.update_gauges().await;

@@ -209,6 +209,15 @@ impl Orders {
         }
     }
 
+    /// Publishes how many sagas are stuck. Cheap (only unfinished sagas are looked at), so it
+    /// runs with every sweep.
+    pub async fn update_stuck_gauge(&self) {
+        match self.store.stuck_sagas(crate::saga::STUCK_AFTER).await {
+            Ok(stuck) => metrics::gauge!("orders_sagas_stuck").set(stuck as f64),
+            Err(error) => tracing::warn!(error = %error, "could not count stuck sagas"),
+        }
+    }
+
     /// Exits the process when fault injection names this point: the effect before it happened,
     /// the record of it did not.
     pub(crate) fn fault(&self, point: FaultPoint) {

@@ -140,6 +140,9 @@ enum Outcome {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// After this many failed attempts at one step, a saga counts as stuck (`orders_sagas_stuck`,
+/// and an error in the log at each further attempt).
+pub const STUCK_AFTER: i32 = 5;
 
 impl Orders {
     /// Runs a saga from its current step until it finishes or cannot go on now, and returns
@@ -179,7 +182,13 @@ impl Orders {
                 Ok(Outcome::Stop) => return answer,
                 Err(error) => {
                     let retry_in = backoff(saga.attempts);
-                    tracing::warn!(order_id = %saga.order_id, step = step.as_str(), error = %error, retry_in = ?retry_in, "saga step postponed");
+                    if saga.attempts >= STUCK_AFTER {
+                        // Retrying stays safe (every step is idempotent) but will not fix, say,
+                        // a refund the provider refuses: someone must look.
+                        tracing::error!(order_id = %saga.order_id, step = step.as_str(), attempts = saga.attempts, error = %error, retry_in = ?retry_in, "saga step keeps failing");
+                    } else {
+                        tracing::warn!(order_id = %saga.order_id, step = step.as_str(), error = %error, retry_in = ?retry_in, "saga step postponed");
+                    }
                     let retry_at = platform::time::now() + retry_in;
                     if let Err(error) =
                         self.store.postpone(saga.order_id, &saga.kind, &error.to_string(), retry_at).await

@@ -129,7 +129,7 @@ macro_rules! advance_query {
     ($change:expr) => {{
         let Advance { order_id, kind, from, to, plan, lease_until } = $change;
         sqlx::query(
-            "UPDATE sagas SET step = $1, plan = COALESCE($2, plan), lease_until = $3, updated_at = $4, last_error = NULL
+            "UPDATE sagas SET step = $1, plan = COALESCE($2, plan), lease_until = $3, updated_at = $4, last_error = NULL, attempts = 0
              WHERE order_id = $5 AND kind = $6 AND step = $7",
         )
         .bind(to)
@@ -260,6 +260,12 @@ impl Store {
         with_db!(&self.db, |pool| sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
             .fetch_all(pool)
             .await)
+    }
+
+    /// Unfinished sagas whose current step has failed at least `attempts` times in a row.
+    pub async fn stuck_sagas(&self, attempts: i32) -> Result<i64, sqlx::Error> {
+        let sql = format!("SELECT COUNT(*) FROM sagas WHERE step NOT IN {FINAL_STEPS} AND attempts >= $1");
+        with_db!(&self.db, |pool| sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(attempts).fetch_one(pool).await)
     }
 
     pub async fn insert_saga(&self, tx: &mut Tx, saga: &SagaRow, now: DateTime<Utc>) -> Result<(), sqlx::Error> {

@@ -1,7 +1,7 @@
 //! API.md's Orders section through the gateway: checkout with idempotency keys, declines, out of
 //! stock, the state machine, owners-only access, and a flash sale.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use platform::{db::Db, with_db};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -20,6 +20,7 @@ on_both_backends!(
     flash_sale_sells_exactly_the_stock,
     webhooks_are_verified_and_idempotent,
     order_events_carry_the_request_trace,
+    a_saga_that_keeps_failing_is_counted_as_stuck,
 );
 
 pub fn unique_sku(prefix: &str) -> String {
@@ -557,4 +558,59 @@ async fn order_events_carry_the_request_trace(db: TestDatabase) {
         assert_eq!(traces.len(), 1, "one {kind} for {order}");
         assert!(traces[0].contains(&traced(n).0), "{kind} carries trace {n}: {}", traces[0]);
     }
+}
+
+/// A saga whose step keeps failing (a refund the provider refuses, say) is retried, and counted
+/// in `orders_sagas_stuck` for an alert.
+async fn a_saga_that_keeps_failing_is_counted_as_stuck(db: TestDatabase) {
+    let shop = TestShop::start(db).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("STUCK");
+    create(&shop, &admin, &product_body("Stuck Sock", &sku, 900, 5)).await;
+    let (_, order) = paid_order(&shop, &sku, 1).await;
+    let order_id = uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap();
+    let stuck = || async {
+        let metrics = String::from_utf8(shop.orders.get("/metrics").send().await.body.to_vec()).unwrap();
+        metrics.lines().find(|l| l.starts_with("orders_sagas_stuck ")).map(str::to_owned)
+    };
+    assert!(
+        testkit::eventually(Duration::from_secs(5), || async {
+            stuck().await.as_deref() == Some("orders_sagas_stuck 0")
+        })
+        .await
+    );
+    // As if its last step had failed that often: unfinished, with a lease that keeps the
+    // sweeper away for the test's length.
+    let db = shop.orders_db().await;
+    let lease = platform::time::now() + chrono::Duration::hours(1);
+    with_db!(&db, |pool| sqlx::query(
+        "UPDATE sagas SET step = 'emptying', attempts = $1, lease_until = $2 WHERE order_id = $3"
+    )
+    .bind(orders::saga::STUCK_AFTER)
+    .bind(lease)
+    .bind(order_id)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
+    assert!(
+        testkit::eventually(Duration::from_secs(5), || async {
+            stuck().await.as_deref() == Some("orders_sagas_stuck 1")
+        })
+        .await
+    );
+    // Finished after all: no longer stuck.
+    with_db!(&db, |pool| sqlx::query("UPDATE sagas SET step = 'done' WHERE order_id = $1")
+        .bind(order_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+    .unwrap();
+    db.close().await;
+    assert!(
+        testkit::eventually(Duration::from_secs(5), || async {
+            stuck().await.as_deref() == Some("orders_sagas_stuck 0")
+        })
+        .await
+    );
 }
