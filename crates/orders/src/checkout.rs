@@ -164,11 +164,14 @@ impl Orders {
     async fn replay_or(&self, user: Uuid, key: &str, hash: &[u8], error: OrderError) -> Result<Answer, OrderError> {
         match self.store.key(user, key).await? {
             Some(row) if row.request_hash != hash => Err(OrderError::KeyReused),
-            Some(KeyRow { response_status: Some(status), response_body: Some(body), .. }) => {
-                metrics::counter!("orders_idempotent_replays_total", "outcome" => "replayed").increment(1);
-                Ok(Answer { status: u16::try_from(status).map_err(internal)?, body, replayed: true })
-            }
-            _ => Err(error),
+            Some(row) => match stored(row, true)? {
+                Some(answer) => {
+                    metrics::counter!("orders_idempotent_replays_total", "outcome" => "replayed").increment(1);
+                    Ok(answer)
+                }
+                None => Err(error),
+            },
+            None => Err(error),
         }
     }
 
@@ -205,12 +208,7 @@ impl Orders {
         Ok(match self.store.key(user, key).await? {
             None => Claim::Gone,
             Some(row) if row.request_hash != hash => Claim::Mismatch,
-            Some(row) => match (row.response_status, row.response_body) {
-                (Some(status), Some(body)) => {
-                    Claim::Answered(Answer { status: u16::try_from(status).map_err(internal)?, body, replayed: true })
-                }
-                _ => Claim::Busy,
-            },
+            Some(row) => stored(row, true)?.map_or(Claim::Busy, Claim::Answered),
         })
     }
 
@@ -239,14 +237,11 @@ impl Orders {
         }
         // Stopped before an answer: another process took the saga over, or a dependency is down.
         match self.store.key(user, key).await? {
-            Some(row) => match (row.response_status, row.response_body) {
-                (Some(status), Some(body)) => {
-                    Ok(Answer { status: u16::try_from(status).map_err(internal)?, body, replayed: false })
-                }
-                // Waiting on a dependency: the sweeper finishes it, and a retry under the same
-                // key gets the answer.
-                _ => Err(OrderError::Unavailable("checkout not finished yet".to_owned())),
-            },
+            // Waiting on a dependency: the sweeper finishes it, and a retry under the same key
+            // gets the answer.
+            Some(row) => {
+                stored(row, false)?.ok_or_else(|| OrderError::Unavailable("checkout not finished yet".to_owned()))
+            }
             None => Err(OrderError::Unavailable("checkout interrupted; nothing was charged".to_owned())),
         }
     }
@@ -285,5 +280,15 @@ impl Orders {
             shipping_address: request.shipping_address.clone(),
             payment_method: request.payment_method.clone(),
         })
+    }
+}
+
+/// The answer stored under a key, once its checkout has one.
+fn stored(row: KeyRow, replayed: bool) -> Result<Option<Answer>, OrderError> {
+    match (row.response_status, row.response_body) {
+        (Some(status), Some(body)) => {
+            Ok(Some(Answer { status: u16::try_from(status).map_err(internal)?, body, replayed }))
+        }
+        _ => Ok(None),
     }
 }
