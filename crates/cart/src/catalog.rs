@@ -101,7 +101,8 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(prices);
         }
-        let began = chrono::Utc::now();
+        // The catalog stamps its stock events with the same clock.
+        let began = platform::time::now();
         match self.fetch(&missing).await {
             Ok(found) => {
                 let now = Instant::now();
@@ -181,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn stock_events_update_older_answers_and_drop_newer_ones() {
         let catalog = Catalog::new("http://127.0.0.1:1", Duration::from_secs(1), Duration::from_secs(60)).unwrap();
-        let fetched = chrono::Utc::now();
+        let fetched = platform::time::now();
         catalog.fresh.insert("S-1".to_owned(), (variant(5), Instant::now(), fetched));
         // A change made after the fetch began: the cached price stands, with the new figure.
         catalog.stock_changed("S-1", 2, fetched + chrono::Duration::milliseconds(5));

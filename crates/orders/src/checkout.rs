@@ -58,7 +58,7 @@ enum Start {
 
 enum Claim {
     /// This request owns the key; its checkout will be this order.
-    Mine(Uuid),
+    Mine(Box<SagaRow>),
     Answered(Answer),
     /// The first request under this key is still running.
     Busy,
@@ -120,10 +120,10 @@ impl Orders {
         let deadline = Instant::now() + self.idempotency_wait;
         loop {
             match self.claim_key(user, key, &hash, &start, &trace).await? {
-                Claim::Mine(order_id) => {
-                    return match &start {
-                        Start::Reserve(plan) => self.run(user, key, order_id, plan.clone(), trace).await,
-                        Start::Reject(answer) => Ok(answer.clone()),
+                Claim::Mine(saga) => {
+                    return match start {
+                        Start::Reserve(_) => self.run(user, key, *saga).await,
+                        Start::Reject(answer) => Ok(answer),
                     };
                 }
                 Claim::Answered(answer) => {
@@ -203,7 +203,7 @@ impl Orders {
             traceparent: trace.clone(),
         };
         if self.store.claim_key(&NewKey { user, key, hash, answer }, &saga, now).await? {
-            return Ok(Claim::Mine(order_id));
+            return Ok(Claim::Mine(Box::new(saga)));
         }
         Ok(match self.store.key(user, key).await? {
             None => Claim::Gone,
@@ -212,26 +212,8 @@ impl Orders {
         })
     }
 
-    /// The checkout this request owns, from the reservation on.
-    async fn run(
-        &self,
-        user: Uuid,
-        key: &str,
-        order_id: Uuid,
-        plan: serde_json::Value,
-        trace: Option<String>,
-    ) -> Result<Answer, OrderError> {
-        let saga = SagaRow {
-            order_id,
-            kind: Kind::Checkout.as_str().to_owned(),
-            step: Step::Reserving.as_str().to_owned(),
-            user_id: user,
-            idempotency_key: Some(key.to_owned()),
-            plan: Some(Json(plan)),
-            attempts: 0,
-            lease_until: self.lease_end(),
-            traceparent: trace,
-        };
+    /// The checkout this request owns (its saga as claimed), from the reservation on.
+    async fn run(&self, user: Uuid, key: &str, saga: SagaRow) -> Result<Answer, OrderError> {
         if let Some(answer) = self.drive(saga, false).await {
             return Ok(answer);
         }

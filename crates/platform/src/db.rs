@@ -409,9 +409,8 @@ mod tests {
         let mut tx = one.begin().await.unwrap();
         tx.signal_on_commit("test");
         tx.signal_on_commit("test");
-        let pending = tx.commit();
         assert!(!on_same.has_changed().unwrap(), "nothing is raised before the commit");
-        pending.await.unwrap();
+        tx.commit().await.unwrap();
         assert!(on_same.has_changed().unwrap(), "another pool on the same database hears the commit");
         assert_eq!(*on_same.borrow_and_update(), 1, "raised once per commit");
         assert!(!on_other.has_changed().unwrap(), "another database hears nothing");
