@@ -23,6 +23,23 @@ pub struct Events {
     pub bus: Bus,
     pub relay: RelayConfig,
 }
+
+impl Events {
+    /// The relay of `service`'s outbox in `db`.
+    pub fn relay(&self, service: &'static str, db: platform::db::Db) -> Relay {
+        Relay::new(service, db, self.bus.clone(), self.relay.clone())
+    }
+
+    /// Consuming `subscription` as a service's background task: until its token is cancelled.
+    pub fn consumer(
+        &self,
+        subscription: Subscription,
+    ) -> impl FnOnce(tokio_util::sync::CancellationToken) -> futures_util::future::BoxFuture<'static, ()> + Send + 'static
+    {
+        let bus = self.bus.clone();
+        move |stop| Box::pin(async move { bus.consume(subscription, stop).await })
+    }
+}
 pub use envelope::{CloudEvent, EventPayload};
-pub use outbox::{enqueue, enqueue_all, migrate};
+pub use outbox::{enqueue, enqueue_all, migrate, open_database};
 pub use relay::{Relay, RelayConfig};

@@ -28,6 +28,30 @@ pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
     db.migrate(&postgres, &sqlite).await
 }
 
+/// Connects to a service's database and brings its schema up to date: the service's own
+/// migrations, then the outbox and inbox.
+pub async fn open_database(
+    url: &str,
+    pool: &platform::db::PoolConfig,
+    postgres: &Migrator,
+    sqlite: &Migrator,
+) -> Result<Db, ConnectError> {
+    let db = Db::open(url, pool, postgres, sqlite).await?;
+    migrate(&db).await?;
+    Ok(db)
+}
+
+/// Marks every event not yet sent as sent, without sending it; how many there were. Only for a
+/// throw-away database whose events nobody consumes (a benchmark's seeded catalog): anywhere
+/// else it loses events.
+pub async fn discard_pending(db: &Db) -> Result<u64, sqlx::Error> {
+    platform::with_db!(db, |pool| sqlx::query("UPDATE event_outbox SET published_at = $1 WHERE published_at IS NULL")
+        .bind(platform::time::now())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+}
+
 /// Records `events` for publication, in order, with one statement on PostgreSQL.
 pub async fn enqueue_all(tx: &mut Tx, events: &[CloudEvent]) -> Result<(), sqlx::Error> {
     match tx.conn() {

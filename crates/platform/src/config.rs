@@ -21,11 +21,19 @@ pub struct Shared {
     /// Where the embedded mode keeps its SQLite databases and indexes.
     pub data_dir: PathBuf,
     pub auth: crate::auth::AuthConfig,
+    /// The services already bound in this process; peers not among them are reached at their
+    /// configured URLs.
+    #[serde(skip)]
+    pub bound: crate::service::Bound,
 }
 
 impl Default for Shared {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("data"), auth: crate::auth::AuthConfig::default() }
+        Self {
+            data_dir: PathBuf::from("data"),
+            auth: crate::auth::AuthConfig::default(),
+            bound: crate::service::Bound::default(),
+        }
     }
 }
 
@@ -33,6 +41,11 @@ impl Shared {
     /// The embedded database of `service`, used when its `database_url` is not set.
     pub fn sqlite_url(&self, service: &str) -> String {
         format!("sqlite://{}/{service}.db", self.data_dir.display())
+    }
+
+    /// A service's database: the configured URL, or its embedded SQLite file.
+    pub fn database_url(&self, service: &str, configured: Option<&str>) -> String {
+        configured.map_or_else(|| self.sqlite_url(service), str::to_owned)
     }
 }
 

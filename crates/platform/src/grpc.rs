@@ -1,7 +1,10 @@
-//! gRPC between services: how our error codes map onto gRPC status codes, and serving a
-//! tonic router on a bound listener with the same graceful shutdown as HTTP.
+//! gRPC between services: how our error codes map onto gRPC status codes, serving a tonic
+//! router on a bound listener with the same graceful shutdown as HTTP, and the client side:
+//! lazily connected channels and calls bounded by a deadline.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
+
+use tonic::transport::{Channel, Endpoint};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,4 +51,30 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+}
+
+/// A channel to a peer's gRPC service. It connects lazily, so a peer that is down at start
+/// delays nothing, and it reconnects by itself once the peer is back.
+pub fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?;
+    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true).connect_lazy())
+}
+
+/// A request that tells the server its deadline (`grpc-timeout`).
+pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Runs a call within `timeout` even when the connection itself hangs; beyond it the answer is
+/// `DEADLINE_EXCEEDED`.
+pub async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}"))),
+    }
 }

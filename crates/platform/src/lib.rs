@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod money;
 pub mod pagination;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -19,8 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{ErrorCode, Problem, health::Health, http::context::observe};
 
-/// Bodies larger than this are refused with 413 unless a route says otherwise.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub use crate::http::DEFAULT_BODY_LIMIT;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -74,7 +74,7 @@ where
                 "expected a body with Content-Type: application/json",
             ));
         }
-        let bytes = read_limited(req.into_body(), crate::server::DEFAULT_BODY_LIMIT).await?;
+        let bytes = read_limited(req.into_body(), super::DEFAULT_BODY_LIMIT).await?;
         let raw = parse_json::<T::Raw>(&bytes)?;
         T::parse(raw).map(ApiJson).map_err(Problem::validation)
     }
