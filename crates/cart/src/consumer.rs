@@ -9,7 +9,7 @@ use events::{
     payloads::{InventoryChanged, ProductArchived, ProductCreated, ProductUpdated},
 };
 
-use crate::catalog::Catalog;
+use crate::peers::Catalog;
 
 const REPLICA_QUEUE_IDLE: Duration = Duration::from_secs(3600);
 

@@ -1,4 +1,4 @@
-//! Prices, titles and stock from the catalog over gRPC: one batched call per request, with a
+//! The cart's peer: prices, titles and stock from the catalog over gRPC: one batched call per request, with a
 //! deadline, behind a short-lived local cache that the catalog's events invalidate. The last
 //! answer for each SKU is also kept without expiry, so that reads can still show a cart (marked
 //! stale) while the catalog is unreachable.
@@ -9,10 +9,14 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use platform::service::StartError;
 use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::CartError;
+
+/// The catalog's service name: a process that runs it too hands over where it listens.
+pub const CATALOG: &str = "catalog";
 
 /// What the cart needs to know of a SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +51,9 @@ pub struct Catalog {
 const CACHED_SKUS: usize = 100_000;
 
 impl Catalog {
-    pub fn new(url: &str, timeout: Duration, ttl: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+    pub fn new(url: &str, timeout: Duration, ttl: Duration) -> Result<Self, StartError> {
         Ok(Self {
-            client: InventoryClient::new(channel),
+            client: InventoryClient::new(platform::grpc::channel(url, timeout)?),
             timeout,
             ttl,
             fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
@@ -130,20 +129,12 @@ impl Catalog {
     async fn fetch(&self, skus: &[String]) -> Result<Vec<VariantPrice>, String> {
         let started = Instant::now();
         let mut client = self.client.clone();
-        let mut request = tonic::Request::new(GetVariantsRequest { skus: skus.to_vec() });
-        request.set_timeout(self.timeout);
-        let result = tokio::time::timeout(self.timeout, client.get_variants(request)).await;
-        let outcome = match &result {
-            Ok(Ok(_)) => "ok",
-            _ => "error",
-        };
+        let request = platform::grpc::request(GetVariantsRequest { skus: skus.to_vec() }, self.timeout);
+        let result = platform::grpc::within(self.timeout, client.get_variants(request)).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("cart_catalog_request_duration_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-        let response = match result {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
-            Err(_) => return Err(format!("no answer within {:?}", self.timeout)),
-        };
+        let response = result.map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
         Ok(response
             .variants
             .into_iter()

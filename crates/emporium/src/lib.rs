@@ -1,12 +1,7 @@
-//! The `emporium` binary's library: settings, starting services, and the operator commands, so
-//! that tests and the load generator start the shop exactly as `emporium serve` does.
+//! The `emporium` binary's library: the shop as the binary starts it, and the operator
+//! commands that are more than a call, so that tests use exactly what `emporium` runs.
 #![forbid(unsafe_code)]
 
-pub mod bench;
-pub mod scenarios;
 pub mod seed;
-pub mod settings;
-pub mod shop;
 
-pub use settings::Settings;
-pub use shop::{Service, Shop};
+pub use shop::{Service, Settings, Shop};

@@ -1,10 +1,10 @@
 //! `emporium`: run the shop (all services, or some), migrate, administer, and benchmark.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use emporium::{Service, Settings, Shop, bench::Load, scenarios};
+use clap::{Parser, Subcommand};
+use emporium::{Service, Settings, Shop};
 use secrecy::SecretString;
 
 // Request handling allocates many small, short-lived buffers across threads; glibc's malloc
@@ -53,7 +53,7 @@ enum Command {
     #[command(subcommand)]
     Events(EventsCommand),
     /// Measure throughput and latency.
-    Bench(BenchArgs),
+    Bench(bench::Args),
 }
 
 #[derive(Subcommand)]
@@ -109,77 +109,6 @@ enum AdminCommand {
     RotateSigningKey,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Scenario {
-    /// GET /api/v1/users/me through the gateway and directly against identity.
-    Me,
-    /// POST /api/v1/auth/login (argon2id-bound).
-    Login,
-    /// The event backbone on RabbitMQ and PostgreSQL: outbox → relay → broker → consumer.
-    Events,
-    /// Search latency with Tantivy beside PostgreSQL full-text search, on a large catalog.
-    Search,
-    /// GET /api/v1/products/{id} through the gateway and directly, cached in Redis.
-    Product,
-    /// Add-to-cart and get-cart through the gateway (carts in Redis) beside redis-benchmark.
-    Cart,
-    /// Checkouts end to end through the gateway on PostgreSQL beside pgbench TPC-B.
-    Checkout,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    scenario: Scenario,
-    /// Concurrent clients, each with its own connection.
-    #[arg(long, short = 'c', default_value_t = 32)]
-    concurrency: usize,
-    /// How long each measured round runs.
-    #[arg(long, short = 'd', default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Unmeasured warm-up before each round.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
-    /// Rounds; scenarios that compare two paths alternate between them round by round.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Drive a running gateway (http://host:port) instead of starting a shop.
-    #[arg(long, requires = "identity")]
-    gateway: Option<String>,
-    /// The identity service of that running shop.
-    #[arg(long, requires = "gateway")]
-    identity: Option<String>,
-    /// `events`: the RabbitMQ to measure.
-    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-    amqp: String,
-    /// `events`: a PostgreSQL server (any database on it) where a throw-away database is made.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    postgres: String,
-    /// `events`: the steady rate at which latency is measured, in events/s.
-    #[arg(long, default_value_t = 1000)]
-    rate: u32,
-    /// `events`: the consumer's prefetch.
-    #[arg(long, default_value_t = 1024)]
-    prefetch: u16,
-    /// `events`: the consumer's lanes.
-    #[arg(long, default_value_t = 2)]
-    lanes: usize,
-    /// `search`, `product`: products in the generated catalog (kept in PostgreSQL for later runs).
-    #[arg(long, default_value_t = 100_000)]
-    products: usize,
-    /// `search`: queries of each kind per engine.
-    #[arg(long, default_value_t = 500)]
-    iterations: usize,
-    /// `product`, `cart`, `checkout`: the Redis that caches products / holds carts.
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    redis: String,
-    /// `checkout`: buyers, each checking out one cart of 3 lines.
-    #[arg(long, default_value_t = 4000)]
-    buyers: usize,
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = tokio::runtime::Builder::new_multi_thread()
@@ -207,7 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emporium::seed::run(settings, products, seed, concurrency).await
         }
         Command::Events(command) => events_command(settings, command).await,
-        Command::Bench(args) => bench(settings, args).await,
+        Command::Bench(args) => bench::run(settings, args).await,
     }
 }
 
@@ -240,33 +169,16 @@ async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()>
 
 async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<()> {
     platform::telemetry::init(&settings.log);
+    let shared = settings.shared();
     for service in all_if_empty(services) {
-        match service {
-            Service::Identity => {
-                identity::open(&settings.identity, &settings.shared()).await.context("migrating identity")?;
-            }
-            Service::Catalog => {
-                catalog::open(&settings.catalog, &settings.shared()).await.context("migrating catalog")?;
-            }
-            Service::Cart => {
-                let url =
-                    settings.cart.store_url.clone().unwrap_or_else(|| settings.shared().sqlite_url(cart::SERVICE));
-                if url.starts_with("redis") {
-                    eprintln!("cart: Redis needs no schema");
-                    continue;
-                }
-                cart::store::SqlCarts::open(&url, &settings.cart.pool).await.context("migrating cart")?;
-            }
-            Service::Orders => {
-                let url = settings
-                    .orders
-                    .database_url
-                    .clone()
-                    .unwrap_or_else(|| settings.shared().sqlite_url(orders::SERVICE));
-                orders::store::Store::open(&url, &settings.orders.pool).await.context("migrating orders")?;
-            }
+        let migrated = match service {
+            Service::Identity => identity::migrate(&settings.identity, &shared).await,
+            Service::Catalog => catalog::migrate(&settings.catalog, &shared).await,
+            Service::Cart => cart::migrate(&settings.cart, &shared).await,
+            Service::Orders => orders::migrate(&settings.orders, &shared).await,
             Service::Gateway => continue,
-        }
+        };
+        migrated.with_context(|| format!("migrating {service}"))?;
         eprintln!("{service}: schema up to date");
     }
     Ok(())
@@ -341,95 +253,6 @@ async fn events_command(settings: Settings, command: EventsCommand) -> anyhow::R
             let replayed = events.bus.replay_dead_letters(&consumer).await?;
             eprintln!("requeued {replayed} parked event(s) for {consumer}");
         }
-    }
-    Ok(())
-}
-
-async fn bench(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    // sqlx warns of slow statements; building a benchmark's data set is made of them.
-    settings.log.filter = "warn,sqlx=error".to_owned();
-    platform::telemetry::init(&settings.log);
-    let load =
-        Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup, rounds: args.rounds };
-    if let Scenario::Events = args.scenario {
-        let bench = scenarios::events::EventsBench {
-            amqp_url: args.amqp,
-            postgres_url: args.postgres,
-            duration: args.duration,
-            rate: args.rate,
-            prefetch: args.prefetch,
-            lanes: args.lanes,
-            relay: settings.relay.clone(),
-        };
-        println!("target: RabbitMQ and PostgreSQL ({} per phase)", humantime::format_duration(args.duration));
-        let report = scenarios::events::events(bench).await?;
-        if let Some(path) = args.json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
-    }
-    if let Scenario::Checkout = args.scenario {
-        let bench = scenarios::checkout::CheckoutBench {
-            postgres_url: args.postgres,
-            redis_url: args.redis,
-            buyers: args.buyers,
-        };
-        let report = scenarios::checkout::checkout(settings, bench, load).await?;
-        if let Some(path) = args.json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
-    }
-    if let Scenario::Cart = args.scenario {
-        let report = scenarios::cart::cart(settings, &args.redis, load).await?;
-        if let Some(path) = args.json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
-    }
-    if let Scenario::Search | Scenario::Product = args.scenario {
-        let bench = scenarios::catalog::CatalogBench {
-            postgres_url: args.postgres,
-            redis_url: args.redis,
-            products: args.products,
-            iterations: args.iterations,
-        };
-        let report = match args.scenario {
-            Scenario::Search => scenarios::catalog::search(settings, bench).await?,
-            _ => scenarios::catalog::product(settings, bench, load).await?,
-        };
-        if let Some(path) = args.json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
-    }
-    let hashing = settings.identity.password_hashing.clone();
-    let (targets, shop) = match (args.gateway, args.identity) {
-        (Some(gateway), Some(identity)) => (scenarios::Targets { gateway, identity }, None),
-        _ => {
-            let shop = scenarios::BenchShop::start(settings).await?;
-            (shop.targets.clone(), Some(shop))
-        }
-    };
-    println!("target: gateway {}, identity {}", targets.gateway, targets.identity);
-    let report = match args.scenario {
-        Scenario::Me => scenarios::me(&targets, load).await,
-        Scenario::Login => scenarios::login(&targets, load, &hashing).await,
-        Scenario::Events | Scenario::Search | Scenario::Product | Scenario::Cart | Scenario::Checkout => {
-            unreachable!("handled above")
-        }
-    };
-    if let Some(shop) = shop {
-        shop.stop().await;
-    }
-    let report = report?;
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ pub mod config;
 mod openapi;
 mod proxy;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -18,29 +18,17 @@ use axum::{
     routing::any,
 };
 use platform::{
-    auth::{AuthConfig, Verifier},
+    auth::Verifier,
+    config::Shared,
     health::Health,
+    service::{Server, StartError},
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
 use proxy::Upstream;
 
 pub const SERVICE: &str = "gateway";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Config(String),
-    #[error("could not listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 struct Route {
     upstream: Arc<Upstream>,
@@ -49,51 +37,38 @@ struct Route {
     body_limit: usize,
 }
 
-/// A bound, ready gateway.
-pub struct Gateway {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl Gateway {
-    pub async fn build(config: Config, auth: &AuthConfig) -> Result<Self, StartError> {
-        config.validate().map_err(StartError::Config)?;
-        let verifier = Verifier::remote(auth, platform::http::client::client(std::time::Duration::from_secs(1)));
-        let upstreams: Vec<(String, Arc<Upstream>)> =
-            config.upstreams.iter().map(|(name, up)| (name.clone(), Arc::new(Upstream::new(name, up)))).collect();
-
-        let mut api = Router::new();
-        for route in &config.routes {
-            let Some((_, upstream)) = upstreams.iter().find(|(name, _)| *name == route.upstream) else {
-                continue;
-            };
-            let target = Arc::new(Route {
-                upstream: upstream.clone(),
-                auth: route.auth,
-                verifier: verifier.clone(),
-                body_limit: config.body_limit,
-            });
-            let handler = any(forward).with_state(target);
-            api = api.route(&route.prefix, handler.clone()).route(&format!("{}/{{*rest}}", route.prefix), handler);
+/// Binds the gateway. An upstream whose service is bound in this process (`shared.bound`) is
+/// reached there; the others at their configured URLs.
+pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    for (name, upstream) in &mut config.upstreams {
+        if let Some(url) = shared.bound.http_url(name) {
+            upstream.urls = vec![url];
         }
-        let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
-        api = api.merge(openapi::router(documents));
-
-        let router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
-        let listener = platform::server::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, router })
     }
+    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(std::time::Duration::from_secs(1)));
+    let upstreams: Vec<(String, Arc<Upstream>)> =
+        config.upstreams.iter().map(|(name, up)| (name.clone(), Arc::new(Upstream::new(name, up)))).collect();
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+    let mut api = Router::new();
+    for route in &config.routes {
+        let Some((_, upstream)) = upstreams.iter().find(|(name, _)| *name == route.upstream) else {
+            continue;
+        };
+        let target = Arc::new(Route {
+            upstream: upstream.clone(),
+            auth: route.auth,
+            verifier: verifier.clone(),
+            body_limit: config.body_limit,
+        });
+        let handler = any(forward).with_state(target);
+        api = api.route(&route.prefix, handler.clone()).route(&format!("{}/{{*rest}}", route.prefix), handler);
     }
+    let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
+    api = api.merge(openapi::router(documents));
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        tracing::info!(service = SERVICE, addr = %self.local_addr(), "listening");
-        platform::server::serve(self.listener, self.router, shutdown).await
-    }
+    let router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
+    Server::bind(SERVICE, config.listen, router).await
 }
 
 /// Checks the caller's token as the route demands, then forwards.
@@ -125,11 +100,4 @@ fn cors(config: &config::CorsConfig) -> CorsLayer {
         )
         .expose_headers(["x-request-id", "retry-after", "etag", "location"].map(HeaderName::from_static))
         .max_age(config.max_age)
-}
-
-/// Binds and serves until `shutdown`.
-pub async fn serve(config: Config, auth: &AuthConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let gateway = Gateway::build(config, auth).await?;
-    let addr = gateway.local_addr();
-    gateway.run_until_stopped(shutdown).await.map_err(|source| StartError::Bind { addr, source })
 }

@@ -16,7 +16,7 @@ use axum::{
     extract::{Request, State},
     routing::{any, get},
 };
-use gateway::{AuthPolicy, Config, Gateway, RouteConfig, UpstreamConfig};
+use gateway::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use platform::auth::{ALGORITHM, AccessClaims, AuthConfig, ed25519_pkcs8};
@@ -143,7 +143,8 @@ async fn start(configure: impl FnOnce(&mut Config, SocketAddr)) -> Fixture {
     config.upstreams.remove("identity");
     configure(&mut config, addr);
     let auth = AuthConfig { jwks_url: Some(format!("http://{addr}/.well-known/jwks.json")), ..AuthConfig::default() };
-    let gateway = Gateway::build(config, &auth).await.expect("gateway starts");
+    let shared = platform::config::Shared { auth, ..Default::default() };
+    let gateway = gateway::build(config, &shared).await.expect("gateway starts");
     let client = TestClient::new(format!("http://{}", gateway.local_addr()));
     let stop = CancellationToken::new();
     let guard = stop.clone().drop_guard();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use platform::{auth::AuthConfig, config::Shared, telemetry::LogConfig};
+use platform::{auth::AuthConfig, config::Shared, service::Bound, telemetry::LogConfig};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -79,8 +79,25 @@ impl Settings {
         Ok(events::Events { bus, relay: self.relay.clone() })
     }
 
+    /// What every service shares, when none is bound in this process yet.
     pub fn shared(&self) -> Shared {
-        Shared { data_dir: self.data_dir.clone(), auth: self.auth.clone() }
+        self.shared_with(&Bound::default())
+    }
+
+    /// What every service shares, given the services already bound in this process.
+    ///
+    /// Without a configured key URL, services that verify tokens ask identity: where it is
+    /// bound in this process, else where the gateway's identity upstream points (by default,
+    /// identity on this machine).
+    pub fn shared_with(&self, bound: &Bound) -> Shared {
+        let mut auth = self.auth.clone();
+        if auth.jwks_url.is_none() {
+            auth.jwks_url = bound
+                .http_url(identity::SERVICE)
+                .or_else(|| self.gateway.upstreams.get(identity::SERVICE).and_then(|u| u.urls.first()).cloned())
+                .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
+        }
+        Shared { data_dir: self.data_dir.clone(), auth, bound: bound.clone() }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Starting services: any subset of them in this process, each on its own port and talking to
 //! the others over HTTP exactly as separate deployments do.
 //!
-//! In-process services are bound first, so that the gateway's upstreams and the verifiers' key
-//! URL point at the addresses actually bound (port 0 works everywhere).
+//! Services start in dependency order, and each is handed the addresses of those already bound
+//! (`Shared::bound`), so that peers, the gateway's upstreams and the verifiers' key URL point at
+//! the addresses actually bound (port 0 works everywhere).
 
 use std::{fmt, net::SocketAddr, str::FromStr};
 
 use anyhow::Context;
+use platform::service::Bound;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -73,95 +75,51 @@ pub struct Shop {
 type Tasks = JoinSet<(Service, std::io::Result<()>)>;
 
 impl Shop {
-    /// Binds and starts `services`; they stop when `shutdown` is cancelled.
-    pub async fn start(
-        mut settings: Settings,
-        services: &[Service],
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    /// Binds and starts `services` in dependency order, each told where those before it
+    /// listen; they stop when `shutdown` is cancelled.
+    pub async fn start(settings: Settings, services: &[Service], shutdown: CancellationToken) -> anyhow::Result<Self> {
         let (edge_stop, backend_stop) = (CancellationToken::new(), CancellationToken::new());
         let (mut edge, mut backends) = (Tasks::new(), Tasks::new());
-        // One bus per process, shared by every service in it.
+        let mut bound = Bound::default();
+        // One bus per process, shared by every service in it; the gateway needs none.
         let needs_events = services.iter().any(|s| *s != Service::Gateway);
         let events = if needs_events { Some(settings.events().await?) } else { None };
-        let mut identity_addr = None;
-        if let (true, Some(events)) = (services.contains(&Service::Identity), &events) {
-            let built = identity::Identity::build(settings.identity.clone(), &settings.shared(), events).await;
-            let identity = started(built, Service::Identity, &backend_stop, &mut backends).await?;
-            let addr = identity.local_addr();
-            identity_addr = Some(addr);
-            let stop = backend_stop.clone();
-            backends.spawn(async move { (Service::Identity, identity.run_until_stopped(stop).await) });
-            // In-process peers reach identity where it really listens.
-            if let Some(upstream) = settings.gateway.upstreams.get_mut("identity") {
-                upstream.urls = vec![format!("http://{addr}")];
-            }
-            settings.auth.jwks_url.get_or_insert_with(|| format!("http://{addr}/.well-known/jwks.json"));
-        }
-        let (mut catalog_addr, mut catalog_grpc) = (None, None);
-        if let (true, Some(events)) = (services.contains(&Service::Catalog), &events) {
-            derive_jwks_url(&mut settings);
-            let built = catalog::Catalog::build(settings.catalog.clone(), &settings.shared(), events).await;
-            let catalog = started(built, Service::Catalog, &backend_stop, &mut backends).await?;
-            let addr = catalog.local_addr();
-            (catalog_addr, catalog_grpc) = (Some(addr), Some(catalog.grpc_addr()));
-            let stop = backend_stop.clone();
-            backends.spawn(async move { (Service::Catalog, catalog.run_until_stopped(stop).await) });
-            if let Some(upstream) = settings.gateway.upstreams.get_mut("catalog") {
-                upstream.urls = vec![format!("http://{addr}")];
-            }
-            if let Some(grpc) = catalog_grpc {
-                settings.cart.catalog_url = format!("http://{grpc}");
-                settings.orders.catalog_url = format!("http://{grpc}");
-            }
-        }
-        let (mut cart_addr, mut cart_grpc) = (None, None);
-        if let (true, Some(events)) = (services.contains(&Service::Cart), &events) {
-            derive_jwks_url(&mut settings);
-            let built = cart::CartService::build(settings.cart.clone(), &settings.shared(), events).await;
-            let service = started(built, Service::Cart, &backend_stop, &mut backends).await?;
-            let addr = service.local_addr();
-            (cart_addr, cart_grpc) = (Some(addr), Some(service.grpc_addr()));
-            let stop = backend_stop.clone();
-            backends.spawn(async move { (Service::Cart, service.run_until_stopped(stop).await) });
-            if let Some(upstream) = settings.gateway.upstreams.get_mut("cart") {
-                upstream.urls = vec![format!("http://{addr}")];
-            }
-            if let Some(grpc) = cart_grpc {
-                settings.orders.cart_url = format!("http://{grpc}");
-            }
-        }
-        let mut orders_addr = None;
-        if let (true, Some(events)) = (services.contains(&Service::Orders), &events) {
-            derive_jwks_url(&mut settings);
-            let built = orders::OrdersService::build(settings.orders.clone(), &settings.shared(), events).await;
-            let service = started(built, Service::Orders, &backend_stop, &mut backends).await?;
-            let addr = service.local_addr();
-            orders_addr = Some(addr);
-            let stop = backend_stop.clone();
-            backends.spawn(async move { (Service::Orders, service.run_until_stopped(stop).await) });
-            if let Some(upstream) = settings.gateway.upstreams.get_mut("orders") {
-                upstream.urls = vec![format!("http://{addr}")];
-            }
-        }
-        let mut gateway_addr = None;
-        if services.contains(&Service::Gateway) {
-            derive_jwks_url(&mut settings);
-            let built = gateway::Gateway::build(settings.gateway.clone(), &settings.auth).await;
-            let gateway = started(built, Service::Gateway, &backend_stop, &mut backends).await?;
-            gateway_addr = Some(gateway.local_addr());
-            let stop = edge_stop.clone();
-            edge.spawn(async move { (Service::Gateway, gateway.run_until_stopped(stop).await) });
+        for service in Service::ALL.into_iter().filter(|s| services.contains(s)) {
+            let shared = settings.shared_with(&bound);
+            let built = match (service, &events) {
+                (Service::Identity, Some(events)) => identity::build(settings.identity.clone(), &shared, events).await,
+                (Service::Catalog, Some(events)) => catalog::build(settings.catalog.clone(), &shared, events).await,
+                (Service::Cart, Some(events)) => cart::build(settings.cart.clone(), &shared, events).await,
+                (Service::Orders, Some(events)) => orders::build(settings.orders.clone(), &shared, events).await,
+                (Service::Gateway, _) => gateway::build(settings.gateway.clone(), &shared).await,
+                (_, None) => unreachable!("the bus is connected when a service needs it"),
+            };
+            let server = match built {
+                Ok(server) => server,
+                Err(error) => {
+                    // A half-started shop is stopped, not left behind.
+                    backend_stop.cancel();
+                    while backends.join_next().await.is_some() {}
+                    return Err(anyhow::Error::new(error).context(format!("starting {service}")));
+                }
+            };
+            bound.insert(service.name(), server.addresses());
+            let (tasks, stop) =
+                if service == Service::Gateway { (&mut edge, &edge_stop) } else { (&mut backends, &backend_stop) };
+            let stop = stop.clone();
+            tasks.spawn(async move { (service, server.run_until_stopped(stop).await) });
         }
         let supervisor = tokio::spawn(supervise(shutdown.clone(), edge_stop, edge, backend_stop, backends));
+        let http = |service: Service| bound.get(service.name()).map(|a| a.http);
+        let grpc = |service: Service| bound.get(service.name()).and_then(|a| a.grpc);
         Ok(Self {
-            identity: identity_addr,
-            catalog: catalog_addr,
-            catalog_grpc,
-            cart: cart_addr,
-            cart_grpc,
-            orders: orders_addr,
-            gateway: gateway_addr,
+            identity: http(Service::Identity),
+            catalog: http(Service::Catalog),
+            catalog_grpc: grpc(Service::Catalog),
+            cart: http(Service::Cart),
+            cart_grpc: grpc(Service::Cart),
+            orders: http(Service::Orders),
+            gateway: http(Service::Gateway),
             supervisor,
             shutdown,
         })
@@ -175,40 +133,6 @@ impl Shop {
     /// Waits until every service has stopped. If one fails, the others are stopped too.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.supervisor.await.context("the shop supervisor panicked")?
-    }
-}
-
-/// The service `build` made, or its error, after stopping the services already running: a
-/// half-started shop is stopped, not left behind.
-async fn started<T, E>(
-    built: Result<T, E>,
-    service: Service,
-    backend_stop: &CancellationToken,
-    backends: &mut Tasks,
-) -> anyhow::Result<T>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    match built {
-        Ok(service) => Ok(service),
-        Err(error) => {
-            backend_stop.cancel();
-            while backends.join_next().await.is_some() {}
-            Err(anyhow::Error::new(error).context(format!("starting {service}")))
-        }
-    }
-}
-
-/// Without a configured key URL, services that verify tokens ask the identity upstream the
-/// gateway is configured with (by default, identity on this machine).
-fn derive_jwks_url(settings: &mut Settings) {
-    if settings.auth.jwks_url.is_none() {
-        settings.auth.jwks_url = settings
-            .gateway
-            .upstreams
-            .get("identity")
-            .and_then(|u| u.urls.first())
-            .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
     }
 }
 

@@ -28,9 +28,7 @@ pub struct Store {
 impl Store {
     /// Connects and brings the schema (the catalog's tables and the outbox) up to date.
     pub async fn open(url: &str, pool: &platform::db::PoolConfig) -> Result<Self, ConnectError> {
-        let db = Db::open(url, pool, &POSTGRES, &SQLITE).await?;
-        events::migrate(&db).await?;
-        Ok(Self { db })
+        Ok(Self { db: events::open_database(url, pool, &POSTGRES, &SQLITE).await? })
     }
 
     pub fn db(&self) -> &Db {
