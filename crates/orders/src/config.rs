@@ -6,7 +6,21 @@ use platform::db::PoolConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{domain::Pricing, saga::FaultPoint};
+use crate::domain::Pricing;
+
+/// Where fault injection can stop the process: right after the named step's effect, before the
+/// saga records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPoint {
+    Reserve,
+    Create,
+    Charge,
+    Commit,
+    Empty,
+    Release,
+    Refund,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

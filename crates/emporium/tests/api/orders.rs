@@ -586,7 +586,7 @@ async fn a_saga_that_keeps_failing_is_counted_as_stuck(db: TestDatabase) {
     with_db!(&db, |pool| sqlx::query(
         "UPDATE sagas SET step = 'emptying', attempts = $1, lease_until = $2 WHERE order_id = $3"
     )
-    .bind(orders::saga::STUCK_AFTER)
+    .bind(orders::STUCK_AFTER)
     .bind(lease)
     .bind(order_id)
     .execute(pool)

@@ -1,4 +1,7 @@
 //! The orders HTTP API (API.md, Orders, payments and fulfilment) and its OpenAPI document.
+//! Only here do outcomes and errors become status codes and bodies.
+
+mod views;
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use axum::{
 };
 use bytes::Bytes;
 use platform::{
-    FieldError, Problem,
+    ErrorCode, FieldError, Problem,
     auth::{Admin, Caller, Verifier},
     http::{ApiJson, ApiPath, ApiQuery, Fields, Input, RequestContext, openapi::BearerAuth, problem::PROBLEM_JSON},
     pagination::{Page, PageQuery},
@@ -20,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
+pub use views::OrderView;
+
 use crate::{
-    checkout::{Answer, CheckoutRequest},
-    domain::{Address, Status},
+    domain::{Address, Answer, CheckoutOutcome, Order, PaymentStatus, Shortage, Status},
     error::OrderError,
-    orders::{Orders, Shipment},
-    views::OrderView,
+    orders::{CheckoutRequest, Orders, Reply, Shipment, WebhookError},
 };
 
 #[derive(Clone)]
@@ -50,7 +53,7 @@ pub fn router(state: AppState, verifier: Arc<Verifier>) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     paths(checkout, list_own, read, cancel, ship, deliver, list_all, webhook),
-    components(schemas(Problem, FieldError, OrderView, OrderPage, CheckoutBody, ShipmentBody, Address, Status)),
+    components(schemas(Problem, FieldError, OrderView, OrderPage, CheckoutBody, ShipmentBody, Address, Status, PaymentStatus)),
     modifiers(&BearerAuth),
     tags((name = "orders", description = "Checkout, orders, payments and fulfilment"))
 )]
@@ -125,28 +128,96 @@ impl Input for ShipmentInput {
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<String, OrderError> {
-    let value = headers.get("idempotency-key").ok_or(OrderError::MissingKey)?;
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        Problem::with_detail(
+            ErrorCode::BadRequest,
+            "an Idempotency-Key header is required for requests that move money",
+        )
+    })?;
     match value.to_str() {
         Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(key.to_owned())
         }
-        _ => Err(OrderError::Validation(vec![FieldError::new(
+        _ => Err(Problem::validation(vec![FieldError::new(
             "Idempotency-Key",
             "must be 1 to 255 visible ASCII characters",
         )])),
     }
 }
 
-impl IntoResponse for Answer {
+impl From<OrderError> for Problem {
+    fn from(error: OrderError) -> Self {
+        let code = error.code();
+        match error {
+            OrderError::NotFound => Problem::with_detail(code, "no such order"),
+            OrderError::Transition(transition) => {
+                Problem::with_detail(code, transition.to_string()).extension("order_status", transition.from.as_str())
+            }
+            OrderError::Concurrent => {
+                Problem::with_detail(code, "the order was changed by another request; read it again")
+            }
+            OrderError::Validation(errors) => Problem::validation(errors),
+            OrderError::KeyReused => {
+                Problem::with_detail(code, "this Idempotency-Key was already used with a different request body")
+            }
+            OrderError::KeyInProgress => {
+                Problem::with_detail(code, "a request with this Idempotency-Key is still being processed")
+                    .retry_after(1)
+            }
+            OrderError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "dependency unavailable");
+                Problem::unavailable("orders cannot be processed right now", 2)
+            }
+            OrderError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for OrderError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let content_type = if status.is_success() || status == StatusCode::PAYMENT_REQUIRED {
-            "application/json"
-        } else {
-            PROBLEM_JSON
+        Problem::from(self).into_response()
+    }
+}
+
+/// How each outcome of a checkout is answered: the order (201 paid, 402 declined), or a
+/// problem document.
+fn outcome_response(outcome: CheckoutOutcome) -> Response {
+    let order = |status: StatusCode, order: &Order| (status, Json(OrderView::from(order))).into_response();
+    match outcome {
+        CheckoutOutcome::Paid { order: paid } => order(StatusCode::CREATED, &paid),
+        CheckoutOutcome::Declined { order: declined } => order(StatusCode::PAYMENT_REQUIRED, &declined),
+        CheckoutOutcome::OutOfStock { shortages } => out_of_stock(&shortages).into_response(),
+        CheckoutOutcome::EmptyCart => {
+            Problem::with_detail(ErrorCode::Validation, "the cart is empty: there is nothing to order").into_response()
+        }
+        CheckoutOutcome::CartNotFound => Problem::with_detail(ErrorCode::NotFound, "no such cart").into_response(),
+    }
+}
+
+fn out_of_stock(shortages: &[Shortage]) -> Problem {
+    let skus: Vec<&str> = shortages.iter().map(|s| s.sku.as_str()).collect();
+    Problem::with_detail(ErrorCode::Conflict, format!("not enough stock for {}", skus.join(", ")))
+        .extension("shortages", serde_json::to_value(shortages).unwrap_or_default())
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = match self.answer {
+            Answer::Outcome(outcome) => outcome_response(outcome),
+            Answer::Given { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let content_type = if status.is_success() || status == StatusCode::PAYMENT_REQUIRED {
+                    "application/json"
+                } else {
+                    PROBLEM_JSON
+                };
+                (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+            }
         };
-        let mut response = (status, [(header::CONTENT_TYPE, content_type)], self.body).into_response();
         if self.replayed {
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
@@ -172,9 +243,9 @@ async fn checkout(
     context: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     ApiJson(CheckoutInput(request)): ApiJson<CheckoutInput>,
-) -> Result<Answer, OrderError> {
+) -> Result<Reply, Problem> {
     let key = idempotency_key(&headers)?;
-    state.orders.checkout(caller.user_id, &key, request, traceparent(context)).await
+    Ok(state.orders.checkout(caller.user_id, &key, request, traceparent(context)).await?)
 }
 
 /// The trace context the events of this request's changes carry.
@@ -191,7 +262,7 @@ async fn list_own(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<OrderView>>, Problem> {
     let page = query.parse::<Uuid>()?;
-    Ok(Json(state.orders.list(Some(caller.user_id), None, &page).await?))
+    Ok(Json(views(state.orders.list(Some(caller.user_id), None, &page).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -219,7 +290,7 @@ async fn list_all(
         ),
     };
     let page = PageQuery { limit: query.limit, cursor: query.cursor }.parse::<Uuid>()?;
-    Ok(Json(state.orders.list(None, status, &page).await?))
+    Ok(Json(views(state.orders.list(None, status, &page).await?)))
 }
 
 /// One order: its owner's, or any for an admin.
@@ -230,7 +301,7 @@ async fn read(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.get(&caller, id).await?))
+    Ok(Json(OrderView::from(&state.orders.get(&caller, id).await?)))
 }
 
 /// Cancel a paid order (its owner before shipping, or an admin): refunded, stock returned.
@@ -243,7 +314,7 @@ async fn cancel(
     context: Option<Extension<RequestContext>>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.cancel(&caller, id, traceparent(context)).await?))
+    Ok(Json(OrderView::from(&state.orders.cancel(&caller, id, traceparent(context)).await?)))
 }
 
 /// Record a shipment (admins): `paid → shipped`.
@@ -257,7 +328,7 @@ async fn ship(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(ShipmentInput(shipment)): ApiJson<ShipmentInput>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.ship(id, shipment, traceparent(context)).await?))
+    Ok(Json(OrderView::from(&state.orders.ship(id, shipment, traceparent(context)).await?)))
 }
 
 /// Record the delivery (admins): `shipped → delivered`.
@@ -269,7 +340,7 @@ async fn deliver(
     context: Option<Extension<RequestContext>>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, OrderError> {
-    Ok(Json(state.orders.deliver(id, traceparent(context)).await?))
+    Ok(Json(OrderView::from(&state.orders.deliver(id, traceparent(context)).await?)))
 }
 
 /// A payment provider's signed notification (signature checked, 5-minute replay window,
@@ -283,6 +354,14 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let received = state.orders.webhook(&provider, &headers, &body).await?;
+    let received = state.orders.webhook(&provider, &headers, &body).await.map_err(|error| match error {
+        WebhookError::UnknownProvider => Problem::with_detail(ErrorCode::NotFound, error.to_string()),
+        WebhookError::Signature(error) => Problem::with_detail(ErrorCode::BadRequest, error.to_string()),
+        WebhookError::Order(error) => error.into(),
+    })?;
     Ok(Json(serde_json::json!({ "received": true, "duplicate": !received })))
+}
+
+fn views(page: Page<Order>) -> Page<OrderView> {
+    Page { items: page.items.iter().map(OrderView::from).collect(), next_cursor: page.next_cursor }
 }

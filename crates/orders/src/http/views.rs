@@ -6,10 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{
-    domain::{Address, Status},
-    store::OrderRow,
-};
+use crate::domain::{Address, Order, PaymentStatus, Status};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
@@ -49,8 +46,7 @@ pub struct LineView {
 pub struct PaymentView {
     /// `sandbox` or `stripe`.
     pub provider: String,
-    /// `pending`, `succeeded`, `failed` or `refunded`.
-    pub status: String,
+    pub status: PaymentStatus,
     /// The provider's id of the charge, once there is one.
     pub reference: Option<String>,
 }
@@ -73,17 +69,15 @@ pub struct HistoryView {
     pub at: DateTime<Utc>,
 }
 
-impl OrderView {
-    pub fn from_row(row: &OrderRow) -> Result<Self, sqlx::Error> {
-        let currency = Currency::parse(&row.currency)
-            .map_err(|_| sqlx::Error::Decode(format!("bad currency {:?}", row.currency).into()))?;
-        let money = |amount| Money::new(amount, currency);
-        Ok(Self {
-            id: row.id,
-            number: row.number.clone(),
-            user_id: row.user_id,
-            status: row.status()?,
-            lines: row
+impl From<&Order> for OrderView {
+    fn from(order: &Order) -> Self {
+        let money = |amount| order.money(amount);
+        Self {
+            id: order.id,
+            number: order.number.clone(),
+            user_id: order.user_id,
+            status: order.status,
+            lines: order
                 .lines
                 .iter()
                 .map(|l| LineView {
@@ -95,26 +89,26 @@ impl OrderView {
                     line_total: money(l.unit_price.saturating_mul(l.quantity)),
                 })
                 .collect(),
-            subtotal: money(row.subtotal),
-            shipping: money(row.shipping),
-            tax: money(row.tax),
-            total: money(row.total),
-            currency,
-            shipping_address: row.shipping_address.0.clone(),
+            subtotal: money(order.totals.subtotal),
+            shipping: money(order.totals.shipping),
+            tax: money(order.totals.tax),
+            total: money(order.totals.total),
+            currency: order.currency,
+            shipping_address: order.shipping_address.clone(),
             payment: PaymentView {
-                provider: row.payment_provider.clone(),
-                status: row.payment_status.clone(),
-                reference: row.payment_reference.clone(),
+                provider: order.payment.provider.clone(),
+                status: order.payment.status,
+                reference: order.payment.reference.clone(),
             },
             fulfilment: FulfilmentView {
-                carrier: row.carrier.clone(),
-                tracking_number: row.tracking_number.clone(),
-                shipped_at: row.shipped_at,
-                delivered_at: row.delivered_at,
+                carrier: order.fulfilment.carrier.clone(),
+                tracking_number: order.fulfilment.tracking_number.clone(),
+                shipped_at: order.fulfilment.shipped_at,
+                delivered_at: order.fulfilment.delivered_at,
             },
-            history: row.history.iter().map(|h| HistoryView { status: h.status, at: h.at }).collect(),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
+            history: order.history.iter().map(|h| HistoryView { status: h.status, at: h.at }).collect(),
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        }
     }
 }

@@ -11,7 +11,8 @@ mod stripe;
 
 use std::time::{Duration, Instant};
 
-use platform::money::Money;
+use futures_util::future::BoxFuture;
+use platform::{db::Db, money::Money, service::StartError};
 use uuid::Uuid;
 
 pub use sandbox::Sandbox;
@@ -65,55 +66,84 @@ pub struct WebhookEvent {
     pub kind: String,
 }
 
+/// What checkout needs of a payment provider: the saga charges and refunds through this, so
+/// that its steps can be exercised with a provider that is not there.
+pub trait Payments: Send + Sync {
+    /// `sandbox`, `stripe`: recorded with each order.
+    fn name(&self) -> &'static str;
+
+    /// Whether the provider can charge this payment method at all (checked before anything is
+    /// reserved).
+    fn accepts(&self, payment_method: &str) -> bool;
+
+    fn charge<'a>(&'a self, request: &'a ChargeRequest) -> BoxFuture<'a, Result<ChargeOutcome, PaymentError>>;
+
+    /// Refunds (part of) a charge; the refund's reference.
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>>;
+}
+
+/// The configured provider.
 #[derive(Clone)]
 pub enum Provider {
     Sandbox(Sandbox),
     Stripe(Stripe),
 }
 
-impl Provider {
-    pub fn from_config(config: &PaymentsConfig, db: &platform::db::Db) -> Result<Self, String> {
-        match config.provider.as_str() {
-            "stripe" => Ok(Self::Stripe(Stripe::new(&config.stripe, config.timeout)?)),
-            _ => Ok(Self::Sandbox(Sandbox::new(db.clone(), &config.sandbox))),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
+impl Payments for Provider {
+    fn name(&self) -> &'static str {
         match self {
             Self::Sandbox(_) => "sandbox",
             Self::Stripe(_) => "stripe",
         }
     }
 
-    /// Whether the provider can charge this payment method at all (checked before anything is
-    /// reserved). The sandbox knows exactly the documented test methods; a real provider decides
-    /// itself.
-    pub fn accepts(&self, payment_method: &str) -> bool {
+    /// The sandbox knows exactly the documented test methods; a real provider decides itself.
+    fn accepts(&self, payment_method: &str) -> bool {
         match self {
             Self::Sandbox(_) => sandbox::KNOWN_METHODS.contains(&payment_method),
             Self::Stripe(_) => payment_method.starts_with("pm_") && payment_method.len() <= 255,
         }
     }
 
-    pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PaymentError> {
-        let started = Instant::now();
-        let result = match self {
-            Self::Sandbox(sandbox) => sandbox.charge(request).await,
-            Self::Stripe(stripe) => stripe.charge(request).await,
-        };
-        self.observe("charge", started, result.as_ref().err());
-        result
+    fn charge<'a>(&'a self, request: &'a ChargeRequest) -> BoxFuture<'a, Result<ChargeOutcome, PaymentError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match self {
+                Self::Sandbox(sandbox) => sandbox.charge(request).await,
+                Self::Stripe(stripe) => stripe.charge(request).await,
+            };
+            self.observe("charge", started, result.as_ref().err());
+            result
+        })
     }
 
-    pub async fn refund(&self, request: &RefundRequest) -> Result<String, PaymentError> {
-        let started = Instant::now();
-        let result = match self {
-            Self::Sandbox(sandbox) => sandbox.refund(request).await,
-            Self::Stripe(stripe) => stripe.refund(request).await,
-        };
-        self.observe("refund", started, result.as_ref().err());
-        result
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match self {
+                Self::Sandbox(sandbox) => sandbox.refund(request).await,
+                Self::Stripe(stripe) => stripe.refund(request).await,
+            };
+            self.observe("refund", started, result.as_ref().err());
+            result
+        })
+    }
+}
+
+impl Provider {
+    /// The configured provider. The sandbox keeps its ledger in `db`, creating its tables there;
+    /// with another provider, an empty ledger left from before it kept its own schema is
+    /// dropped, so that a production database holds no sandbox tables.
+    pub async fn open(config: &PaymentsConfig, db: &Db) -> Result<Self, StartError> {
+        match config.provider.as_str() {
+            "stripe" => {
+                sandbox::retire_empty_ledger(db).await.map_err(StartError::dependency("sandbox ledger"))?;
+                Ok(Self::Stripe(Stripe::new(&config.stripe, config.timeout).map_err(StartError::Config)?))
+            }
+            _ => Ok(Self::Sandbox(
+                Sandbox::open(db.clone(), &config.sandbox).await.map_err(StartError::dependency("sandbox ledger"))?,
+            )),
+        }
     }
 
     /// Checks a webhook's signature and reads it.

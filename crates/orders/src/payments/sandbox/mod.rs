@@ -1,18 +1,22 @@
 //! The built-in sandbox provider: it honours exactly the test payment methods of API.md, keeps
-//! its own ledger (`sandbox_payments`, `sandbox_refunds`) with idempotency by key as a real
-//! processor does, and confirms each new charge asynchronously with a signed webhook.
-//!
-//! Its ledger lives in the orders database only for convenience of running: the orders code
-//! never reads it, and a test can audit it as it would audit a processor's dashboard.
+//! its own ledger (`store`) with idempotency by key as a real processor does, and confirms each
+//! new charge asynchronously with a signed webhook.
+
+mod store;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
-use platform::{db::Db, http::client::HttpClient, with_db};
+use platform::{
+    db::{ConnectError, Db},
+    http::client::HttpClient,
+};
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
+pub use self::store::retire_empty_ledger;
+use self::store::{Ledger, LedgerError, NewPayment, Payment};
 use super::{ChargeOutcome, ChargeRequest, PaymentError, RefundRequest, sign};
 use crate::config::SandboxConfig;
 
@@ -32,29 +36,20 @@ fn decline_code(method: &str) -> Option<&'static str> {
 
 #[derive(Clone)]
 pub struct Sandbox {
-    db: Db,
+    ledger: Ledger,
     secret: Arc<String>,
     webhooks: bool,
     webhook_url: Arc<OnceLock<String>>,
     client: HttpClient,
 }
 
-#[derive(sqlx::FromRow)]
-struct PaymentRow {
-    id: String,
-    order_id: Uuid,
-    amount: i64,
-    currency: String,
-    status: String,
-    decline_code: Option<String>,
-}
-
-fn unavailable(error: sqlx::Error) -> PaymentError {
-    PaymentError::Unavailable(format!("sandbox ledger: {error}"))
+fn unavailable(error: LedgerError) -> PaymentError {
+    PaymentError::Unavailable(error.to_string())
 }
 
 impl Sandbox {
-    pub fn new(db: Db, config: &SandboxConfig) -> Self {
+    /// The sandbox, its ledger's tables created or upgraded in `db`.
+    pub async fn open(db: Db, config: &SandboxConfig) -> Result<Self, ConnectError> {
         let secret = config.webhook_secret.as_ref().map_or_else(
             || {
                 let mut bytes = [0u8; 24];
@@ -67,13 +62,13 @@ impl Sandbox {
         if let Some(url) = &config.webhook_url {
             let _ = webhook_url.set(url.clone());
         }
-        Self {
-            db,
+        Ok(Self {
+            ledger: Ledger::open(db).await?,
             secret: Arc::new(secret),
             webhooks: config.webhooks,
             webhook_url,
             client: platform::http::client::client(std::time::Duration::from_secs(1)),
-        }
+        })
     }
 
     pub fn webhook_secret(&self) -> &str {
@@ -85,35 +80,24 @@ impl Sandbox {
     }
 
     pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PaymentError> {
-        let declined = decline_code(&request.payment_method);
         let id = format!("sbx_pi_{}", Uuid::new_v4().simple());
-        let inserted: Option<PaymentRow> = with_db!(&self.db, |pool| sqlx::query_as(
-            "INSERT INTO sandbox_payments (id, idempotency_key, order_id, amount, currency, payment_method, status, decline_code, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id, order_id, amount, currency, status, decline_code"
-        )
-        .bind(&id)
-        .bind(&request.idempotency_key)
-        .bind(request.order_id)
-        .bind(request.amount.amount)
-        .bind(request.amount.currency.as_str())
-        .bind(&request.payment_method)
-        .bind(if declined.is_some() { "declined" } else { "succeeded" })
-        .bind(declined)
-        .bind(platform::time::now())
-        .fetch_optional(pool)
-        .await)
-        .map_err(unavailable)?;
+        let inserted = self
+            .ledger
+            .insert(&NewPayment {
+                id: &id,
+                idempotency_key: &request.idempotency_key,
+                order_id: request.order_id,
+                amount: request.amount.amount,
+                currency: request.amount.currency.as_str(),
+                payment_method: &request.payment_method,
+                decline_code: decline_code(&request.payment_method),
+            })
+            .await
+            .map_err(unavailable)?;
         let fresh = inserted.is_some();
         let payment = match inserted {
             Some(payment) => payment,
-            None => with_db!(&self.db, |pool| sqlx::query_as(
-                "SELECT id, order_id, amount, currency, status, decline_code FROM sandbox_payments WHERE idempotency_key = $1"
-            )
-            .bind(&request.idempotency_key)
-            .fetch_one(pool)
-            .await)
-            .map_err(unavailable)?,
+            None => self.ledger.by_key(&request.idempotency_key).await.map_err(unavailable)?,
         };
         if payment.amount != request.amount.amount
             || payment.currency != request.amount.currency.as_str()
@@ -133,50 +117,17 @@ impl Sandbox {
     /// Refunds (part of) a charge; a repeated key refunds once.
     pub async fn refund(&self, request: &RefundRequest) -> Result<String, PaymentError> {
         let id = format!("sbx_re_{}", Uuid::new_v4().simple());
-        let mut tx = self.db.begin().await.map_err(unavailable)?;
-        let refunded = platform::with_tx!(&mut tx, |conn| async {
-            let inserted = sqlx::query(
-                "INSERT INTO sandbox_refunds (id, idempotency_key, payment_id, amount, created_at)
-                 SELECT $1, $2, id, $3, $4 FROM sandbox_payments WHERE id = $5 AND status = 'succeeded'
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(&id)
-            .bind(&request.idempotency_key)
-            .bind(request.amount.amount)
-            .bind(platform::time::now())
-            .bind(&request.reference)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                let moved = sqlx::query(
-                    "UPDATE sandbox_payments SET refunded = refunded + $1 WHERE id = $2 AND refunded + $1 <= amount",
-                )
-                .bind(request.amount.amount)
-                .bind(&request.reference)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                return Ok::<_, sqlx::Error>(if moved == 1 { Some(id.clone()) } else { None });
-            }
-            sqlx::query_scalar("SELECT id FROM sandbox_refunds WHERE idempotency_key = $1")
-                .bind(&request.idempotency_key)
-                .fetch_optional(&mut *conn)
-                .await
-        }
-        .await)
-        .map_err(unavailable)?;
-        match refunded {
-            Some(refund) => {
-                tx.commit().await.map_err(unavailable)?;
-                Ok(refund)
-            }
-            None => Err(PaymentError::Refused(format!("charge {} cannot be refunded that much", request.reference))),
-        }
+        let refunded = self
+            .ledger
+            .refund(&id, &request.idempotency_key, &request.reference, request.amount.amount)
+            .await
+            .map_err(unavailable)?;
+        refunded
+            .ok_or_else(|| PaymentError::Refused(format!("charge {} cannot be refunded that much", request.reference)))
     }
 
     /// Confirms a new charge to the webhook endpoint, as a processor does, in the background.
-    fn notify(&self, payment: &PaymentRow) {
+    fn notify(&self, payment: &Payment) {
         let (Some(url), true) = (self.webhook_url.get().cloned(), self.webhooks) else {
             return;
         };

@@ -1,0 +1,14 @@
+//! What orders are, independent of HTTP and SQL: the `Order` aggregate and its state machine,
+//! addresses and pricing, the progress of a saga, and what became of a checkout.
+
+mod address;
+mod order;
+mod outcome;
+mod pricing;
+mod saga;
+
+pub use address::Address;
+pub use order::{Fulfilment, HistoryEntry, Line, Order, OrderEvent, Payment, PaymentStatus, Status, TransitionError};
+pub use outcome::{Answer, CheckoutOutcome, Shortage, ShortageReason};
+pub use pricing::{Pricing, Totals};
+pub use saga::{Kind, Plan, Saga, Step};

@@ -1,0 +1,215 @@
+//! Checkout, as the client sees it: one `POST /orders` under an idempotency key.
+//!
+//! The cart is read and priced first; then the key is claimed together with the saga's first
+//! row (and its plan), in one transaction, so a key never exists without the saga that will
+//! answer it. The request's hash is kept with the key: the same key with another request is
+//! refused, the same request replays the stored answer, and a duplicate that arrives while the
+//! first is still running waits for that answer.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::Orders;
+use crate::{
+    domain::{Address, Answer, CheckoutOutcome, Line, Plan, Saga, Step},
+    error::{OrderError, internal},
+    peers::{CheckoutCart, PeerError},
+    store::{KeyState, NewKey},
+};
+
+/// A validated checkout request.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutRequest {
+    /// `me` or a guest cart's id.
+    pub cart_id: String,
+    pub shipping_address: Address,
+    pub payment_method: String,
+}
+
+/// A checkout's answer, and whether it repeats an earlier request's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub answer: Answer,
+    pub replayed: bool,
+}
+
+impl Reply {
+    fn new(outcome: CheckoutOutcome) -> Self {
+        Self { answer: Answer::Outcome(outcome), replayed: false }
+    }
+
+    fn replay(answer: Answer) -> Self {
+        metrics::counter!("orders_idempotent_replays_total", "outcome" => "replayed").increment(1);
+        Self { answer, replayed: true }
+    }
+
+    fn label(&self) -> &'static str {
+        match &self.answer {
+            _ if self.replayed => "replayed",
+            Answer::Outcome(outcome) => outcome.label(),
+            Answer::Given { .. } => "replayed",
+        }
+    }
+}
+
+/// How a checkout begins, decided from the cart before the key is claimed.
+enum Start {
+    /// Reserve, then place and charge, this plan.
+    Reserve(Box<Plan>),
+    /// Nothing to do: this is the checkout's outcome.
+    Decided(CheckoutOutcome),
+}
+
+const POLL: Duration = Duration::from_millis(25);
+
+impl Orders {
+    /// `trace`: the request's trace context, which the checkout's events carry.
+    pub async fn checkout(
+        &self,
+        user: Uuid,
+        key: &str,
+        request: CheckoutRequest,
+        trace: Option<String>,
+    ) -> Result<Reply, OrderError> {
+        let started = Instant::now();
+        let result = self.checkout_once(user, key, request, trace).await;
+        let outcome = match &result {
+            Ok(reply) => reply.label(),
+            Err(OrderError::Unavailable(_)) => "unavailable",
+            Err(_) => "error",
+        };
+        metrics::histogram!("orders_checkout_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn checkout_once(
+        &self,
+        user: Uuid,
+        key: &str,
+        request: CheckoutRequest,
+        trace: Option<String>,
+    ) -> Result<Reply, OrderError> {
+        let payments = self.sagas.payments();
+        if !payments.accepts(&request.payment_method) {
+            return Err(OrderError::Validation(vec![platform::FieldError::new(
+                "payment_method",
+                format!("is not a payment method the {} provider accepts", payments.name()),
+            )]));
+        }
+        let hash = Sha256::digest(serde_json::to_vec(&request).map_err(internal)?).to_vec();
+        // The cart is read before the key is claimed, so that the claim records the whole plan
+        // at once. A replay reads it too, needlessly but harmlessly: the stored answer wins.
+        let start = match self.start(user, &request).await {
+            Ok(start) => start,
+            Err(error) => return self.replay_or(user, key, &hash, error).await,
+        };
+        let (step, plan, outcome) = match start {
+            Start::Reserve(plan) => (Step::Reserving, Some(*plan), None),
+            Start::Decided(outcome) => (Step::Rejected, None, Some(outcome)),
+        };
+        let saga = self.sagas.checkout(user, key, step, plan, trace);
+        let claim = NewKey { user, key, hash: &hash, outcome: outcome.as_ref() };
+        let deadline = Instant::now() + self.idempotency_wait;
+        loop {
+            if self.store.claim_key(&claim, &saga).await? {
+                return match outcome {
+                    None => self.run(user, key, &hash, saga).await,
+                    Some(outcome) => Ok(Reply::new(outcome)),
+                };
+            }
+            match self.store.key(user, key, &hash).await? {
+                KeyState::Answered(answer) => return Ok(Reply::replay(answer)),
+                KeyState::Mismatch => {
+                    metrics::counter!("orders_idempotent_replays_total", "outcome" => "mismatch").increment(1);
+                    return Err(OrderError::KeyReused);
+                }
+                // Forgotten between the insert and the read (an abandoned checkout): try again.
+                KeyState::Missing => continue,
+                KeyState::Pending if Instant::now() >= deadline => {
+                    metrics::counter!("orders_idempotent_replays_total", "outcome" => "busy").increment(1);
+                    return Err(OrderError::KeyInProgress);
+                }
+                KeyState::Pending => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Reads and prices the cart: what the saga will do, or the outcome that ends the checkout
+    /// before anything happens. An error means the cart could not be read (nothing happened).
+    async fn start(&self, user: Uuid, request: &CheckoutRequest) -> Result<Start, OrderError> {
+        match self.carts.cart(user, &request.cart_id).await {
+            Ok(cart) if cart.lines.is_empty() => Ok(Start::Decided(CheckoutOutcome::EmptyCart)),
+            Ok(cart) => self.price(request, cart).map(|plan| Start::Reserve(Box::new(plan))),
+            Err(PeerError::NotFound) => Ok(Start::Decided(CheckoutOutcome::CartNotFound)),
+            Err(error @ PeerError::Unavailable(..)) => Err(OrderError::Unavailable(error.to_string())),
+            Err(error) => Err(OrderError::Internal(error.to_string())),
+        }
+    }
+
+    /// When the cart cannot be read: the stored answer if this is a replay, else `error`.
+    async fn replay_or(&self, user: Uuid, key: &str, hash: &[u8], error: OrderError) -> Result<Reply, OrderError> {
+        match self.store.key(user, key, hash).await? {
+            KeyState::Mismatch => Err(OrderError::KeyReused),
+            KeyState::Answered(answer) => Ok(Reply::replay(answer)),
+            KeyState::Missing | KeyState::Pending => Err(error),
+        }
+    }
+
+    /// The checkout this request owns (its saga as claimed), from the reservation on.
+    async fn run(&self, user: Uuid, key: &str, hash: &[u8], saga: Saga) -> Result<Reply, OrderError> {
+        if let Some(outcome) = self.sagas.drive(saga, false).await {
+            return Ok(Reply::new(outcome));
+        }
+        // Stopped before an outcome: another process took the saga over, or a dependency is down.
+        match self.store.key(user, key, hash).await? {
+            KeyState::Answered(answer) => Ok(Reply { answer, replayed: false }),
+            // Waiting on a dependency: the sweeper finishes it, and a retry under the same key
+            // gets the answer.
+            KeyState::Pending | KeyState::Mismatch => {
+                Err(OrderError::Unavailable("checkout not finished yet".to_owned()))
+            }
+            KeyState::Missing => Err(OrderError::Unavailable("checkout interrupted; nothing was charged".to_owned())),
+        }
+    }
+
+    /// Prices the cart into lines and totals.
+    fn price(&self, request: &CheckoutRequest, cart: CheckoutCart) -> Result<Plan, OrderError> {
+        let currency = platform::money::Currency::parse(&cart.currency).map_err(internal)?;
+        let mut lines = Vec::with_capacity(cart.lines.len());
+        let mut subtotal: i64 = 0;
+        for line in cart.lines {
+            let price = line.unit_price.ok_or_else(|| OrderError::Internal(format!("no price for {}", line.sku)))?;
+            if price.currency != cart.currency {
+                return Err(OrderError::Internal(format!("{} is priced in {}", line.sku, price.currency)));
+            }
+            subtotal = price
+                .amount
+                .checked_mul(line.quantity)
+                .and_then(|n| n.checked_add(subtotal))
+                .ok_or_else(|| OrderError::Internal("order total overflows".to_owned()))?;
+            lines.push(Line {
+                sku: line.sku,
+                product_id: line.product_id,
+                title: line.title,
+                quantity: line.quantity,
+                unit_price: price.amount,
+            });
+        }
+        let totals = self
+            .pricing
+            .totals(subtotal, &request.shipping_address.country)
+            .ok_or_else(|| OrderError::Internal("order total overflows".to_owned()))?;
+        Ok(Plan {
+            cart_id: request.cart_id.clone(),
+            currency,
+            lines,
+            totals,
+            shipping_address: request.shipping_address.clone(),
+            payment_method: request.payment_method.clone(),
+        })
+    }
+}

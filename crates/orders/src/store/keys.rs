@@ -1,0 +1,168 @@
+//! Idempotency keys of checkouts, per user: the request's hash, the order id the first request
+//! chose, and the outcome once there is one.
+
+use platform::{
+    db::{Db, Tx},
+    with_db, with_tx,
+};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Store, StoreError, corrupt, sagas::plan_json};
+use crate::domain::{Answer, CheckoutOutcome, Saga};
+
+/// An idempotency key being claimed.
+pub struct NewKey<'a> {
+    pub user: Uuid,
+    pub key: &'a str,
+    pub hash: &'a [u8],
+    /// The outcome, when it is known before the saga starts.
+    pub outcome: Option<&'a CheckoutOutcome>,
+}
+
+/// What a key holds, for a request with a given hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Missing,
+    /// The key was first used with another request.
+    Mismatch,
+    /// The first request under the key is still running.
+    Pending,
+    Answered(Answer),
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    request_hash: Vec<u8>,
+    outcome: Option<Json<serde_json::Value>>,
+}
+
+fn encode(outcome: &CheckoutOutcome) -> Result<Json<serde_json::Value>, StoreError> {
+    serde_json::to_value(outcome).map(Json).map_err(|e| StoreError::Failed(format!("checkout outcome: {e}")))
+}
+
+fn decode(value: serde_json::Value) -> Result<Answer, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Given {
+        status: u16,
+        body: String,
+    }
+    if let Some(given) = value.get("given") {
+        let Given { status, body } =
+            serde_json::from_value(given.clone()).map_err(|e| corrupt(format!("given answer: {e}")))?;
+        return Ok(Answer::Given { status, body });
+    }
+    serde_json::from_value(value).map(Answer::Outcome).map_err(|e| corrupt(format!("checkout outcome: {e}")))
+}
+
+pub(super) async fn answer(tx: &mut Tx, user: Uuid, key: &str, outcome: &CheckoutOutcome) -> Result<(), StoreError> {
+    let outcome = encode(outcome)?;
+    Ok(with_tx!(tx, |conn| sqlx::query(
+        "UPDATE idempotency_keys SET outcome = $1 WHERE user_id = $2 AND key = $3 AND outcome IS NULL"
+    )
+    .bind(&outcome)
+    .bind(user)
+    .bind(key)
+    .execute(conn)
+    .await
+    .map(|_| ()))?)
+}
+
+pub(super) async fn forget(tx: &mut Tx, user: Uuid, key: &str) -> Result<(), StoreError> {
+    Ok(with_tx!(tx, |conn| sqlx::query(
+        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND outcome IS NULL"
+    )
+    .bind(user)
+    .bind(key)
+    .execute(conn)
+    .await
+    .map(|_| ()))?)
+}
+
+impl Store {
+    /// Claims an idempotency key for a new checkout and records its saga, atomically: `false`
+    /// (and nothing recorded) when the key is taken. A checkout decided at once carries its
+    /// outcome in the key from the start.
+    pub async fn claim_key(&self, claim: &NewKey<'_>, saga: &Saga) -> Result<bool, StoreError> {
+        let outcome = claim.outcome.map(encode).transpose()?;
+        let plan = plan_json(saga)?;
+        let now = platform::time::now();
+        match &self.db {
+            // One statement: the saga row is written only if the key's was.
+            Db::Postgres(pool) => Ok(sqlx::query(
+                "WITH claimed AS (
+                     INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, outcome, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, key) DO NOTHING
+                     RETURNING order_id)
+                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at)
+                 SELECT order_id, $7, $8, $1, $2, $9, $10, $11, $12, $6, $6 FROM claimed",
+            )
+            .bind(claim.user)
+            .bind(claim.key)
+            .bind(claim.hash)
+            .bind(saga.order_id)
+            .bind(&outcome)
+            .bind(now)
+            .bind(saga.kind.as_str())
+            .bind(saga.step.as_str())
+            .bind(&plan)
+            .bind(saga.attempts)
+            .bind(saga.lease_until)
+            .bind(&saga.traceparent)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)?),
+            Db::Sqlite(_) => {
+                let mut unit = self.unit().await?;
+                let inserted = with_tx!(&mut unit.tx, |conn| sqlx::query(
+                    "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, outcome, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, key) DO NOTHING",
+                )
+                .bind(claim.user)
+                .bind(claim.key)
+                .bind(claim.hash)
+                .bind(saga.order_id)
+                .bind(&outcome)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected() == 1))?;
+                if inserted {
+                    unit.insert_saga(saga).await?;
+                    unit.commit().await?;
+                }
+                Ok(inserted)
+            }
+        }
+    }
+
+    /// What the key holds for a request with this hash.
+    pub async fn key(&self, user: Uuid, key: &str, hash: &[u8]) -> Result<KeyState, StoreError> {
+        let row: Option<KeyRow> = with_db!(&self.db, |pool| sqlx::query_as(
+            "SELECT request_hash, outcome FROM idempotency_keys WHERE user_id = $1 AND key = $2"
+        )
+        .bind(user)
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(match row {
+            None => KeyState::Missing,
+            Some(row) if row.request_hash != hash => KeyState::Mismatch,
+            Some(KeyRow { outcome: None, .. }) => KeyState::Pending,
+            Some(KeyRow { outcome: Some(Json(value)), .. }) => KeyState::Answered(decode(value)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_given_before_outcomes_were_kept_still_read() {
+        let given = serde_json::json!({"given": {"status": 402, "body": "{\"id\":1}"}});
+        assert_eq!(decode(given).unwrap(), Answer::Given { status: 402, body: "{\"id\":1}".to_owned() });
+        let outcome = CheckoutOutcome::EmptyCart;
+        assert_eq!(decode(encode(&outcome).unwrap().0).unwrap(), Answer::Outcome(outcome));
+    }
+}
