@@ -8,16 +8,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use crate::rules::{MAX_LINE_QUANTITY, MAX_LINES, Mode};
 use crate::{
-    catalog::{Catalog, Prices},
     error::{CartError, internal},
-    store::{CartRef, CartStore, LineChange, LineOutcome, MergeOutcome, Mode, StoredCart},
+    peers::{Catalog, Prices},
+    rules::{Change, Refusal},
+    store::{CartRef, CartStore, LineChange, LineOutcome, Merge, MergeOutcome, StoredCart},
 };
-
-/// Most units of one SKU in a cart.
-pub const MAX_LINE_QUANTITY: i64 = 99;
-/// Most distinct SKUs in a cart.
-pub const MAX_LINES: usize = 100;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CartItem {
@@ -138,27 +135,22 @@ impl Carts {
             prices.variants.get(sku).filter(|v| v.for_sale).ok_or_else(|| CartError::SkuNotFound(sku.to_owned()))?;
         let change = LineChange {
             sku,
-            quantity,
-            mode,
-            available: variant.available,
-            currency: &variant.currency,
-            cap: MAX_LINE_QUANTITY,
-            max_lines: MAX_LINES,
+            change: Change { quantity, mode, available: variant.available, currency: &variant.currency },
             ttl: self.ttl(cart),
             create: matches!(cart, CartRef::User(_)),
         };
         match self.store.change_line(cart, &change, Uuid::new_v4()).await? {
             LineOutcome::Changed { .. } => self.get(cart).await,
             LineOutcome::Missing => Err(CartError::CartNotFound),
-            LineOutcome::OverCap { current } => Err(CartError::field(
+            LineOutcome::Refused(Refusal::OverCap { current }) => Err(CartError::field(
                 "quantity",
                 format!("a line holds at most {MAX_LINE_QUANTITY} units; this one holds {current}"),
             )),
-            LineOutcome::OverStock { current } => {
+            LineOutcome::Refused(Refusal::OverStock { current }) => {
                 Err(CartError::OutOfStock { sku: sku.to_owned(), available: variant.available, in_cart: current })
             }
-            LineOutcome::OtherCurrency { cart } => Err(CartError::OtherCurrency(cart)),
-            LineOutcome::TooManyLines => {
+            LineOutcome::Refused(Refusal::OtherCurrency { cart }) => Err(CartError::OtherCurrency(cart)),
+            LineOutcome::Refused(Refusal::TooManyLines) => {
                 Err(CartError::field("sku", format!("a cart holds at most {MAX_LINES} different products")))
             }
         }
@@ -205,10 +197,15 @@ impl Carts {
                         (sku.clone(), prices.variants.get(sku).filter(|v| v.for_sale).map_or(0, |v| v.available))
                     })
                     .collect();
-                let outcome = self
-                    .store
-                    .merge(guest, user, &available, MAX_LINE_QUANTITY, self.user_ttl, self.guest_ttl, Uuid::new_v4())
-                    .await?;
+                let merge = Merge {
+                    guest,
+                    user,
+                    available: &available,
+                    user_ttl: self.user_ttl,
+                    guest_ttl: self.guest_ttl,
+                    new_id: Uuid::new_v4(),
+                };
+                let outcome = self.store.merge(&merge).await?;
                 match outcome {
                     MergeOutcome::Merged => self.get(CartRef::User(user)).await,
                     MergeOutcome::GuestMissing => Err(CartError::CartNotFound),

@@ -19,7 +19,8 @@ use uuid::Uuid;
 use crate::{
     carts::{CartView, Carts},
     error::CartError,
-    store::{CartRef, Mode},
+    rules::Mode,
+    store::CartRef,
 };
 
 #[derive(Clone)]

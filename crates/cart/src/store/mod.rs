@@ -5,11 +5,15 @@
 
 mod redis;
 mod sql;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::rules;
 
 pub use self::{
     redis::{CHANGE_LINE_LUA, RedisCarts},
@@ -51,51 +55,35 @@ pub struct StoredCart {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A change to one line.
+/// A change to one line, under the rules of [`crate::rules`].
 #[derive(Debug, Clone)]
 pub struct LineChange<'a> {
     pub sku: &'a str,
-    /// Added to the line (`Add`) or the line's new quantity (`Set`; 0 removes it).
-    pub quantity: i64,
-    pub mode: Mode,
-    /// Units the catalog says are available; the line may not exceed it (a line that already
-    /// does may still shrink).
-    pub available: i64,
-    pub currency: &'a str,
-    pub cap: i64,
-    /// Most distinct SKUs in the cart; a new line beyond it is refused.
-    pub max_lines: usize,
+    pub change: rules::Change<'a>,
     pub ttl: Duration,
     /// Whether a missing cart is created (a user's own cart is, on first use).
     pub create: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Add,
-    Set,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineOutcome {
-    Changed {
-        quantity: i64,
-    },
+    Changed { quantity: i64 },
     Missing,
-    /// The line would pass the cap; it holds `current`.
-    OverCap {
-        current: i64,
-    },
-    /// The line would pass the available stock; it holds `current`.
-    OverStock {
-        current: i64,
-    },
-    /// The cart is priced in another currency.
-    OtherCurrency {
-        cart: String,
-    },
-    /// The line would be new, and the cart holds `max_lines` already.
-    TooManyLines,
+    Refused(rules::Refusal),
+}
+
+/// A guest cart merged into a user's: the guest's lines are added to the user's under the rules
+/// of [`crate::rules`], and the guest cart is retired.
+#[derive(Debug, Clone)]
+pub struct Merge<'a> {
+    pub guest: Uuid,
+    pub user: Uuid,
+    /// Units available now of each of the guest's SKUs.
+    pub available: &'a [(String, i64)],
+    pub user_ttl: Duration,
+    pub guest_ttl: Duration,
+    /// The user cart's id, should it have to be created.
+    pub new_id: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,20 +167,9 @@ impl CartStore {
         dispatch!(self, s => s.clear(cart, ttl).await)
     }
 
-    /// Adds a guest cart's lines to a user's cart (each capped at `cap` and at its available
-    /// stock, never below what the user had) and retires the guest cart.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn merge(
-        &self,
-        guest: Uuid,
-        user: Uuid,
-        available: &[(String, i64)],
-        cap: i64,
-        user_ttl: Duration,
-        guest_ttl: Duration,
-        new_id: Uuid,
-    ) -> Result<MergeOutcome, StoreError> {
-        dispatch!(self, s => s.merge(guest, user, available, cap, user_ttl, guest_ttl, new_id).await)
+    /// Adds a guest cart's lines to a user's cart and retires the guest cart.
+    pub async fn merge(&self, merge: &Merge<'_>) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.merge(merge).await)
     }
 
     /// Empties the cart for `order_id`; `Some(false)` when that order emptied it before, `None`

@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
-use super::{CartRef, LineChange, LineOutcome, MergeOutcome, Mode, StoreError, StoredCart};
+use super::{CartRef, LineChange, LineOutcome, Merge, MergeOutcome, StoreError, StoredCart};
+use crate::rules::{self, Mode, Refusal};
 
 /// Redis calls that take longer than this fail, and the request answers 503.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Creates a missing cart when asked; refuses retired ones; checks currency, cap and stock;
-/// then applies the change and renews both keys' TTL. Public so that `bench cart` can time the
-/// same script with `redis-benchmark`.
+/// Creates a missing cart when asked; refuses retired ones; checks currency, the line limit, cap
+/// and stock as `rules::change_line` does; then applies the change and renews both keys' TTL.
+/// Public so that `bench cart` can time the same script with `redis-benchmark`.
 pub const CHANGE_LINE_LUA: &str = r#"
 local meta, lines = KEYS[1], KEYS[2]
 local sku, quantity, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -66,8 +67,8 @@ return 1
     )
 });
 
-/// Adds the guest's lines to the user's (min of the sum, the cap and the stock, never below
-/// what the user had), then retires the guest cart.
+/// Adds the guest's lines to the user's (`rules::merged_quantity`, refused on
+/// `rules::merge_conflict`), then retires the guest cart.
 static MERGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -158,6 +159,12 @@ impl RedisCarts {
         Ok(Self { connection, prefix: format!("{prefix}:") })
     }
 
+    /// What every key of this store starts with.
+    #[cfg(test)]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn keys(&self, cart: CartRef) -> (String, String) {
         let key = cart.key();
         (format!("{}cart:{{{key}}}:meta", self.prefix), format!("{}cart:{{{key}}}:lines", self.prefix))
@@ -231,7 +238,7 @@ impl RedisCarts {
     ) -> Result<LineOutcome, StoreError> {
         let (meta, lines) = self.keys(cart);
         let mut connection = self.connection.clone();
-        let mode = match change.mode {
+        let mode = match change.change.mode {
             Mode::Add => "add",
             Mode::Set => "set",
         };
@@ -239,26 +246,26 @@ impl RedisCarts {
         invocation
             .key(&lines)
             .arg(change.sku)
-            .arg(change.quantity)
+            .arg(change.change.quantity)
             .arg(mode)
-            .arg(change.available)
-            .arg(change.cap)
+            .arg(change.change.available)
+            .arg(rules::MAX_LINE_QUANTITY)
             .arg(secs(change.ttl))
             .arg(now())
-            .arg(change.currency)
+            .arg(change.change.currency)
             .arg(if change.create { "1" } else { "0" })
             .arg(new_id.to_string())
             .arg(cart.owner())
-            .arg(change.max_lines);
+            .arg(rules::MAX_LINES);
         let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
         let number = || value.parse::<i64>().unwrap_or(0);
         Ok(match outcome.as_str() {
             "ok" => LineOutcome::Changed { quantity: number() },
             "missing" => LineOutcome::Missing,
-            "cap" => LineOutcome::OverCap { current: number() },
-            "stock" => LineOutcome::OverStock { current: number() },
-            "currency" => LineOutcome::OtherCurrency { cart: value },
-            "lines" => LineOutcome::TooManyLines,
+            "cap" => LineOutcome::Refused(Refusal::OverCap { current: number() }),
+            "stock" => LineOutcome::Refused(Refusal::OverStock { current: number() }),
+            "currency" => LineOutcome::Refused(Refusal::OtherCurrency { cart: value }),
+            "lines" => LineOutcome::Refused(Refusal::TooManyLines),
             other => return Err(StoreError::Broken(format!("unexpected script answer {other:?}"))),
         })
     }
@@ -280,31 +287,21 @@ impl RedisCarts {
         self.remove(cart, "", ttl).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn merge(
-        &self,
-        guest: Uuid,
-        user: Uuid,
-        available: &[(String, i64)],
-        cap: i64,
-        user_ttl: Duration,
-        guest_ttl: Duration,
-        new_id: Uuid,
-    ) -> Result<MergeOutcome, StoreError> {
-        let (guest_meta, guest_lines) = self.keys(CartRef::Guest(guest));
-        let (user_meta, user_lines) = self.keys(CartRef::User(user));
+    pub async fn merge(&self, merge: &Merge<'_>) -> Result<MergeOutcome, StoreError> {
+        let (guest_meta, guest_lines) = self.keys(CartRef::Guest(merge.guest));
+        let (user_meta, user_lines) = self.keys(CartRef::User(merge.user));
         let mut connection = self.connection.clone();
         let mut invocation = MERGE.key(&guest_meta);
         invocation
             .key(&guest_lines)
             .key(&user_meta)
             .key(&user_lines)
-            .arg(cap)
-            .arg(secs(user_ttl))
-            .arg(secs(guest_ttl))
+            .arg(rules::MAX_LINE_QUANTITY)
+            .arg(secs(merge.user_ttl))
+            .arg(secs(merge.guest_ttl))
             .arg(now())
-            .arg(new_id.to_string());
-        for (sku, units) in available {
+            .arg(merge.new_id.to_string());
+        for (sku, units) in merge.available {
             invocation.arg(sku).arg(units);
         }
         let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;

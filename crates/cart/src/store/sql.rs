@@ -13,7 +13,8 @@ use platform::{
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
-use super::{CartRef, LineChange, LineOutcome, MergeOutcome, Mode, StoreError, StoredCart};
+use super::{CartRef, LineChange, LineOutcome, Merge, MergeOutcome, StoreError, StoredCart};
+use crate::rules;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -226,31 +227,28 @@ impl SqlCarts {
             }
             None => return Ok(LineOutcome::Missing),
         };
-        if let Some(currency) = row.currency.filter(|c| c != change.currency)
-            && self.line_count(&mut tx, &key).await? > 0
-        {
-            return Ok(LineOutcome::OtherCurrency { cart: currency });
-        }
-        let current = self.quantity(&mut tx, &key, change.sku).await?;
-        let wanted = match change.mode {
-            Mode::Add => current + change.quantity,
-            Mode::Set => change.quantity,
+        let (lines, current): (i64, i64) = with_tx!(&mut tx, |conn| {
+            sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(MAX(CASE WHEN sku = $2 THEN quantity END), 0) FROM cart_lines WHERE cart_key = $1"
+        )
+        .bind(&key)
+        .bind(change.sku)
+        .fetch_one(conn)
+        .await
+        })?;
+        let cart = rules::Cart {
+            currency: row.currency.as_deref(),
+            lines: usize::try_from(lines).unwrap_or(usize::MAX),
+            current,
         };
-        if current == 0 && wanted > 0 && self.line_count(&mut tx, &key).await? >= change.max_lines as i64 {
-            return Ok(LineOutcome::TooManyLines);
-        }
-        if wanted > 0 {
-            if wanted > change.cap {
-                return Ok(LineOutcome::OverCap { current });
-            }
-            if wanted > change.available && wanted > current {
-                return Ok(LineOutcome::OverStock { current });
-            }
-        }
+        let wanted = match rules::change_line(cart, change.change) {
+            Ok(wanted) => wanted,
+            Err(refusal) => return Ok(LineOutcome::Refused(refusal)),
+        };
         self.put_line(&mut tx, &key, change.sku, wanted).await?;
-        self.touch(&mut tx, &key, (wanted > 0).then_some(change.currency), now, change.ttl).await?;
+        self.touch(&mut tx, &key, (wanted > 0).then_some(change.change.currency), now, change.ttl).await?;
         tx.commit().await?;
-        Ok(LineOutcome::Changed { quantity: wanted.max(0) })
+        Ok(LineOutcome::Changed { quantity: wanted })
     }
 
     async fn remove(&self, cart: CartRef, sku: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
@@ -281,18 +279,8 @@ impl SqlCarts {
         self.remove(cart, None, ttl).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn merge(
-        &self,
-        guest: Uuid,
-        user: Uuid,
-        available: &[(String, i64)],
-        cap: i64,
-        user_ttl: Duration,
-        guest_ttl: Duration,
-        new_id: Uuid,
-    ) -> Result<MergeOutcome, StoreError> {
-        let (guest_ref, user_ref) = (CartRef::Guest(guest), CartRef::User(user));
+    pub async fn merge(&self, merge: &Merge<'_>) -> Result<MergeOutcome, StoreError> {
+        let (guest_ref, user_ref) = (CartRef::Guest(merge.guest), CartRef::User(merge.user));
         let (guest_key, user_key) = (guest_ref.key(), user_ref.key());
         let now = platform::time::now();
         let mut tx = self.db.begin().await?;
@@ -303,9 +291,9 @@ impl SqlCarts {
         let user_row = match self.lock(&mut tx, &user_key, now).await? {
             Some(row) => row,
             None => {
-                self.insert(&mut tx, user_ref, new_id, now, user_ttl).await?;
+                self.insert(&mut tx, user_ref, merge.new_id, now, merge.user_ttl).await?;
                 CartRow {
-                    id: new_id,
+                    id: merge.new_id,
                     owner: "user".into(),
                     currency: None,
                     retired: false,
@@ -320,23 +308,20 @@ impl SqlCarts {
                 .fetch_all(conn)
                 .await)?;
         let user_has = self.line_count(&mut tx, &user_key).await? > 0;
-        if let (Some(g), Some(u)) = (&guest_row.currency, &user_row.currency)
-            && g != u
-            && user_has
-            && !guest_lines.is_empty()
-        {
-            return Ok(MergeOutcome::OtherCurrency { cart: u.clone() });
+        let guest_side = (guest_row.currency.as_deref(), !guest_lines.is_empty());
+        if let Some(cart) = rules::merge_conflict(guest_side, (user_row.currency.as_deref(), user_has)) {
+            return Ok(MergeOutcome::OtherCurrency { cart });
         }
         for (sku, quantity) in &guest_lines {
             let mine = self.quantity(&mut tx, &user_key, sku).await?;
-            let stock = available.iter().find(|(s, _)| s == sku).map_or(0, |(_, n)| *n);
-            let merged = (mine + quantity).min(cap).min(stock.max(mine));
+            let stock = merge.available.iter().find(|(s, _)| s == sku).map_or(0, |(_, n)| *n);
+            let merged = rules::merged_quantity(mine, *quantity, stock);
             if merged > 0 {
                 self.put_line(&mut tx, &user_key, sku, merged).await?;
             }
         }
         let currency = if user_has { None } else { guest_row.currency.as_deref() };
-        self.touch(&mut tx, &user_key, currency, now, user_ttl).await?;
+        self.touch(&mut tx, &user_key, currency, now, merge.user_ttl).await?;
         with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
             .bind(&guest_key)
             .execute(conn)
@@ -347,7 +332,7 @@ impl SqlCarts {
         )
         .bind(&guest_key)
         .bind(now)
-        .bind(expiry(now, guest_ttl))
+        .bind(expiry(now, merge.guest_ttl))
         .execute(conn)
         .await
         .map(|_| ()))?;
