@@ -54,6 +54,11 @@ impl Products {
         &self.store
     }
 
+    /// How many products the catalog holds, in every status.
+    pub async fn count(&self) -> Result<u64, CatalogError> {
+        Ok(u64::try_from(self.store.count_products().await?).unwrap_or(0))
+    }
+
     pub async fn get(&self, key: &ProductKey) -> Result<Option<Product>, CatalogError> {
         Ok(match key {
             ProductKey::Id(id) => self.store.product(*id).await?,

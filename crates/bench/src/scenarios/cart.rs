@@ -12,10 +12,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Report;
-use crate::{
-    Service, Settings, Shop,
-    bench::{Load, Measurement, Probe, drive_interleaved, ensure_clean, print_table},
-};
+use shop::{Service, Settings, Shop};
+
+use crate::load::{Load, Measurement, Probe, drive_interleaved, ensure_clean, print_table};
 
 const SKUS: usize = 20;
 const CARTS: usize = 1_000;
@@ -113,11 +112,7 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
     let sha = {
         let client = redis::Client::open(redis_url)?;
         let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(cart::store::CHANGE_LINE_LUA)
-            .query_async::<String>(&mut connection)
-            .await?
+        redis::cmd("SCRIPT").arg("LOAD").arg(cart::CHANGE_LINE_LUA).query_async::<String>(&mut connection).await?
     };
     let now = chrono::Utc::now().to_rfc3339();
     let raw_prefix = format!("{prefix}:raw");

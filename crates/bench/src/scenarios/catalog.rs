@@ -11,15 +11,14 @@ use std::{path::Path, sync::Arc, time::Instant};
 use anyhow::Context;
 use catalog::search::{SearchIndex, SearchRequest, Sort};
 use hdrhistogram::Histogram;
-use platform::{db::Db, with_db};
+use platform::db::Db;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Report;
-use crate::{
-    Service, Settings, Shop,
-    bench::{Load, Probe, drive_interleaved, ensure_clean, print_table},
-};
+use shop::{Service, Settings, Shop};
+
+use crate::load::{Load, Probe, drive_interleaved, ensure_clean, print_table};
 
 pub struct CatalogBench {
     /// Any database on the server; the bench uses a database of its own there.
@@ -41,22 +40,17 @@ async fn seeded(settings: &Settings, bench: &CatalogBench) -> anyhow::Result<(ca
     let mut config = settings.catalog.clone();
     config.database_url = Some(url.clone());
     let opened = catalog::open(&config, &settings.shared()).await.context("opening the bench catalog")?;
-    let have: i64 = with_db!(opened.products.store().db(), |pool| sqlx::query_scalar("SELECT COUNT(*) FROM products")
-        .fetch_one(pool)
-        .await)?;
-    if (have as usize) < bench.products {
+    let have = usize::try_from(opened.products.count().await?)?;
+    if have < bench.products {
         println!("seeding {} products into {} (kept for later runs) …", bench.products, platform::db::redact_url(&url));
         let started = Instant::now();
         catalog::demo::categories(&opened.products).await?;
-        for start in (have as usize..bench.products).step_by(5_000) {
+        for start in (have..bench.products).step_by(5_000) {
             let chunk = catalog::demo::generate_at(start, 5_000.min(bench.products - start), 1, true);
             catalog::demo::insert(&opened.products, chunk, 8, |_| {}).await?;
         }
         // The relay would publish these; a benchmark database has no consumer for them.
-        with_db!(opened.products.store().db(), |pool| sqlx::query("DELETE FROM event_outbox")
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        events::outbox::discard_pending(opened.products.store().db()).await?;
         println!("seeded in {:.0} s", started.elapsed().as_secs_f64());
     }
     Ok((opened, url))

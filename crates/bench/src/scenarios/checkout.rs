@@ -15,10 +15,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Report, post_json_with};
-use crate::{
-    Service, Settings, Shop,
-    bench::{Load, Measurement, print_table},
-};
+use shop::{Service, Settings, Shop};
+
+use crate::load::{Load, Measurement, print_table};
 
 const SKUS: usize = 300;
 

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Report;
-use crate::bench::Measurement;
+use crate::load::Measurement;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {

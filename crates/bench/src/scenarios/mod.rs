@@ -17,10 +17,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    Service, Settings, Shop,
-    bench::{Load, Measurement, Probe, drive_interleaved, ensure_clean, print_table},
-};
+use shop::{Service, Settings, Shop};
+
+use crate::load::{Load, Measurement, Probe, drive_interleaved, ensure_clean, print_table};
 
 /// Where the scenario sends its traffic.
 #[derive(Debug, Clone)]

@@ -325,6 +325,11 @@ impl Store {
 }
 
 impl Store {
+    /// Products in every status.
+    pub async fn count_products(&self) -> Result<i64, sqlx::Error> {
+        with_db!(&self.db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(pool).await)
+    }
+
     pub async fn has_products(&self) -> Result<bool, sqlx::Error> {
         let found: Option<i32> =
             with_db!(&self.db, |pool| sqlx::query_scalar("SELECT 1 FROM products LIMIT 1").fetch_optional(pool).await)?;
