@@ -33,7 +33,7 @@ pub use http::ApiDoc;
 pub use store::CHANGE_LINE_LUA;
 
 /// The name this service goes by in logs, metrics and events.
-pub const SERVICE: &str = "cart";
+pub const SERVICE: &str = platform::service::names::CART;
 
 /// Opens the configured store: Redis, or a SQL database (migrating it).
 async fn open_store(config: &Config, shared: &Shared) -> Result<store::CartStore, StartError> {
@@ -57,7 +57,7 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
 /// from the catalog's events meanwhile.
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let store = open_store(&config, shared).await?;
-    let catalog_url = shared.bound.grpc_url(peers::CATALOG, &config.catalog_url);
+    let catalog_url = shared.bound.grpc_url(platform::service::names::CATALOG, &config.catalog_url);
     let catalog = Arc::new(peers::Catalog::new(&catalog_url, config.catalog_timeout, config.price_ttl)?);
     let replica = platform::service::replica_id(config.replica_id.as_deref());
     let per_replica = matches!(events.bus, events::Bus::Rabbit(_));

@@ -15,9 +15,6 @@ use tonic::transport::Channel;
 
 use crate::error::CartError;
 
-/// The catalog's service name: a process that runs it too hands over where it listens.
-pub const CATALOG: &str = "catalog";
-
 /// What the cart needs to know of a SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VariantPrice {

@@ -39,7 +39,7 @@ pub use products::Products;
 pub use search::{Indexer, SearchIndex};
 
 /// The name this service goes by in logs, metrics and events.
-pub const SERVICE: &str = "catalog";
+pub const SERVICE: &str = platform::service::names::CATALOG;
 
 /// The catalog's use cases over its database, without serving.
 pub struct Opened {

@@ -28,7 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use config::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
 use proxy::Upstream;
 
-pub const SERVICE: &str = "gateway";
+pub const SERVICE: &str = platform::service::names::GATEWAY;
 
 struct Route {
     upstream: Arc<Upstream>,

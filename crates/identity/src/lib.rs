@@ -30,7 +30,7 @@ pub use error::IdentityError;
 pub use http::ApiDoc;
 
 /// The name this service goes by in logs, metrics and events.
-pub const SERVICE: &str = "identity";
+pub const SERVICE: &str = platform::service::names::IDENTITY;
 
 /// Opens identity's database (migrating it) and the use cases over it, without serving.
 pub async fn open(config: &Config, shared: &Shared) -> Result<Accounts, StartError> {

@@ -23,7 +23,7 @@ use platform::{
     auth::Verifier,
     config::Shared,
     health::Health,
-    service::{Server, StartError},
+    service::{Server, StartError, names},
 };
 
 use payments::Payments;
@@ -33,31 +33,33 @@ pub use http::ApiDoc;
 pub use saga::STUCK_AFTER;
 
 /// The name this service goes by in logs, metrics and events.
-pub const SERVICE: &str = "orders";
+pub const SERVICE: &str = platform::service::names::ORDERS;
 
 const GAUGES_EVERY: Duration = Duration::from_secs(15);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Opens the orders database with its schema (and the payment provider's) up to date.
 async fn open_store(config: &Config, shared: &Shared) -> Result<store::Store, StartError> {
     config.validate().map_err(StartError::Config)?;
-    Ok(store::Store::open(&shared.database_url(SERVICE, config.database_url.as_deref()), &config.pool).await?)
+    let store = store::Store::open(&shared.database_url(SERVICE, config.database_url.as_deref()), &config.pool).await?;
+    payments::migrate(&config.payments, store.db()).await?;
+    Ok(store)
 }
 
 /// Creates or upgrades the orders schema (and the sandbox's ledger, where the sandbox is the
 /// provider), then returns.
 pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError> {
-    let store = open_store(config, shared).await?;
-    payments::Provider::open(&config.payments, store.db()).await.map(drop)
+    open_store(config, shared).await.map(drop)
 }
 
 /// Binds orders: its HTTP API, with its outbox relayed and interrupted sagas finished meanwhile
 /// (at once on start: a restart after a crash picks its work up).
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let store = open_store(&config, shared).await?;
-    let provider = payments::Provider::open(&config.payments, store.db()).await?;
+    let provider = payments::Provider::open(&config.payments, store.db())?;
     let inventory =
-        peers::Catalog::new(&shared.bound.grpc_url(peers::CATALOG, &config.catalog_url), config.rpc_timeout)?;
-    let carts = Arc::new(peers::Cart::new(&shared.bound.grpc_url(peers::CART, &config.cart_url), config.rpc_timeout)?);
+        peers::Catalog::new(&shared.bound.grpc_url(names::CATALOG, &config.catalog_url), config.rpc_timeout)?;
+    let carts = Arc::new(peers::Cart::new(&shared.bound.grpc_url(names::CART, &config.cart_url), config.rpc_timeout)?);
     let sagas = saga::Sagas::new(
         store.clone(),
         saga::Peers { inventory: Arc::new(inventory), carts: carts.clone(), payments: Arc::new(provider.clone()) },

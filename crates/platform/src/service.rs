@@ -15,6 +15,16 @@ use crate::db::ConnectError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The services' names, by which they go in logs, metrics and events, and by which a service
+/// finds a peer bound in the same process ([`Bound`]). One list, so a peer's name cannot drift.
+pub mod names {
+    pub const IDENTITY: &str = "identity";
+    pub const CATALOG: &str = "catalog";
+    pub const CART: &str = "cart";
+    pub const ORDERS: &str = "orders";
+    pub const GATEWAY: &str = "gateway";
+}
+
 /// Why a service could not start. The message names what failed; the source says why.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -177,7 +187,14 @@ impl Server {
         let stop = shutdown.child_token();
         let background = CancellationToken::new();
         let running: Vec<_> = tasks.into_iter().map(|task| tokio::spawn(task(background.clone()))).collect();
-        let grpc = grpc.map(|(listener, router)| tokio::spawn(crate::grpc::serve(listener, router, stop.clone())));
+        let grpc = grpc.map(|(listener, router)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let served = crate::grpc::serve(listener, router, stop.clone()).await;
+                stop.cancel();
+                served
+            })
+        });
         let served = crate::server::serve(http, router, stop.clone()).await;
         stop.cancel();
         if let Some(grpc) = grpc {

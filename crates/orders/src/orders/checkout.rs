@@ -111,10 +111,12 @@ impl Orders {
             Start::Reserve(plan) => (Step::Reserving, Some(*plan), None),
             Start::Decided(outcome) => (Step::Rejected, None, Some(outcome)),
         };
-        let saga = self.sagas.checkout(user, key, step, plan, trace);
+        let mut saga = self.sagas.checkout(user, key, step, plan, trace);
         let claim = NewKey { user, key, hash: &hash, outcome: outcome.as_ref() };
         let deadline = Instant::now() + self.idempotency_wait;
         loop {
+            // A lease as long as for any saga, however long this request waited for the key.
+            saga.lease_until = self.sagas.lease_end();
             if self.store.claim_key(&claim, &saga).await? {
                 return match outcome {
                     None => self.run(user, key, &hash, saga).await,

@@ -130,19 +130,28 @@ impl Payments for Provider {
     }
 }
 
-impl Provider {
-    /// The configured provider. The sandbox keeps its ledger in `db`, creating its tables there;
-    /// with another provider, an empty ledger left from before it kept its own schema is
-    /// dropped, so that a production database holds no sandbox tables.
-    pub async fn open(config: &PaymentsConfig, db: &Db) -> Result<Self, StartError> {
-        match config.provider.as_str() {
-            "stripe" => {
-                sandbox::retire_empty_ledger(db).await.map_err(StartError::dependency("sandbox ledger"))?;
-                Ok(Self::Stripe(Stripe::new(&config.stripe, config.timeout).map_err(StartError::Config)?))
+/// Brings the provider's tables up to date: the sandbox's ledger where the sandbox is the
+/// provider. With another provider, an empty ledger that orders' first migration made is
+/// dropped, so that a production database holds no sandbox tables.
+pub async fn migrate(config: &PaymentsConfig, db: &Db) -> Result<(), StartError> {
+    match config.provider.as_str() {
+        "sandbox" => sandbox::migrate(db).await.map_err(StartError::dependency("sandbox ledger")),
+        _ => {
+            // Housekeeping only: a replica starting beside another may find them gone already.
+            if let Err(error) = sandbox::retire_empty_ledger(db).await {
+                tracing::warn!(error = %error, "could not drop the unused sandbox ledger");
             }
-            _ => Ok(Self::Sandbox(
-                Sandbox::open(db.clone(), &config.sandbox).await.map_err(StartError::dependency("sandbox ledger"))?,
-            )),
+            Ok(())
+        }
+    }
+}
+
+impl Provider {
+    /// The configured provider (its tables brought up to date by [`migrate`]).
+    pub fn open(config: &PaymentsConfig, db: &Db) -> Result<Self, StartError> {
+        match config.provider.as_str() {
+            "stripe" => Ok(Self::Stripe(Stripe::new(&config.stripe, config.timeout).map_err(StartError::Config)?)),
+            _ => Ok(Self::Sandbox(Sandbox::new(db.clone(), &config.sandbox))),
         }
     }
 

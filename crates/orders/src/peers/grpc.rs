@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use platform::service::StartError;
+use platform::service::{
+    StartError,
+    names::{CART, CATALOG},
+};
 use rpc::{
     cart::v1::{self as cart, carts_client::CartsClient},
     catalog::v1::{self as catalog, inventory_client::InventoryClient},
@@ -14,11 +17,6 @@ use uuid::Uuid;
 
 use super::{CartLine, Carts, CheckoutCart, Inventory, PeerError, Price, Reserved};
 use crate::domain::{Shortage, ShortageReason};
-
-/// The catalog's and the cart's service names: a process that runs them too hands over where
-/// they listen.
-pub const CATALOG: &str = "catalog";
-pub const CART: &str = "cart";
 
 fn error(peer: &'static str, status: Status) -> PeerError {
     match status.code() {

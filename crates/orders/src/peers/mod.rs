@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-pub use grpc::{CART, CATALOG, Cart, Catalog};
+pub use grpc::{Cart, Catalog};
 
 use crate::domain::Shortage;
 

@@ -214,7 +214,7 @@ impl Sagas {
         let due = self.store.due_sagas(now, 50).await?;
         let mut resumed = 0;
         for (order_id, kind) in due {
-            let Some(saga) = self.store.claim(order_id, kind, now, now + self.settings.lease).await? else { continue };
+            let Some(saga) = self.claim(order_id, kind).await? else { continue };
             metrics::counter!("orders_saga_steps_resumed_total", "kind" => kind.as_str(), "step" => saga.step.as_str())
                 .increment(1);
             tracing::info!(order_id = %order_id, kind = kind.as_str(), step = saga.step.as_str(), attempt = saga.attempts, "resuming saga");
@@ -226,11 +226,25 @@ impl Sagas {
 
     /// Drives an order's checkout on after a provider's notification, if nobody is at it.
     pub async fn nudge(&self, order_id: Uuid) -> Result<(), StoreError> {
-        let now = platform::time::now();
-        if let Some(saga) = self.store.claim(order_id, Kind::Checkout, now, now + self.settings.lease).await? {
+        if let Some(saga) = self.claim(order_id, Kind::Checkout).await? {
             self.drive(saga, true).await;
         }
         Ok(())
+    }
+
+    /// Takes over a saga whose lease ran out. One this version cannot read (a step it does not
+    /// know, a plan it cannot parse) is set aside with the reason, like a failing step, rather
+    /// than holding up the others.
+    async fn claim(&self, order_id: Uuid, kind: Kind) -> Result<Option<Saga>, StoreError> {
+        let now = platform::time::now();
+        match self.store.claim(order_id, kind, now, now + self.settings.lease).await {
+            Err(StoreError::Failed(cause)) => {
+                tracing::error!(order_id = %order_id, kind = kind.as_str(), error = %cause, "saga cannot be read; set aside");
+                self.store.postpone(order_id, kind, &cause, now + MAX_BACKOFF).await?;
+                Ok(None)
+            }
+            claimed => claimed,
+        }
     }
 
     /// How many unfinished sagas have failed [`STUCK_AFTER`] times in a row at their step.
@@ -238,7 +252,8 @@ impl Sagas {
         self.store.stuck_sagas(STUCK_AFTER).await
     }
 
-    fn lease_end(&self) -> DateTime<Utc> {
+    /// When a lease taken now runs out.
+    pub fn lease_end(&self) -> DateTime<Utc> {
         platform::time::now() + self.settings.lease
     }
 

@@ -376,6 +376,7 @@ on_both_backends!(
     a_cancellation_refunds_returns_stock_and_announces,
     a_refund_the_provider_refuses_counts_as_stuck,
     two_processes_driving_one_saga_move_it_once,
+    a_saga_this_version_cannot_read_is_set_aside,
 );
 
 async fn a_paid_checkout_holds_charges_sells_and_empties(db: TestDatabase) {
@@ -653,4 +654,18 @@ async fn two_processes_driving_one_saga_move_it_once(db: TestDatabase) {
     assert_eq!(paid, 1, "announced once");
     assert_eq!(f.order(saga.order_id).await.history.len(), 2);
     assert_eq!((f.inventory.available("A"), f.inventory.available("B")), (4, 4));
+}
+
+async fn a_saga_this_version_cannot_read_is_set_aside(db: TestDatabase) {
+    let f = Fixture::new(db).await;
+    let (unreadable, _) = f.claimed(f.plan(&[("A", 1)], "pm_card_visa")).await;
+    let (interrupted, _) = f.claimed(f.plan(&[("B", 1)], "pm_card_visa")).await;
+    let past = platform::time::now() - chrono::Duration::minutes(1);
+    f.store.set_raw(unreadable.order_id, "teleporting", past).await.unwrap();
+    f.store.set_raw(interrupted.order_id, Step::Reserving.as_str(), past).await.unwrap();
+    assert_eq!(f.sagas.recover().await.unwrap(), 1, "the readable one is resumed all the same");
+    assert_eq!(f.saga(interrupted.order_id, Kind::Checkout).await.step, Step::Abandoned);
+    let reason = f.store.last_error(unreadable.order_id).await.unwrap().unwrap_or_default();
+    assert!(reason.contains("teleporting"), "{reason}");
+    assert_eq!(f.sagas.recover().await.unwrap(), 0, "set aside, not retried at once");
 }

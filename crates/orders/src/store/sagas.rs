@@ -190,6 +190,27 @@ impl Store {
         .map(|_| ()))?)
     }
 
+    /// Overwrites a saga's step as text and its lease, to stage what a test needs.
+    #[cfg(test)]
+    pub async fn set_raw(&self, order_id: Uuid, step: &str, lease_until: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(with_db!(&self.db, |pool| sqlx::query("UPDATE sagas SET step = $1, lease_until = $2 WHERE order_id = $3")
+            .bind(step)
+            .bind(lease_until)
+            .bind(order_id)
+            .execute(pool)
+            .await
+            .map(drop))?)
+    }
+
+    /// The reason recorded for a saga's postponed step.
+    #[cfg(test)]
+    pub async fn last_error(&self, order_id: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(with_db!(&self.db, |pool| sqlx::query_scalar("SELECT last_error FROM sagas WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(pool)
+            .await)?)
+    }
+
     /// Unfinished sagas whose current step has failed at least `attempts` times in a row.
     pub async fn stuck_sagas(&self, attempts: i32) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM sagas WHERE step NOT IN {FINAL_STEPS} AND attempts >= $1");

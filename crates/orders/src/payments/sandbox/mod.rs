@@ -7,16 +7,13 @@ mod store;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
-use platform::{
-    db::{ConnectError, Db},
-    http::client::HttpClient,
-};
+use platform::{db::Db, http::client::HttpClient};
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-pub use self::store::retire_empty_ledger;
 use self::store::{Ledger, LedgerError, NewPayment, Payment};
+pub use self::store::{migrate, retire_empty_ledger};
 use super::{ChargeOutcome, ChargeRequest, PaymentError, RefundRequest, sign};
 use crate::config::SandboxConfig;
 
@@ -48,8 +45,8 @@ fn unavailable(error: LedgerError) -> PaymentError {
 }
 
 impl Sandbox {
-    /// The sandbox, its ledger's tables created or upgraded in `db`.
-    pub async fn open(db: Db, config: &SandboxConfig) -> Result<Self, ConnectError> {
+    /// The sandbox, keeping its ledger in `db` (whose tables [`migrate`] makes).
+    pub fn new(db: Db, config: &SandboxConfig) -> Self {
         let secret = config.webhook_secret.as_ref().map_or_else(
             || {
                 let mut bytes = [0u8; 24];
@@ -62,13 +59,13 @@ impl Sandbox {
         if let Some(url) = &config.webhook_url {
             let _ = webhook_url.set(url.clone());
         }
-        Ok(Self {
-            ledger: Ledger::open(db).await?,
+        Self {
+            ledger: Ledger { db },
             secret: Arc::new(secret),
             webhooks: config.webhooks,
             webhook_url,
             client: platform::http::client::client(std::time::Duration::from_secs(1)),
-        })
+        }
     }
 
     pub fn webhook_secret(&self) -> &str {

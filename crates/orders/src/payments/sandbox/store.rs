@@ -1,7 +1,8 @@
 //! The sandbox's ledger (`sandbox_payments`, `sandbox_refunds`), in the orders database only for
 //! convenience of running: the orders code never reads it, and a test can audit it as it
 //! would audit a processor's dashboard. Its schema is its own (`_sandbox_migrations`), applied
-//! only where the sandbox is the configured provider.
+//! only where the sandbox is the configured provider. (Orders' first migration made these
+//! tables in every database; another provider drops them while they are empty.)
 
 use platform::{
     db::{ConnectError, Db},
@@ -38,22 +39,21 @@ pub struct NewPayment<'a> {
 #[error("sandbox ledger: {0}")]
 pub struct LedgerError(#[from] sqlx::Error);
 
+/// Creates or upgrades the ledger's tables in `db`.
+pub async fn migrate(db: &Db) -> Result<(), ConnectError> {
+    let mut postgres: Migrator = sqlx::migrate!("./migrations/sandbox/postgres");
+    let mut sqlite: Migrator = sqlx::migrate!("./migrations/sandbox/sqlite");
+    postgres.dangerous_set_table_name(MIGRATIONS_TABLE);
+    sqlite.dangerous_set_table_name(MIGRATIONS_TABLE);
+    db.migrate(&postgres, &sqlite).await
+}
+
 #[derive(Clone)]
 pub struct Ledger {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl Ledger {
-    /// Creates or upgrades the ledger's tables in `db`.
-    pub async fn open(db: Db) -> Result<Self, ConnectError> {
-        let mut postgres: Migrator = sqlx::migrate!("./migrations/sandbox/postgres");
-        let mut sqlite: Migrator = sqlx::migrate!("./migrations/sandbox/sqlite");
-        postgres.dangerous_set_table_name(MIGRATIONS_TABLE);
-        sqlite.dangerous_set_table_name(MIGRATIONS_TABLE);
-        db.migrate(&postgres, &sqlite).await?;
-        Ok(Self { db })
-    }
-
     /// Records a charge under its idempotency key; `None` when the key was used before.
     pub async fn insert(&self, payment: &NewPayment<'_>) -> Result<Option<Payment>, LedgerError> {
         let status = if payment.decline_code.is_some() { "declined" } else { "succeeded" };
@@ -187,10 +187,11 @@ mod tests {
         let db = store.db();
         let mut stripe = PaymentsConfig { provider: "stripe".to_owned(), ..PaymentsConfig::default() };
         stripe.stripe.secret_key = Some("sk_test_unused".to_owned().into());
-        Provider::open(&stripe, db).await.unwrap();
+        crate::payments::migrate(&stripe, db).await.unwrap();
         assert!(!exists(db).await.unwrap(), "a database that never had the sandbox has no ledger");
 
-        let Provider::Sandbox(sandbox) = Provider::open(&PaymentsConfig::default(), db).await.unwrap() else {
+        crate::payments::migrate(&PaymentsConfig::default(), db).await.unwrap();
+        let Provider::Sandbox(sandbox) = Provider::open(&PaymentsConfig::default(), db).unwrap() else {
             panic!("the default provider is the sandbox")
         };
         assert!(exists(db).await.unwrap());
@@ -203,7 +204,7 @@ mod tests {
         };
         sandbox.charge(&charge).await.unwrap();
         // Switched to Stripe later: a ledger with charges is kept, for their refunds.
-        Provider::open(&stripe, db).await.unwrap();
+        crate::payments::migrate(&stripe, db).await.unwrap();
         assert!(exists(db).await.unwrap());
     }
 }
