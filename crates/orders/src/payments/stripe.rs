@@ -8,12 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http_body_util::Full;
+use platform::http::client::{FetchError, HttpsClient};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -25,7 +21,7 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Stripe {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
     api_base: String,
     secret_key: SecretString,
     webhook_secret: Option<SecretString>,
@@ -35,17 +31,8 @@ pub struct Stripe {
 impl Stripe {
     pub fn new(config: &StripeConfig, timeout: Duration) -> Result<Self, String> {
         let secret_key = config.secret_key.clone().ok_or("orders.payments.stripe.secret_key is not set")?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: platform::http::client::https(timeout),
             api_base: config.api_base.trim_end_matches('/').to_owned(),
             secret_key,
             webhook_secret: config.webhook_secret.clone(),
@@ -122,20 +109,13 @@ impl Stripe {
             .header("idempotency-key", key)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| PaymentError::Refused(format!("request: {e}")))?;
-        let call = async {
-            let response = self.client.request(request).await.map_err(|e| PaymentError::Unavailable(e.to_string()))?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| PaymentError::Unavailable(format!("reading the response: {e}")))?
-                .to_bytes();
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok((status, body))
-        };
-        tokio::time::timeout(self.timeout, call)
+        let (status, bytes) = platform::http::client::exchange(&self.client, request, self.timeout, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|_| PaymentError::Unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| match e {
+                FetchError::Timeout(_) => PaymentError::Unavailable(format!("no answer within {:?}", self.timeout)),
+                other => PaymentError::Unavailable(platform::http::problem::error_chain(&other)),
+            })?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 }
 

@@ -1,12 +1,15 @@
-//! A small HTTP/1.1 client for service-to-service reads (key sets, API documents).
-//!
-//! It is the same hyper client the gateway proxies with; here it only GETs JSON with a deadline.
+//! HTTP/1.1 clients: a plain one for service-to-service reads (key sets, API documents), the
+//! same hyper client the gateway proxies with; and one for third parties over HTTPS (payment
+//! and sign-in providers), through rustls with the webpki roots (no system OpenSSL), where plain
+//! HTTP is allowed only for local stand-ins. Both bound every exchange by a deadline.
 
 use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -14,6 +17,9 @@ use hyper_util::{
 use serde::de::DeserializeOwned;
 
 pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A client for third-party APIs: HTTPS, or plain HTTP for a local stand-in.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Documents fetched this way are small; a peer that sends more is misbehaving.
 const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
@@ -40,6 +46,36 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+}
+
+/// A pooled HTTPS client whose connection attempts give up after `connect_timeout`.
+pub fn https(connect_timeout: Duration) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+}
+
+/// Sends `request` and reads the whole answer (at most `max_bytes` of body), within `timeout`.
+pub async fn exchange(
+    client: &HttpsClient,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(StatusCode, Bytes), FetchError> {
+    let call = async {
+        let response = client.request(request).await?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_bytes).collect().await.map_err(|_| FetchError::Body)?;
+        Ok((status, body.to_bytes()))
+    };
+    tokio::time::timeout(timeout, call).await.map_err(|_| FetchError::Timeout(timeout))?
 }
 
 /// GETs `url` and parses its JSON body, all within `timeout`.
