@@ -2,7 +2,10 @@
 //! that building needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    // Read when the script runs, not when it was compiled: a cached script binary may have been
+    // built for a checkout elsewhere.
+    let root = format!("{}/../../proto", std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = root.as_str();
     let files = ["catalog/v1/inventory.proto", "cart/v1/cart.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
