@@ -71,6 +71,8 @@ mod tests {
             email: "ada@example.com".into(),
             name: "Ada".into(),
             registered_at: platform::time::now(),
+            signed_up_with: "password".into(),
+            email_verified: false,
         };
         let event = CloudEvent::new(
             "identity",

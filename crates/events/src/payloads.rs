@@ -28,8 +28,29 @@ pub struct UserRegistered {
     pub email: String,
     pub name: String,
     pub registered_at: DateTime<Utc>,
+    /// How the account was made: `password`, or the id of the sign-in provider (`google`, …).
+    /// Events from before this field say nothing, which means `password`.
+    #[serde(default = "password")]
+    pub signed_up_with: String,
+    /// Whether the email is proven to be the user's (a provider asserted it verified).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 event!(UserRegistered, "user.registered", |e| e.user_id.to_string());
+
+fn password() -> String {
+    "password".to_owned()
+}
+
+/// An external sign-in identity (a provider's account) was linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIdentityLinked {
+    pub user_id: Uuid,
+    /// The provider's id in this shop's configuration (`google`, `github`, …).
+    pub provider: String,
+    pub at: DateTime<Utc>,
+}
+event!(UserIdentityLinked, "user.identity_linked", |e| e.user_id.to_string());
 
 /// What product events carry about the product: enough for a read model to know what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

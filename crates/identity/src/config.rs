@@ -1,6 +1,6 @@
 //! The identity service's configuration.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use platform::db::PoolConfig;
 use secrecy::SecretString;
@@ -30,6 +30,8 @@ pub struct Config {
     /// How often a replica re-reads the signing keys, to pick up a rotation made elsewhere.
     #[serde(with = "humantime_serde")]
     pub key_reload_interval: Duration,
+    /// Sign-in with Google, GitHub, Facebook and OpenID Connect providers.
+    pub social: SocialConfig,
     /// Set from `EMPORIUM_BOOTSTRAP_ADMIN_EMAIL` / `_PASSWORD`.
     #[serde(skip)]
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -48,6 +50,7 @@ impl Default for Config {
             login_throttle: ThrottleConfig::default(),
             trusted_proxy_hops: 1,
             key_reload_interval: Duration::from_secs(60),
+            social: SocialConfig::default(),
             bootstrap_admin: None,
         }
     }
@@ -87,6 +90,82 @@ impl Default for ThrottleConfig {
     }
 }
 
+/// Social sign-in: the providers, and where a sign-in may begin and end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SocialConfig {
+    /// The shop's public address as browsers reach the gateway; providers send the browser back
+    /// to `{public_url}/api/v1/auth/oauth/{provider}/callback`, which is the redirect URI to
+    /// register with each provider.
+    pub public_url: String,
+    /// The client redirect URIs a sign-in may end at, compared exactly (no prefixes, no
+    /// wildcards): anything else is refused, so the one-time code never reaches a stranger.
+    pub redirect_uris: Vec<String>,
+    /// Providers by id: the id is the `{provider}` of the URLs and what `GET /auth/providers`
+    /// lists (`EMPORIUM_IDENTITY__SOCIAL__PROVIDERS__GOOGLE__CLIENT_SECRET`, …).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Deadline of each call to a provider.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SocialConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            redirect_uris: Vec::new(),
+            providers: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What kind of provider, which decides the protocol and the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenID Connect provider, found by its `issuer` (Keycloak, Entra ID, Okta, Auth0, …).
+    Oidc,
+    /// Google: OpenID Connect at `https://accounts.google.com`.
+    Google,
+    /// GitHub: OAuth 2.0, then the REST API for the user and their verified emails.
+    Github,
+    /// Facebook: OAuth 2.0 with PKCE, then the Graph API for the user.
+    Facebook,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Shown on sign-in buttons; by default the kind's name (or the id, for `oidc`).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub client_id: String,
+    /// The client secret; or read it from `client_secret_file`. Never logged.
+    #[serde(default, deserialize_with = "platform::config::lenient_secret")]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// OpenID Connect: the issuer, whose discovery document names the endpoints and keys
+    /// (`https://accounts.google.com` for `google`).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// OAuth 2.0 providers' endpoints, for a stand-in or a regional host; the provider's own by
+    /// default.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// GitHub's REST API (`https://api.github.com`) or Facebook's Graph API
+    /// (`https://graph.facebook.com/v21.0`).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Scopes asked for; the kind's by default (`openid email profile`, `read:user user:email`,
+    /// `email public_profile`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
 /// The administrator created at start-up when it does not exist yet.
 #[derive(Debug, Clone)]
 pub struct BootstrapAdmin {
@@ -123,6 +202,59 @@ impl Config {
         {
             problems.push("identity.database_url must start with sqlite: or postgres:".to_owned());
         }
+        self.social.check(&mut problems);
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://")) && url.parse::<http::Uri>().is_ok()
+}
+
+impl SocialConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !is_http_url(&self.public_url) {
+            problems.push("identity.social.public_url must be an http(s) URL".to_owned());
+        }
+        for uri in &self.redirect_uris {
+            if !is_http_url(uri) || uri.contains('#') {
+                problems.push(format!(
+                    "identity.social.redirect_uris: {uri:?} must be an absolute http(s) URL without a fragment"
+                ));
+            }
+        }
+        if !self.providers.is_empty() && self.redirect_uris.is_empty() {
+            problems.push("identity.social.redirect_uris must list where sign-ins may end".to_owned());
+        }
+        if self.timeout.is_zero() {
+            problems.push("identity.social.timeout must be positive".to_owned());
+        }
+        for (id, provider) in &self.providers {
+            let key = format!("identity.social.providers.{id}");
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                problems.push(format!("{key}: the id must be lower-case letters, digits and dashes"));
+            }
+            if provider.client_id.trim().is_empty() {
+                problems.push(format!("{key}.client_id is required"));
+            }
+            if provider.client_secret.is_none() && provider.client_secret_file.is_none() {
+                problems.push(format!("{key}.client_secret (or client_secret_file) is required"));
+            }
+            if provider.kind == ProviderKind::Oidc && provider.issuer.is_none() {
+                problems.push(format!("{key}.issuer is required for an oidc provider"));
+            }
+            for (name, url) in [
+                ("issuer", &provider.issuer),
+                ("authorization_endpoint", &provider.authorization_endpoint),
+                ("token_endpoint", &provider.token_endpoint),
+                ("api_base", &provider.api_base),
+            ] {
+                if let Some(url) = url
+                    && !is_http_url(url)
+                {
+                    problems.push(format!("{key}.{name} must be an http(s) URL"));
+                }
+            }
+        }
     }
 }

@@ -21,6 +21,18 @@ pub enum IdentityError {
     LastAdmin,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    #[error("no such sign-in provider")]
+    UnknownProvider,
+    #[error("no sign-in in flight matches")]
+    SignInUnknown,
+    #[error("invalid sign-in code")]
+    InvalidCode,
+    #[error("no such identity")]
+    IdentityNotFound,
+    #[error("the last way to sign in")]
+    LastWayToSignIn,
+    #[error("sign-in provider unavailable: {0}")]
+    ProviderUnavailable(String),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -30,7 +42,10 @@ pub enum IdentityError {
 impl IdentityError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::EmailTaken | Self::LastAdmin => ErrorCode::Conflict,
+            Self::EmailTaken | Self::LastAdmin | Self::LastWayToSignIn => ErrorCode::Conflict,
+            Self::UnknownProvider | Self::IdentityNotFound => ErrorCode::NotFound,
+            Self::SignInUnknown | Self::InvalidCode => ErrorCode::BadRequest,
+            Self::ProviderUnavailable(_) => ErrorCode::Unavailable,
             Self::InvalidCredentials | Self::InvalidRefreshToken => ErrorCode::Unauthorized,
             Self::Throttled { .. } => ErrorCode::TooManyRequests,
             Self::WrongCurrentPassword => ErrorCode::Forbidden,
@@ -77,6 +92,20 @@ impl From<IdentityError> for Problem {
                 Problem::with_detail(code, "this is the last administrator; grant admin to someone else first")
             }
             IdentityError::Validation(errors) => Problem::validation(errors),
+            IdentityError::UnknownProvider => Problem::with_detail(code, "no such sign-in provider"),
+            IdentityError::SignInUnknown => {
+                Problem::with_detail(code, "this sign-in is unknown, expired or already finished; start it again")
+            }
+            IdentityError::InvalidCode => Problem::with_detail(code, "the code is invalid, expired or already used"),
+            IdentityError::IdentityNotFound => Problem::with_detail(code, "no identity of this provider is linked"),
+            IdentityError::LastWayToSignIn => Problem::with_detail(
+                code,
+                "this is the account's last way to sign in; set a password or link another provider first",
+            ),
+            IdentityError::ProviderUnavailable(cause) => {
+                tracing::warn!(error = %cause, "sign-in provider unavailable");
+                Problem::unavailable("the sign-in provider cannot be reached", 5)
+            }
             IdentityError::Unavailable(cause) => {
                 tracing::warn!(error = %error_chain(&cause), "database unavailable");
                 Problem::unavailable("the identity database is unavailable", 2)

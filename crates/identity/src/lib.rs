@@ -13,6 +13,7 @@ mod error;
 mod http;
 mod keys;
 mod passwords;
+mod social;
 mod store;
 mod tokens;
 
@@ -41,7 +42,8 @@ pub async fn open(config: &Config, shared: &Shared) -> Result<Accounts, StartErr
     let keys = keys::KeyRing::load(&store, &shared.auth, config.access_token_ttl, config.key_reload_interval)
         .await
         .map_err(StartError::dependency("signing keys"))?;
-    Ok(Accounts::new(store, hasher, keys, config.clone()))
+    let providers = social::Providers::from_config(&config.social).map_err(StartError::Config)?;
+    Ok(Accounts::new(store, hasher, keys, providers, config.clone()))
 }
 
 /// Creates or upgrades identity's schema, then returns.

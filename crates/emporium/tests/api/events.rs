@@ -135,6 +135,8 @@ async fn the_cli_lists_and_replays_dead_letters() {
         email: "parked@example.com".into(),
         name: "Parked".into(),
         registered_at: chrono::Utc::now(),
+        signed_up_with: "password".into(),
+        email_verified: false,
     };
     bus.publish(&[events::CloudEvent::new("identity", &payload, None).unwrap()]).await.unwrap();
     let stop = CancellationToken::new();

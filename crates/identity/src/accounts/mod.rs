@@ -1,24 +1,30 @@
-//! The identity use cases: registration, login, token refresh and logout, the user's own
-//! profile, and the administration of users. Transport-agnostic: HTTP handlers and the CLI
-//! call these.
+//! The identity use cases: registration, login, token refresh and logout, social sign-in
+//! (`social`), the user's own profile, and the administration of users. Transport-agnostic:
+//! HTTP handlers and the CLI call these.
+
+mod social;
+
+pub use social::{BeginSignIn, Callback, Identity, ProviderInfo};
 
 use std::net::IpAddr;
 
 use chrono::Duration as ChronoDuration;
 use events::{CloudEvent, payloads::UserRegistered};
 use platform::{
-    db::is_unique_violation,
+    db::{Tx, is_unique_violation},
     pagination::{Page, PageRequest},
     time::now,
 };
 use uuid::Uuid;
 
 use crate::{
+    SERVICE,
     config::Config,
     domain::{DisplayName, Email, NewPassword, Password, RoleSet, User},
     error::IdentityError,
     keys::KeyRing,
     passwords::Hasher,
+    social::Providers,
     store::{NewUser, RefreshOutcome, Store},
     tokens,
 };
@@ -45,6 +51,17 @@ pub struct Register {
     pub name: DisplayName,
 }
 
+/// A user being created.
+struct NewAccount<'a> {
+    email: &'a Email,
+    name: &'a str,
+    password_hash: Option<&'a str>,
+    roles: &'a RoleSet,
+    email_verified: bool,
+    /// `password`, or the provider's id.
+    signed_up_with: &'a str,
+}
+
 pub struct UpdateProfile {
     pub name: Option<DisplayName>,
     pub password: Option<NewPassword>,
@@ -55,12 +72,13 @@ pub struct Accounts {
     store: Store,
     hasher: Hasher,
     keys: KeyRing,
+    providers: Providers,
     config: Config,
 }
 
 impl Accounts {
-    pub fn new(store: Store, hasher: Hasher, keys: KeyRing, config: Config) -> Self {
-        Self { store, hasher, keys, config }
+    pub fn new(store: Store, hasher: Hasher, keys: KeyRing, providers: Providers, config: Config) -> Self {
+        Self { store, hasher, keys, providers, config }
     }
 
     pub fn store(&self) -> &Store {
@@ -92,32 +110,47 @@ impl Accounts {
         roles: &RoleSet,
         origin: &Origin,
     ) -> Result<User, IdentityError> {
+        let mut tx = self.store.db().begin().await?;
+        let account =
+            NewAccount { email, name, password_hash, roles, email_verified: false, signed_up_with: "password" };
+        let user = self.insert_user(&mut tx, &account, origin).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Within `tx`: inserts a user and its `user.registered`.
+    async fn insert_user(&self, tx: &mut Tx, account: &NewAccount<'_>, origin: &Origin) -> Result<User, IdentityError> {
         let id = Uuid::now_v7();
         let at = now();
-        let mut tx = self.store.db().begin().await?;
         let new_user = NewUser {
             id,
-            email: email.as_str(),
-            email_normalized: email.normalized(),
-            name,
-            password_hash,
-            roles,
+            email: account.email.as_str(),
+            email_normalized: account.email.normalized(),
+            email_verified: account.email_verified,
+            name: account.name,
+            password_hash: account.password_hash,
+            roles: account.roles,
             now: at,
         };
-        if let Err(error) = self.store.insert_user(&mut tx, &new_user).await {
+        if let Err(error) = self.store.insert_user(tx, &new_user).await {
             return Err(if is_unique_violation(&error) { IdentityError::EmailTaken } else { error.into() });
         }
-        let payload =
-            UserRegistered { user_id: id, email: email.as_str().to_owned(), name: name.to_owned(), registered_at: at };
-        let event =
-            CloudEvent::new("identity", &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
-        events::enqueue(&mut tx, &event).await?;
-        tx.commit().await?;
+        let payload = UserRegistered {
+            user_id: id,
+            email: account.email.as_str().to_owned(),
+            name: account.name.to_owned(),
+            registered_at: at,
+            signed_up_with: account.signed_up_with.to_owned(),
+            email_verified: account.email_verified,
+        };
+        let event = CloudEvent::new(SERVICE, &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
+        events::enqueue(tx, &event).await?;
         Ok(User {
             id,
-            email: email.as_str().to_owned(),
-            name: name.to_owned(),
-            roles: roles.clone(),
+            email: account.email.as_str().to_owned(),
+            email_verified: account.email_verified,
+            name: account.name.to_owned(),
+            roles: account.roles.clone(),
             created_at: at,
             updated_at: at,
         })
@@ -126,8 +159,7 @@ impl Accounts {
     pub async fn login(&self, email: &str, password: &Password, origin: &Origin) -> Result<Tokens, IdentityError> {
         let normalized = email.trim().to_lowercase();
         let account_key = format!("account:{normalized}");
-        let address_key =
-            format!("address:{}", origin.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
+        let address_key = social::address_key(origin);
         if let Err(error) = self.check_throttle(&account_key, &address_key).await {
             metrics::counter!("identity_logins_total", "outcome" => "throttled").increment(1);
             return Err(error);
@@ -265,11 +297,15 @@ impl Accounts {
         let new_hash = match &update.password {
             None => None,
             Some(new_password) => {
-                let Some(current) = &update.current_password else {
-                    return Err(IdentityError::WrongCurrentPassword);
-                };
-                if !self.hasher.verify(current.expose(), record.password_hash.as_deref()).await?.matches {
-                    return Err(IdentityError::WrongCurrentPassword);
+                // An account made by a social sign-in has no password to confirm: its first
+                // one is set by the signed-in user alone.
+                if record.password_hash.is_some() {
+                    let Some(current) = &update.current_password else {
+                        return Err(IdentityError::WrongCurrentPassword);
+                    };
+                    if !self.hasher.verify(current.expose(), record.password_hash.as_deref()).await?.matches {
+                        return Err(IdentityError::WrongCurrentPassword);
+                    }
                 }
                 Some(self.hasher.hash(new_password.expose()).await?)
             }
@@ -351,6 +387,7 @@ impl Accounts {
         let key_window =
             self.config.access_token_ttl + self.config.key_reload_interval * 2 + std::time::Duration::from_secs(3600);
         self.store.prune_signing_keys(at - self.ttl(key_window)?).await?;
+        self.store.prune_social(at).await?;
         Ok(())
     }
 }

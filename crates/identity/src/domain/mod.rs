@@ -2,7 +2,9 @@
 //! a plausible address; holding a [`NewPassword`] means it meets the password policy.
 
 mod credentials;
+mod identity;
 mod user;
 
 pub use credentials::{Email, NewPassword, Password};
+pub use identity::{EmailOwner, Refusal, SignIn, SignInFacts, decide};
 pub use user::{DisplayName, RoleSet, User};

@@ -78,6 +78,8 @@ impl RoleSet {
 pub struct User {
     pub id: Uuid,
     pub email: String,
+    /// Proven to be the user's: a sign-in provider asserted it verified.
+    pub email_verified: bool,
     pub name: String,
     pub roles: RoleSet,
     pub created_at: DateTime<Utc>,

@@ -128,6 +128,8 @@ impl Input for RoleSet {
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
+    /// Whether the email is proven to be the user's.
+    pub email_verified: bool,
     pub name: String,
     pub roles: Vec<Role>,
     pub created_at: DateTime<Utc>,
@@ -139,6 +141,7 @@ impl From<User> for UserView {
             id: user.id,
             roles: user.roles.iter().collect(),
             email: user.email,
+            email_verified: user.email_verified,
             name: user.name,
             created_at: user.created_at,
         }

@@ -1,6 +1,7 @@
 //! Identity's HTTP API (the Identity section of API.md) and its OpenAPI document.
 
 mod dto;
+mod social;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -44,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/providers", get(social::providers))
+        .route("/api/v1/auth/oauth/{provider}/authorize", get(social::authorize))
+        .route("/api/v1/auth/oauth/{provider}/callback", get(social::callback))
+        .route("/api/v1/auth/oauth/exchange", post(social::exchange))
+        .route("/api/v1/users/me/identities", get(social::identities))
+        .route("/api/v1/users/me/identities/{provider}", axum::routing::delete(social::unlink))
         .route("/api/v1/users/me", get(me).patch(update_me))
         .route("/api/v1/users", get(list_users))
         .route("/api/v1/users/{id}/roles", put(set_roles))
@@ -55,8 +62,9 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(register, login, refresh, logout, me, update_me, list_users, set_roles, jwks),
-    components(schemas(Problem, platform::FieldError)),
+    paths(register, login, refresh, logout, me, update_me, list_users, set_roles, jwks,
+        social::providers, social::authorize, social::callback, social::exchange, social::identities, social::unlink),
+    components(schemas(Problem, platform::FieldError, social::ProviderView, social::IdentityView, social::ExchangeRequest)),
     modifiers(&BearerAuth),
     tags((name = "identity", description = "Accounts, sessions and tokens"))
 )]

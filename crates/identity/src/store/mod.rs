@@ -5,6 +5,7 @@
 
 mod keys;
 mod sessions;
+mod social;
 mod throttle;
 mod users;
 
@@ -13,6 +14,7 @@ use sqlx::migrate::Migrator;
 
 pub use keys::StoredKey;
 pub use sessions::RefreshOutcome;
+pub use social::{IdentityRow, StateRow, Unlink};
 pub use users::NewUser;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");

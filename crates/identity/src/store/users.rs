@@ -16,6 +16,7 @@ use crate::domain::{RoleSet, User};
 pub struct UserRecord {
     pub id: Uuid,
     pub email: String,
+    pub email_verified: bool,
     pub name: String,
     pub password_hash: Option<String>,
     pub roles: Json<Vec<String>>,
@@ -29,6 +30,7 @@ impl UserRecord {
             id: self.id,
             roles: RoleSet::from_stored(&self.roles.0),
             email: self.email,
+            email_verified: self.email_verified,
             name: self.name,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -40,20 +42,22 @@ pub struct NewUser<'a> {
     pub id: Uuid,
     pub email: &'a str,
     pub email_normalized: &'a str,
+    pub email_verified: bool,
     pub name: &'a str,
     pub password_hash: Option<&'a str>,
     pub roles: &'a RoleSet,
     pub now: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, roles, created_at, updated_at";
+const COLUMNS: &str = "id, email, email_verified, name, password_hash, roles, created_at, updated_at";
 
 impl Store {
     /// Inserts a user; a duplicate email is a unique violation the caller maps to 409.
     pub async fn insert_user(&self, tx: &mut Tx, user: &NewUser<'_>) -> Result<(), sqlx::Error> {
-        with_tx!(tx, |conn| sqlx::query(
-            "INSERT INTO users (id, email, email_normalized, name, password_hash, roles, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+        with_tx!(tx, |conn| {
+            sqlx::query(
+            "INSERT INTO users (id, email, email_normalized, name, password_hash, roles, created_at, updated_at, email_verified)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)"
         )
         .bind(user.id)
         .bind(user.email)
@@ -62,9 +66,11 @@ impl Store {
         .bind(user.password_hash)
         .bind(Json(user.roles.names()))
         .bind(user.now)
+        .bind(user.email_verified)
         .execute(conn)
         .await
-        .map(|_| ()))
+        .map(|_| ())
+        })
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, sqlx::Error> {
