@@ -6,10 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod browser;
 pub mod client;
 mod database;
+pub mod oidc;
+pub mod providers;
 mod redis;
 
+pub use browser::Browser;
 pub use client::{TestClient, TestResponse};
 pub use database::{Backend, TestDatabase, temp_dir};
 pub use redis::{redis_available, redis_delete_prefix, redis_url};

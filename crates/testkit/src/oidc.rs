@@ -1,0 +1,145 @@
+//! A real, certified OpenID Connect provider for tests: panva's `oidc-provider` (npm), started
+//! on a free loopback port with the clients a test names (`oidc/provider.mjs`). `.ci/run`
+//! installs it under `$HOME/.cache/emporium/oidc-provider`; `EMPORIUM_TEST_OIDC_PROVIDER`
+//! names another directory holding its `node_modules`.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use crate::browser::{Browser, absolute};
+
+/// A running provider; it stops when dropped.
+pub struct OidcProvider {
+    issuer: String,
+    _child: Child,
+}
+
+/// What the person does at the provider.
+#[derive(Debug, Clone, Copy)]
+pub enum Consent<'a> {
+    /// Signs in as this account (one of those it was started with) and consents.
+    SignInAs(&'a str),
+    /// Declines: the provider answers `access_denied`.
+    Decline,
+}
+
+fn module_dir() -> PathBuf {
+    std::env::var_os("EMPORIUM_TEST_OIDC_PROVIDER").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/emporium/oidc-provider")
+    })
+}
+
+/// A free loopback port, for a server that must be told its address before it binds. It is
+/// picked below Linux's ephemeral range (32768–60999), where servers on port 0 and outgoing
+/// connections take theirs, so that none of those takes it meanwhile.
+pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..100 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
+}
+
+impl OidcProvider {
+    /// Starts a provider with these clients (`[{client_id, client_secret, redirect_uris}]`)
+    /// and accounts (`{login: {email, email_verified}}`); `None` (the test skips, or fails
+    /// when backends are required) when it is not installed.
+    pub async fn start(clients: Value, accounts: Value) -> Option<Self> {
+        let module = module_dir().join("node_modules/oidc-provider/lib/index.js");
+        if !module.exists() {
+            crate::skip_or_fail(&format!("oidc-provider is not installed ({} is missing)", module.display()));
+            return None;
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .env("OIDC_PROVIDER_MODULE", &module)
+            .env("OIDC_CLIENTS", clients.to_string())
+            .env("OIDC_ACCOUNTS", accounts.to_string())
+            .env("NODE_ENV", "test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // What it says on stderr (warnings, or why it would not start), for a failure to show.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = said.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut said = collected.lock().expect("stderr");
+                said.push_str(&line);
+                said.push('\n');
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let Ok(Ok(Some(first))) = first else {
+            panic!("oidc-provider did not start on port {port}: {}", said.lock().expect("stderr"));
+        };
+        let issuer = serde_json::from_str::<Value>(&first).expect("a JSON line")["issuer"]
+            .as_str()
+            .expect("the issuer")
+            .to_owned();
+        // It writes notices later; a closed pipe would end it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Some(Self { issuer, _child: child })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Walks the provider's pages from an authorization URL as a person would, and returns the
+    /// URL the provider finally sends the browser to (the client's callback).
+    pub async fn walk(&self, browser: &Browser, authorization_url: &str, consent: Consent<'_>) -> String {
+        let mut url = authorization_url.to_owned();
+        for _ in 0..20 {
+            let response = browser.get(&url).await;
+            if response.status.is_redirection() {
+                let location = absolute(&url, response.header("location").expect("a Location"));
+                if !location.starts_with(&self.issuer) {
+                    return location;
+                }
+                url = location;
+                continue;
+            }
+            let page = String::from_utf8_lossy(&response.body).into_owned();
+            assert!(
+                response.status.is_success() && url.contains("/interaction/"),
+                "unexpected provider page {url} ({}): {page}",
+                response.status
+            );
+            let uid =
+                url.rsplit('/').next().expect("an interaction id").split('?').next().unwrap_or_default().to_owned();
+            let answer = match consent {
+                Consent::Decline => browser.get(&format!("{}/interaction/{uid}/abort", self.issuer)).await,
+                Consent::SignInAs(account) if page.contains("value=\"login\"") => {
+                    browser.post_form(&url, &[("prompt", "login"), ("login", account), ("password", "any")]).await
+                }
+                Consent::SignInAs(_) => browser.post_form(&url, &[("prompt", "consent")]).await,
+            };
+            assert!(answer.status.is_redirection(), "the interaction answered {}", answer.status);
+            let location = absolute(&url, answer.header("location").expect("a Location"));
+            if !location.starts_with(&self.issuer) {
+                return location;
+            }
+            url = location;
+        }
+        panic!("the provider kept the browser for more than 20 pages");
+    }
+}
