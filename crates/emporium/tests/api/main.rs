@@ -12,5 +12,6 @@ mod orders;
 mod recovery;
 mod search;
 mod shutdown;
+mod social;
 mod stripe;
 mod tokens;
