@@ -174,6 +174,14 @@ impl TestShop {
 impl Drop for TestShop {
     fn drop(&mut self) {
         self.stop.cancel();
+        // Wait for the services to stop, so that none writes into the data directory (its
+        // search index, its event log) after it is removed.
+        if let Some(shop) = self.shop.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            let _ = tokio::task::block_in_place(|| runtime.block_on(shop.wait()));
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

@@ -79,7 +79,10 @@ async fn password_hashes_are_upgraded_on_login(db: TestDatabase) {
 
     // The operator raises the cost; the next successful login rehashes with the new parameters.
     let shop = TestShop::start_with(db, |s| {
+        // The first shop's settings, in this shop's own data directory.
+        let data_dir = s.data_dir.clone();
         *s = settings;
+        s.data_dir = data_dir;
         s.identity.password_hashing.iterations = 2;
     })
     .await;
