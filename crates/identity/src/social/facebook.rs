@@ -8,7 +8,7 @@
 use hmac::{Hmac, Mac};
 use http::header;
 use http_body_util::Full;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -46,13 +46,7 @@ impl Facebook {
     }
 
     pub async fn complete(&self, client: &Client, code: &str, verifier: &str) -> Result<Asserted, SocialError> {
-        let form = [("code", code), ("redirect_uri", client.redirect_uri.as_str()), ("code_verifier", verifier)];
-        let request = client.token_request(&self.token_endpoint, &form, false)?;
-        let (status, answer): (_, serde_json::Value) = client.json(request).await?;
-        let token = match answer.get("access_token").and_then(|t| t.as_str()) {
-            Some(token) if status.is_success() => SecretString::from(token.to_owned()),
-            _ => return Err(error_of(status, &answer)),
-        };
+        let token = client.access_token(&self.token_endpoint, code, verifier).await?;
         let mut mac = Hmac::<Sha256>::new_from_slice(client.secret.expose_secret().as_bytes())
             .map_err(|e| SocialError::Refused(e.to_string()))?;
         mac.update(token.expose_secret().as_bytes());

@@ -55,14 +55,7 @@ impl GitHub {
     }
 
     pub async fn complete(&self, client: &Client, code: &str, verifier: &str) -> Result<Asserted, SocialError> {
-        let form = [("code", code), ("redirect_uri", client.redirect_uri.as_str()), ("code_verifier", verifier)];
-        let request = client.token_request(&self.token_endpoint, &form, false)?;
-        let (status, answer): (_, serde_json::Value) = client.json(request).await?;
-        // GitHub answers a refused code with 200 and an `error` member.
-        let token = match answer.get("access_token").and_then(|t| t.as_str()) {
-            Some(token) if status.is_success() => SecretString::from(token.to_owned()),
-            _ => return Err(error_of(status, &answer)),
-        };
+        let token = client.access_token(&self.token_endpoint, code, verifier).await?;
         let (status, user): (_, serde_json::Value) = self.api(client, "/user", &token).await?;
         if !status.is_success() {
             return Err(error_of(status, &user));

@@ -76,6 +76,18 @@ impl Client {
         Ok((status, value))
     }
 
+    /// Exchanges a code for an OAuth 2.0 access token, the client's credentials in the form.
+    /// A refusal may come as an error status or, from GitHub, as 200 with an `error` member.
+    async fn access_token(&self, endpoint: &str, code: &str, verifier: &str) -> Result<SecretString, SocialError> {
+        let form = [("code", code), ("redirect_uri", self.redirect_uri.as_str()), ("code_verifier", verifier)];
+        let request = self.token_request(endpoint, &form, false)?;
+        let (status, answer): (_, serde_json::Value) = self.json(request).await?;
+        match answer.get("access_token").and_then(|t| t.as_str()) {
+            Some(token) if status.is_success() => Ok(SecretString::from(token.to_owned())),
+            _ => Err(error_of(status, &answer)),
+        }
+    }
+
     fn get(&self, url: &str) -> Result<http::request::Builder, SocialError> {
         let uri: http::Uri = url.parse().map_err(|_| SocialError::Refused(format!("invalid URL {url:?}")))?;
         Ok(Request::get(uri).header(header::ACCEPT, "application/json").header(header::USER_AGENT, USER_AGENT))
