@@ -164,6 +164,17 @@ pub struct ProviderConfig {
     /// `email public_profile`).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Whether this provider's word that an email is verified is taken: only a vouched-for
+    /// email makes an account or joins one. True by default, except for Facebook, which says
+    /// nothing about it. Set false for an identity provider whose users edit their own email.
+    #[serde(default)]
+    pub trust_verified_email: Option<bool>,
+}
+
+impl ProviderConfig {
+    pub fn trusts_verified_email(&self) -> bool {
+        self.trust_verified_email.unwrap_or(self.kind != ProviderKind::Facebook)
+    }
 }
 
 /// The administrator created at start-up when it does not exist yet.
@@ -211,6 +222,17 @@ fn is_http_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://")) && url.parse::<http::Uri>().is_ok()
 }
 
+/// Whether secrets and codes may be sent to `url`: HTTPS, or plain HTTP to this machine only
+/// (a local stand-in).
+pub fn is_private_channel(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(host)) => matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1"),
+        _ => false,
+    }
+}
+
 impl SocialConfig {
     fn check(&self, problems: &mut Vec<String>) {
         if !is_http_url(&self.public_url) {
@@ -250,9 +272,9 @@ impl SocialConfig {
                 ("api_base", &provider.api_base),
             ] {
                 if let Some(url) = url
-                    && !is_http_url(url)
+                    && !is_private_channel(url)
                 {
-                    problems.push(format!("{key}.{name} must be an http(s) URL"));
+                    problems.push(format!("{key}.{name} must be an https URL (plain http only to this machine)"));
                 }
             }
         }

@@ -25,6 +25,10 @@ pub enum IdentityError {
     UnknownProvider,
     #[error("no sign-in in flight matches")]
     SignInUnknown,
+    #[error("the sign-in began in another browser")]
+    SignInElsewhere,
+    #[error("a recent sign-in is needed")]
+    SignInAgain,
     #[error("invalid sign-in code")]
     InvalidCode,
     #[error("no such identity")]
@@ -44,7 +48,8 @@ impl IdentityError {
         match self {
             Self::EmailTaken | Self::LastAdmin | Self::LastWayToSignIn => ErrorCode::Conflict,
             Self::UnknownProvider | Self::IdentityNotFound => ErrorCode::NotFound,
-            Self::SignInUnknown | Self::InvalidCode => ErrorCode::BadRequest,
+            Self::SignInUnknown | Self::SignInElsewhere | Self::InvalidCode => ErrorCode::BadRequest,
+            Self::SignInAgain => ErrorCode::Forbidden,
             Self::ProviderUnavailable(_) => ErrorCode::Unavailable,
             Self::InvalidCredentials | Self::InvalidRefreshToken => ErrorCode::Unauthorized,
             Self::Throttled { .. } => ErrorCode::TooManyRequests,
@@ -96,6 +101,13 @@ impl From<IdentityError> for Problem {
             IdentityError::SignInUnknown => {
                 Problem::with_detail(code, "this sign-in is unknown, expired or already finished; start it again")
             }
+            IdentityError::SignInElsewhere => {
+                Problem::with_detail(code, "this sign-in began in another browser; start it again here")
+            }
+            IdentityError::SignInAgain => Problem::with_detail(
+                code,
+                "setting a first password needs a sign-in from the last 10 minutes; sign in again",
+            ),
             IdentityError::InvalidCode => Problem::with_detail(code, "the code is invalid, expired or already used"),
             IdentityError::IdentityNotFound => Problem::with_detail(code, "no identity of this provider is linked"),
             IdentityError::LastWayToSignIn => Problem::with_detail(

@@ -29,6 +29,7 @@ struct Social {
 
 fn provider(kind: ProviderKind) -> ProviderConfig {
     ProviderConfig {
+        trust_verified_email: None,
         kind,
         name: None,
         client_id: CLIENT_ID.to_owned(),
@@ -79,14 +80,16 @@ async fn start(db: TestDatabase) -> Option<Social> {
                 ..provider(ProviderKind::Github)
             },
         );
-        social.providers.insert(
-            "facebook".into(),
-            ProviderConfig {
-                authorization_endpoint: Some(format!("{fake_base}/dialog/oauth")),
-                api_base: Some(fake_base.clone()),
-                ..provider(ProviderKind::Facebook)
-            },
-        );
+        let facebook = ProviderConfig {
+            authorization_endpoint: Some(format!("{fake_base}/dialog/oauth")),
+            api_base: Some(fake_base.clone()),
+            ..provider(ProviderKind::Facebook)
+        };
+        // Facebook says nothing of verification: an operator may choose to take its emails.
+        social
+            .providers
+            .insert("facebook-trusted".into(), ProviderConfig { trust_verified_email: Some(true), ..facebook.clone() });
+        social.providers.insert("facebook".into(), facebook);
         social
             .providers
             .insert("forged".into(), ProviderConfig { issuer: Some(forged_issuer), ..provider(ProviderKind::Oidc) });
@@ -176,6 +179,7 @@ async fn a_certified_provider_signs_people_in_through_the_gateway(db: TestDataba
         json!([
             {"id": "certified", "name": "Certified"},
             {"id": "facebook", "name": "Facebook"},
+            {"id": "facebook-trusted", "name": "Facebook"},
             {"id": "forged", "name": "forged"},
             {"id": "github", "name": "GitHub"},
         ])
@@ -227,6 +231,12 @@ async fn accounts_are_linked_only_when_both_sides_proved_the_email(db: TestDatab
     let linked = s.exchange(&query_param(&location, "code").expect("a code")).await.json();
     assert_eq!(s.me(&token(&linked)).await["id"], bob["user"]["id"]);
     assert_eq!(s.identities(&token(&bob)).await, ["certified"]);
+    // A script that cannot follow the redirect asks for JSON.
+    let json_mode =
+        Browser::new().get_with(&authorize, &[("authorization", &bearer), ("accept", "application/json")]).await;
+    assert_eq!(json_mode.status, 200);
+    assert!(json_mode.json()["url"].as_str().unwrap().starts_with(s.oidc.issuer()));
+    assert!(json_mode.header("set-cookie").is_some_and(|c| c.starts_with("emporium_sign_in=")));
     // Linking needs the user's token.
     let anonymous = Browser::new().get(&authorize).await;
     anonymous.problem(401);
@@ -239,12 +249,11 @@ async fn accounts_are_linked_only_when_both_sides_proved_the_email(db: TestDatab
     assert_eq!(s.me(&token(&carol_again)).await["id"], s.me(&token(&carol)).await["id"]);
     assert_eq!(s.identities(&token(&carol)).await, ["certified", "github"]);
 
-    // A provider that does not vouch for the email makes an unproven account, which no
-    // other provider may then join.
-    let dave = s.session("certified", Consent::SignInAs("dave")).await;
-    assert_eq!(s.me(&token(&dave)).await["email_verified"], false);
+    // An email the provider does not vouch for claims no address: no account is made.
+    assert_eq!(s.error_of("certified", Consent::SignInAs("dave")).await, "email_unverified");
     s.fakes.sign_in_as(Some(Account::new("1002", Some(("dave@example.com", true)))));
-    assert_eq!(s.error_of("github", Consent::SignInAs("")).await, "account_exists");
+    let dave = s.session("github", Consent::SignInAs("")).await;
+    assert_eq!(s.me(&token(&dave)).await["email_verified"], true, "the address was free for its owner");
 
     // Without an email there is no account to make.
     assert_eq!(s.error_of("certified", Consent::SignInAs("erin")).await, "email_required");
@@ -259,7 +268,7 @@ async fn accounts_are_linked_only_when_both_sides_proved_the_email(db: TestDatab
              AND CAST(envelope AS TEXT) LIKE '%signed_up_with%certified%'",
         )
         .await;
-    assert_eq!(by_provider, 2, "carol and dave signed up with the provider");
+    assert_eq!(by_provider, 1, "carol signed up with the provider");
 }
 
 async fn unlinking_always_leaves_a_way_to_sign_in(db: TestDatabase) {
@@ -278,9 +287,24 @@ async fn unlinking_always_leaves_a_way_to_sign_in(db: TestDatabase) {
     // The last identity of an account without a password stays.
     let last = unlink("certified").await.problem(409);
     assert!(last["detail"].as_str().unwrap().contains("last way to sign in"), "{last}");
-    // An account made by a provider sets its first password without a current one.
-    let set =
-        s.shop.gateway.patch("/api/v1/users/me").bearer(&access).json(&json!({"password": PASSWORD})).send().await;
+    // An account made by a provider sets its first password without a current one, but only
+    // from a fresh sign-in: an older session's token may have been stolen.
+    let db = s.shop.db().await;
+    let long_ago = chrono::Utc::now() - chrono::Duration::minutes(11);
+    platform::with_db!(&db, |pool| sqlx::query("UPDATE sessions SET created_at = $1")
+        .bind(long_ago)
+        .execute(pool)
+        .await
+        .map(drop))
+    .unwrap();
+    db.close().await;
+    let set_password = |access: String| {
+        let gateway = s.shop.gateway.clone();
+        async move { gateway.patch("/api/v1/users/me").bearer(&access).json(&json!({"password": PASSWORD})).send().await }
+    };
+    set_password(access.clone()).await.problem(403);
+    let fresh = s.session("certified", Consent::SignInAs("carol")).await;
+    let set = set_password(token(&fresh)).await;
     assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
     assert_eq!(unlink("certified").await.status, 204);
     assert_eq!(s.shop.login("carol@example.com", PASSWORD).await.status, 200);
@@ -332,6 +356,17 @@ async fn forged_misdirected_and_replayed_answers_are_refused(db: TestDatabase) {
     let answer = browser.get(&elsewhere).await;
     assert_eq!(query_param(answer.header("location").unwrap(), "error").as_deref(), Some("invalid_grant"));
 
+    // A sign-in finishes only in the browser that began it: a victim who is sent someone
+    // else's sign-in (to be signed in as them, or to link their provider to their account)
+    // arrives without its cookie.
+    let attacker = Browser::new();
+    let started = attacker.get(&s.authorize_url("certified")).await;
+    let callback = s.oidc.walk(&attacker, started.header("location").unwrap(), Consent::SignInAs("zed")).await;
+    let elsewhere = Browser::new().get(&callback).await.problem(400);
+    assert!(elsewhere["detail"].as_str().unwrap().contains("another browser"), "{elsewhere}");
+    let bound = started.header("set-cookie").unwrap();
+    assert!(bound.contains("HttpOnly") && bound.contains("SameSite=Lax"), "{bound}");
+
     // A callback works once: its state is spent.
     let browser = Browser::new();
     let started = browser.get(&s.authorize_url("certified")).await;
@@ -371,16 +406,20 @@ async fn github_and_facebook_sign_in_as_they_document(db: TestDatabase) {
     let me = s.me(&token(&gina)).await;
     assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("gina@example.com"), Some(true)));
     assert_eq!(me["name"], "Test 3001");
-    // An unverified primary email names an account, unproven.
+    // An unverified primary email is not vouched for: it makes no account.
     s.fakes.sign_in_as(Some(Account::new("3002", Some(("hank@example.com", false)))));
-    assert_eq!(s.me(&token(&s.session("github", Consent::SignInAs("")).await)).await["email_verified"], false);
-    // Without access to the emails, the public one is taken, unproven.
+    assert_eq!(s.error_of("github", Consent::SignInAs("")).await, "email_unverified");
+    // Nor does the public profile email, when the emails are not to be read.
     let mut ivy = Account::new("3003", Some(("ivy-private@example.com", true)));
     ivy.hide_emails = true;
     ivy.public_email = Some("ivy@example.com".to_owned());
     s.fakes.sign_in_as(Some(ivy));
-    let me = s.me(&token(&s.session("github", Consent::SignInAs("")).await)).await;
-    assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("ivy@example.com"), Some(false)));
+    assert_eq!(s.error_of("github", Consent::SignInAs("")).await, "email_unverified");
+    let made = s
+        .shop
+        .count("SELECT COUNT(*) FROM users WHERE email_normalized IN ('hank@example.com', 'ivy@example.com')")
+        .await;
+    assert_eq!(made, 0);
     // No email at all.
     s.fakes.sign_in_as(Some(Account::new("3004", None)));
     assert_eq!(s.error_of("github", Consent::SignInAs("")).await, "email_required");
@@ -388,23 +427,25 @@ async fn github_and_facebook_sign_in_as_they_document(db: TestDatabase) {
     s.fakes.sign_in_as(None);
     assert_eq!(s.error_of("github", Consent::SignInAs("")).await, "access_denied");
 
-    // Facebook: the Graph API's email names an account but is never vouched for.
+    // Facebook says nothing of verification: its email is taken only where the operator chose
+    // to trust it.
     s.fakes.sign_in_as(Some(Account::new("fb-1", Some(("jo@example.com", true)))));
-    let jo = s.session("facebook", Consent::SignInAs("")).await;
+    assert_eq!(s.error_of("facebook", Consent::SignInAs("")).await, "email_unverified");
+    let jo = s.session("facebook-trusted", Consent::SignInAs("")).await;
     let me = s.me(&token(&jo)).await;
-    assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("jo@example.com"), Some(false)));
+    assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("jo@example.com"), Some(true)));
     // Signing in again finds the same account by its Facebook id.
-    let again = s.session("facebook", Consent::SignInAs("")).await;
+    let again = s.session("facebook-trusted", Consent::SignInAs("")).await;
     assert_eq!(s.me(&token(&again)).await["id"], me["id"]);
     s.fakes.sign_in_as(Some(Account::new("fb-2", None)));
-    assert_eq!(s.error_of("facebook", Consent::SignInAs("")).await, "email_required");
+    assert_eq!(s.error_of("facebook-trusted", Consent::SignInAs("")).await, "email_required");
 
     // A code the provider will not take: refused at the token endpoint.
     let browser = Browser::new();
     let started = browser.get(&s.authorize_url("facebook")).await;
     let state = query_param(started.header("location").unwrap(), "state").unwrap();
     let answer =
-        s.shop.gateway.get(&format!("/api/v1/auth/oauth/facebook/callback?code=made-up&state={state}")).send().await;
+        browser.get(&format!("{}/api/v1/auth/oauth/facebook/callback?code=made-up&state={state}", s.gateway)).await;
     assert_eq!(answer.status, 302);
     assert_eq!(query_param(answer.header("location").unwrap(), "error").as_deref(), Some("invalid_grant"));
 }

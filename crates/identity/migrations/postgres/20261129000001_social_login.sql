@@ -16,9 +16,11 @@ CREATE TABLE user_identities (
 );
 
 -- Sign-ins in flight. Only a digest of the `state` sent to the provider is kept; the row binds
--- it to the PKCE verifier, the nonce and the client's redirect, and is deleted when used.
+-- it to the browser that began it (a digest of its cookie), the PKCE verifier, the nonce and
+-- the client's redirect, and is deleted when used.
 CREATE TABLE oauth_states (
     state_hash    BYTEA       PRIMARY KEY,
+    browser_hash  BYTEA       NOT NULL,
     provider      TEXT        NOT NULL,
     redirect_uri  TEXT        NOT NULL,
     -- The client's own `state`, echoed back to its redirect.

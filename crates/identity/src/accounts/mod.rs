@@ -297,8 +297,6 @@ impl Accounts {
         let new_hash = match &update.password {
             None => None,
             Some(new_password) => {
-                // An account made by a social sign-in has no password to confirm: its first
-                // one is set by the signed-in user alone.
                 if record.password_hash.is_some() {
                     let Some(current) = &update.current_password else {
                         return Err(IdentityError::WrongCurrentPassword);
@@ -306,6 +304,11 @@ impl Accounts {
                     if !self.hasher.verify(current.expose(), record.password_hash.as_deref()).await?.matches {
                         return Err(IdentityError::WrongCurrentPassword);
                     }
+                } else {
+                    // An account made by a social sign-in has no password to confirm. Its first
+                    // one takes a fresh sign-in, so that a stolen access token cannot turn into
+                    // a lasting password.
+                    self.check_fresh_session(session_id).await?;
                 }
                 Some(self.hasher.hash(new_password.expose()).await?)
             }

@@ -27,6 +27,8 @@ use crate::{
 const SIGN_IN_TTL: ChronoDuration = ChronoDuration::minutes(10);
 /// How long the client has to exchange its one-time code.
 const CODE_TTL: ChronoDuration = ChronoDuration::seconds(60);
+/// How recent a sign-in must be to set an account's first password.
+const FRESH_SESSION: ChronoDuration = ChronoDuration::minutes(10);
 
 /// A provider as the sign-in page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub struct ProviderInfo {
 /// Where a sign-in begins.
 pub struct BeginSignIn {
     pub provider: String,
+    /// The browser's sign-in cookie, if it has one already.
+    pub browser: Option<String>,
     /// Where it ends: one of the configured client redirect URIs, exactly.
     pub redirect_uri: String,
     /// The client's own `state`, handed back with the code.
@@ -46,9 +50,21 @@ pub struct BeginSignIn {
     pub linking: Option<Uuid>,
 }
 
+/// A sign-in on its way to the provider.
+pub struct Began {
+    /// The provider's URL to send the browser to.
+    pub url: String,
+    /// The value of the browser's sign-in cookie: the callback must come with it, so that a
+    /// sign-in begun in one browser cannot be finished in another (login forgery, or linking
+    /// someone else's provider account to the attacker's).
+    pub browser: String,
+}
+
 /// What the provider sent the browser back with.
 #[derive(Debug, Default)]
 pub struct Callback {
+    /// The browser's sign-in cookie.
+    pub browser: Option<String>,
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
@@ -70,6 +86,8 @@ enum Failed {
     /// The provider's own error answer (`access_denied`, …), passed on.
     Provider(String),
     Refused(&'static str),
+    /// A concurrent sign-in made or linked what this one was about to: decide again.
+    Raced(&'static str),
     Unavailable,
 }
 
@@ -77,10 +95,15 @@ impl Failed {
     fn code(&self) -> &str {
         match self {
             Self::Provider(code) => code,
-            Self::Refused(code) => code,
+            Self::Refused(code) | Self::Raced(code) => code,
             Self::Unavailable => "temporarily_unavailable",
         }
     }
+}
+
+/// Whether two digests are equal, in time that does not depend on where they differ.
+fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn record(provider: &str, outcome: &'static str) {
@@ -112,13 +135,18 @@ fn provider_error(code: &str) -> String {
 }
 
 impl Accounts {
+    /// Whether browsers reach the shop over HTTPS (so that cookies can be `Secure`).
+    pub fn public_url_is_https(&self) -> bool {
+        self.config.social.public_url.starts_with("https://")
+    }
+
     /// The configured providers, for sign-in buttons.
     pub fn providers(&self) -> Vec<ProviderInfo> {
         self.providers.iter().map(|p| ProviderInfo { id: p.id.clone(), name: p.name.clone() }).collect()
     }
 
-    /// Records a sign-in in flight and answers the provider's URL to send the browser to.
-    pub async fn begin_sign_in(&self, begin: BeginSignIn) -> Result<String, IdentityError> {
+    /// Records a sign-in in flight, bound to the browser that begins it.
+    pub async fn begin_sign_in(&self, begin: BeginSignIn) -> Result<Began, IdentityError> {
         let provider = self.providers.get(&begin.provider).ok_or(IdentityError::UnknownProvider)?;
         if !self.config.social.redirect_uris.contains(&begin.redirect_uri) {
             return Err(IdentityError::field("redirect_uri", "is not one of the configured redirect URIs"));
@@ -129,11 +157,17 @@ impl Accounts {
             return Err(IdentityError::field("state", "must be at most 512 printable characters"));
         }
         let (state, verifier, nonce) = (tokens::random(), tokens::random(), tokens::random());
+        // One cookie per browser, so that sign-ins begun side by side (two tabs) all finish.
+        let browser = begin
+            .browser
+            .filter(|b| b.len() == 43 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        let browser = browser.unwrap_or_else(tokens::random);
         let url = provider
             .authorization_url(&state, &tokens::pkce_challenge(&verifier), &nonce)
             .await
             .map_err(|e| IdentityError::ProviderUnavailable(e.to_string()))?;
         let row = StateRow {
+            browser_hash: tokens::digest(&browser),
             provider: provider.id.clone(),
             redirect_uri: begin.redirect_uri,
             client_state: begin.client_state,
@@ -143,7 +177,7 @@ impl Accounts {
             expires_at: now() + SIGN_IN_TTL,
         };
         self.store.insert_state(&tokens::digest(&state), &row).await?;
-        Ok(url)
+        Ok(Began { url, browser })
     }
 
     /// Finishes a sign-in the provider sent back: the URL of the client's redirect, with a
@@ -167,8 +201,25 @@ impl Accounts {
             self.count_failure(&address_key).await?;
             return Err(IdentityError::SignInUnknown);
         };
+        let from_same_browser =
+            callback.browser.as_deref().is_some_and(|b| same_digest(&tokens::digest(b), &flight.browser_hash));
+        if !from_same_browser {
+            record(&provider.id, "wrong_browser");
+            self.count_failure(&address_key).await?;
+            return Err(IdentityError::SignInElsewhere);
+        }
         let finished = match vouched(provider, &callback, &flight).await {
-            Ok(asserted) => self.sign_in(&provider.id, asserted, &flight, origin).await,
+            Ok(asserted) => {
+                let mut signed_in = self.sign_in(&provider.id, &asserted, &flight, origin).await;
+                // A sign-in that raced another for the same account decides once more.
+                if let Err(Failed::Raced(_)) = signed_in {
+                    signed_in = self.sign_in(&provider.id, &asserted, &flight, origin).await;
+                }
+                if let Err(Failed::Raced(_)) = signed_in {
+                    record(&provider.id, "refused");
+                }
+                signed_in
+            }
             Err(failed) => Err(failed),
         };
         let client_state = flight.client_state.as_deref();
@@ -194,7 +245,7 @@ impl Accounts {
     async fn sign_in(
         &self,
         provider: &str,
-        asserted: Asserted,
+        asserted: &Asserted,
         flight: &StateRow,
         origin: &Origin,
     ) -> Result<String, Failed> {
@@ -244,10 +295,8 @@ impl Accounts {
                     linked_at: now(),
                 };
                 if let Err(error) = self.store.insert_identity(&mut tx, &row).await {
-                    // Linked by a concurrent sign-in meanwhile: refused rather than guessed.
                     return Err(if is_unique_violation(&error) {
-                        record(provider, "refused");
-                        Failed::Refused("already_linked")
+                        Failed::Raced("already_linked")
                     } else {
                         internal(error.into())
                     });
@@ -276,11 +325,7 @@ impl Accounts {
                 };
                 let user = match self.insert_user(&mut tx, &account, origin).await {
                     Ok(user) => user,
-                    // Registered by someone else meanwhile: as if it had been there.
-                    Err(IdentityError::EmailTaken) => {
-                        record(provider, "refused");
-                        return Err(Failed::Refused("account_exists"));
-                    }
+                    Err(IdentityError::EmailTaken) => return Err(Failed::Raced("account_exists")),
                     Err(error) => return Err(internal(error)),
                 };
                 let row = IdentityRow {
@@ -290,7 +335,13 @@ impl Accounts {
                     email: asserted.email.clone(),
                     linked_at: user.created_at,
                 };
-                self.store.insert_identity(&mut tx, &row).await.map_err(|e| internal(e.into()))?;
+                if let Err(error) = self.store.insert_identity(&mut tx, &row).await {
+                    return Err(if is_unique_violation(&error) {
+                        Failed::Raced("account_exists")
+                    } else {
+                        internal(error.into())
+                    });
+                }
                 metrics::counter!("identity_registrations_total").increment(1);
                 (user.id, "registered")
             }
@@ -338,6 +389,18 @@ impl Accounts {
             Unlink::Done => Ok(()),
             Unlink::NotLinked => Err(IdentityError::IdentityNotFound),
             Unlink::LastWayIn => Err(IdentityError::LastWayToSignIn),
+        }
+    }
+
+    /// Whether the caller's session began recently enough to set a first password.
+    pub(super) async fn check_fresh_session(&self, session_id: Option<Uuid>) -> Result<(), IdentityError> {
+        let started = match session_id {
+            Some(session) => self.store.session_started(session).await?,
+            None => None,
+        };
+        match started {
+            Some(started) if now() - started <= FRESH_SESSION => Ok(()),
+            _ => Err(IdentityError::SignInAgain),
         }
     }
 

@@ -1,14 +1,16 @@
 //! Whose account a social sign-in opens, decided from what is known: the rule that keeps an
 //! identity from being handed someone else's account.
 //!
-//! The rule: an identity already linked signs in its user. A new identity is linked to an
-//! existing account by email only when both sides have proven that email: the provider vouches
-//! for it (`email_verified`), and the account proved it too (it was itself made by a provider
-//! that vouched for it, or — with the notifications service — confirmed by mail). Otherwise an
-//! attacker could register an unproven account under a victim's email and wait for the victim
-//! to sign in with Google (pre-account takeover), or sign in with a provider that does not
-//! verify emails and take over a password account. In those cases the sign-in is refused with
-//! `account_exists`: the owner signs in as before and links the provider from their account.
+//! The rule: an identity already linked signs in its user. A new identity needs an email the
+//! provider vouches for (`email_verified`, from a provider trusted to say so): it makes a new
+//! account, or is linked to the existing account with that email only when the account proved
+//! the email too (it was itself made by a provider that vouched for it, or — with the
+//! notifications service — confirmed by mail). Otherwise an attacker could register an unproven
+//! account under a victim's email and wait for the victim to sign in with Google (pre-account
+//! takeover), take over a password account by signing in with a provider that does not verify
+//! emails, or claim a victim's address through such a provider before the victim arrives. The
+//! owner of an account refused with `account_exists` signs in as before and links the provider
+//! from their account.
 
 use uuid::Uuid;
 
@@ -53,6 +55,8 @@ pub enum Refusal {
     AccountExists,
     /// The provider gave no email, and an account needs one.
     EmailRequired,
+    /// The provider does not vouch for the email (or is not trusted to).
+    EmailUnverified,
     /// Linking: the identity belongs to another user.
     IdentityInUse,
     /// Linking: the user has an identity of this provider already.
@@ -64,6 +68,7 @@ impl Refusal {
         match self {
             Self::AccountExists => "account_exists",
             Self::EmailRequired => "email_required",
+            Self::EmailUnverified => "email_unverified",
             Self::IdentityInUse => "identity_in_use",
             Self::AlreadyLinked => "already_linked",
         }
@@ -78,9 +83,8 @@ pub fn decide(facts: SignInFacts) -> SignIn {
         (None, Some((linker, false))) => SignIn::Link(linker),
         (None, None) => match facts.email_owner {
             _ if !facts.has_email => SignIn::Refuse(Refusal::EmailRequired),
-            Some(owner) if facts.email_verified && owner.email_verified && !owner.has_provider => {
-                SignIn::Link(owner.user_id)
-            }
+            _ if !facts.email_verified => SignIn::Refuse(Refusal::EmailUnverified),
+            Some(owner) if owner.email_verified && !owner.has_provider => SignIn::Link(owner.user_id),
             Some(_) => SignIn::Refuse(Refusal::AccountExists),
             None => SignIn::Create,
         },
@@ -116,16 +120,18 @@ mod tests {
         assert_eq!(decide(unproven), SignIn::Refuse(Refusal::AccountExists));
         // The provider does not vouch for the email.
         let unvouched = SignInFacts { email_verified: false, email_owner: Some(owner(true)), ..facts() };
-        assert_eq!(decide(unvouched), SignIn::Refuse(Refusal::AccountExists));
+        assert_eq!(decide(unvouched), SignIn::Refuse(Refusal::EmailUnverified));
         // The account has another identity of this provider.
         let taken = EmailOwner { has_provider: true, ..owner(true) };
         assert_eq!(decide(SignInFacts { email_owner: Some(taken), ..facts() }), SignIn::Refuse(Refusal::AccountExists));
     }
 
     #[test]
-    fn a_new_identity_without_an_account_makes_one_if_it_has_an_email() {
+    fn a_new_identity_without_an_account_makes_one_only_with_a_vouched_email() {
         assert_eq!(decide(facts()), SignIn::Create);
-        assert_eq!(decide(SignInFacts { email_verified: false, ..facts() }), SignIn::Create);
+        // Else it would claim an address for whoever typed it in at the provider.
+        let unvouched = SignInFacts { email_verified: false, ..facts() };
+        assert_eq!(decide(unvouched), SignIn::Refuse(Refusal::EmailUnverified));
         assert_eq!(decide(SignInFacts { has_email: false, ..facts() }), SignIn::Refuse(Refusal::EmailRequired));
     }
 

@@ -64,7 +64,7 @@ pub fn router(state: AppState) -> Router {
 #[openapi(
     paths(register, login, refresh, logout, me, update_me, list_users, set_roles, jwks,
         social::providers, social::authorize, social::callback, social::exchange, social::identities, social::unlink),
-    components(schemas(Problem, platform::FieldError, social::ProviderView, social::IdentityView, social::ExchangeRequest)),
+    components(schemas(Problem, platform::FieldError, social::ProviderView, social::IdentityView, social::ExchangeRequest, social::AuthorizeView)),
     modifiers(&BearerAuth),
     tags((name = "identity", description = "Accounts, sessions and tokens"))
 )]

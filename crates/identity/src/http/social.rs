@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -94,6 +94,21 @@ impl From<Identity> for IdentityView {
     }
 }
 
+/// The cookie that binds a sign-in to the browser that began it.
+const BROWSER_COOKIE: &str = "emporium_sign_in";
+
+/// The browser's sign-in cookie, if it sent one.
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
 /// A redirect that nothing may cache, and that tells the next page nothing about this one.
 fn redirect(location: &str) -> Result<Response, IdentityError> {
     let location = HeaderValue::from_str(location).map_err(IdentityError::internal)?;
@@ -103,6 +118,14 @@ fn redirect(location: &str) -> Result<Response, IdentityError> {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
+}
+
+/// Where the browser goes to sign in at the provider: for a client that asked for JSON (a
+/// script that cannot follow a cross-site redirect, such as one linking a provider with its
+/// access token), `{"url": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeView {
+    pub url: String,
 }
 
 /// The social sign-in providers this shop offers.
@@ -116,7 +139,8 @@ pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderView>>
 #[utoipa::path(get, path = "/api/v1/auth/oauth/{provider}/authorize", tag = "identity",
     params(("provider" = String, Path), AuthorizeQuery),
     responses(
-        (status = 302, description = "To the provider's authorization endpoint"),
+        (status = 302, description = "To the provider's authorization endpoint, with the browser's sign-in cookie"),
+        (status = 200, description = "With `Accept: application/json`: where to send the browser", body = AuthorizeView),
         (status = 401, description = "`link=true` without a valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A redirect_uri not on the allow-list", body = Problem, content_type = "application/problem+json"),
@@ -125,6 +149,7 @@ pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderView>>
 pub async fn authorize(
     State(state): State<AppState>,
     caller: Option<Caller>,
+    headers: HeaderMap,
     ApiPath(provider): ApiPath<String>,
     ApiQuery(query): ApiQuery<AuthorizeQuery>,
 ) -> Result<Response, Response> {
@@ -139,9 +164,30 @@ pub async fn authorize(
             .into_response());
         }
     };
-    let begin = BeginSignIn { provider, redirect_uri: query.redirect_uri, client_state: query.state, linking };
-    let location = state.accounts.begin_sign_in(begin).await.map_err(IntoResponse::into_response)?;
-    redirect(&location).map_err(IntoResponse::into_response)
+    let begin = BeginSignIn {
+        provider,
+        browser: browser_cookie(&headers),
+        redirect_uri: query.redirect_uri,
+        client_state: query.state,
+        linking,
+    };
+    let began = state.accounts.begin_sign_in(begin).await.map_err(IntoResponse::into_response)?;
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    let mut response = if wants_json {
+        no_store(StatusCode::OK, AuthorizeView { url: began.url })
+    } else {
+        redirect(&began.url).map_err(IntoResponse::into_response)?
+    };
+    // Sent back on the provider's redirect to the callback (a top-level navigation: Lax).
+    let secure = if state.accounts.public_url_is_https() { "; Secure" } else { "" };
+    let cookie = format!(
+        "{BROWSER_COOKIE}={}; Path=/api/v1/auth/oauth/; Max-Age=600; HttpOnly; SameSite=Lax{secure}",
+        began.browser
+    );
+    let cookie = HeaderValue::from_str(&cookie).map_err(|e| IdentityError::internal(e).into_response())?;
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
 }
 
 /// Where the provider sends the browser back: a redirect to the client's redirect URI with a
@@ -150,20 +196,29 @@ pub async fn authorize(
     params(("provider" = String, Path), CallbackQuery),
     responses(
         (status = 302, description = "To the client's redirect URI, with `code` or `error` (and the client's `state`)"),
-        (status = 400, description = "No sign-in in flight matches: unknown, expired or already used state", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No sign-in in flight matches (unknown, expired or already used state), or it began in another browser", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failures from this address", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn callback(
     State(state): State<AppState>,
     RequestOrigin(origin): RequestOrigin,
+    headers: HeaderMap,
     ApiPath(provider): ApiPath<String>,
     ApiQuery(query): ApiQuery<CallbackQuery>,
 ) -> Result<Response, IdentityError> {
     if let Some(description) = &query.error_description {
-        tracing::info!(provider = %provider, error = ?query.error, description = %description, "the provider answered with an error");
+        // The provider's words, bounded; quoted, so that they cannot pass for log lines.
+        let description: String = description.chars().take(200).collect();
+        tracing::info!(provider = %provider, error = ?query.error, description = ?description, "the provider answered with an error");
     }
-    let callback = Callback { code: query.code, state: query.state, error: query.error, iss: query.iss };
+    let callback = Callback {
+        browser: browser_cookie(&headers),
+        code: query.code,
+        state: query.state,
+        error: query.error,
+        iss: query.iss,
+    };
     redirect(&state.accounts.finish_sign_in(&provider, callback, &origin).await?)
 }
 

@@ -2,8 +2,8 @@
 //! Graph API's `me?fields=id,name,email` says who the person is. Every Graph call carries an
 //! `appsecret_proof`, so a token leaked elsewhere is useless without the app secret.
 //!
-//! Facebook gives no verification flag for the email it returns, so it is not vouched for: it
-//! names a new account, but never links to an existing one by itself.
+//! Facebook gives no verification flag for the email it returns. Whether its emails count as
+//! vouched for is the operator's choice (`trust_verified_email`, off by default for Facebook).
 
 use hmac::{Hmac, Mac};
 use http::header;
@@ -61,7 +61,9 @@ impl Facebook {
         if !status.is_success() {
             return Err(error_of(status, &me));
         }
-        let me: Me = serde_json::from_value(me).map_err(|e| SocialError::Refused(format!("Graph API user: {e}")))?;
-        Ok(Asserted { subject: me.id, email: me.email, email_verified: false, name: me.name })
+        let me: Me = serde_json::from_value(me)
+            .map_err(|_| SocialError::Refused("the Graph API's user could not be read".to_owned()))?;
+        // Counted as vouched for only where the operator chose to trust Facebook's emails.
+        Ok(Asserted { subject: me.id, email_verified: me.email.is_some(), email: me.email, name: me.name })
     }
 }

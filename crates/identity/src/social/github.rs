@@ -60,11 +60,12 @@ impl GitHub {
         if !status.is_success() {
             return Err(error_of(status, &user));
         }
-        let user: User = serde_json::from_value(user).map_err(|e| SocialError::Refused(format!("GitHub user: {e}")))?;
+        let user: User = serde_json::from_value(user)
+            .map_err(|_| SocialError::Refused("GitHub's user could not be read".to_owned()))?;
         let (status, emails): (_, serde_json::Value) = self.api(client, "/user/emails", &token).await?;
         let primary = match status {
             s if s.is_success() => serde_json::from_value::<Vec<Email>>(emails)
-                .map_err(|e| SocialError::Refused(format!("GitHub emails: {e}")))?
+                .map_err(|_| SocialError::Refused("GitHub's emails could not be read".to_owned()))?
                 .into_iter()
                 .find(|e| e.primary),
             // Without the `user:email` scope the list is closed: nothing is vouched for.

@@ -143,6 +143,8 @@ pub struct Provider {
     pub name: String,
     client: Client,
     protocol: Protocol,
+    /// Whether its word that an email is verified is taken.
+    trusts_verified_email: bool,
 }
 
 impl Provider {
@@ -177,11 +179,13 @@ impl Provider {
 
     /// Turns the code the provider sent back into the identity it vouches for.
     pub async fn complete(&self, code: &str, verifier: &str, nonce: &str) -> Result<Asserted, SocialError> {
-        match &self.protocol {
+        let mut asserted = match &self.protocol {
             Protocol::Oidc(oidc) => oidc.complete(&self.client, code, verifier, nonce).await,
             Protocol::GitHub(github) => github.complete(&self.client, code, verifier).await,
             Protocol::Facebook(facebook) => facebook.complete(&self.client, code, verifier).await,
-        }
+        }?;
+        asserted.email_verified &= self.trusts_verified_email;
+        Ok(asserted)
     }
 }
 
@@ -223,7 +227,8 @@ impl Providers {
                 ProviderKind::Facebook => "Facebook".to_owned(),
                 ProviderKind::Oidc => id.clone(),
             });
-            providers.push(Provider { id: id.clone(), name, client, protocol });
+            let trusts_verified_email = provider.trusts_verified_email();
+            providers.push(Provider { id: id.clone(), name, client, protocol, trusts_verified_email });
         }
         Ok(Self(Arc::new(providers)))
     }

@@ -16,6 +16,8 @@ use super::{Asserted, Client, SocialError, authorization_url, error_of};
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// Keys are fetched again for an unknown `kid` at most this often.
 const KEYS_REFETCH: Duration = Duration::from_secs(30);
+/// And in any case once they are this old, so that a key the provider withdrew stops counting.
+const KEYS_TTL: Duration = Duration::from_secs(3600);
 /// Clock skew tolerated on `exp` and `iat`.
 const LEEWAY: u64 = 60;
 
@@ -119,6 +121,15 @@ impl Oidc {
         if discovery.issuer.trim_end_matches('/') != self.issuer {
             return Err(SocialError::Refused(format!("discovery names another issuer, {:?}", discovery.issuer)));
         }
+        let endpoints = [
+            Some(&discovery.authorization_endpoint),
+            Some(&discovery.token_endpoint),
+            Some(&discovery.jwks_uri),
+            discovery.userinfo_endpoint.as_ref(),
+        ];
+        if let Some(bad) = endpoints.into_iter().flatten().find(|url| !crate::config::is_private_channel(url)) {
+            return Err(SocialError::Refused(format!("discovery names an endpoint that is not https: {bad:?}")));
+        }
         *self.discovery.write().await = Some((discovery.clone(), Instant::now()));
         Ok(discovery)
     }
@@ -171,8 +182,8 @@ impl Oidc {
         if !status.is_success() {
             return Err(error_of(status, &answer));
         }
-        let TokenAnswer { id_token, access_token } =
-            serde_json::from_value(answer).map_err(|e| SocialError::Refused(format!("token answer: {e}")))?;
+        let TokenAnswer { id_token, access_token } = serde_json::from_value(answer)
+            .map_err(|_| SocialError::Refused("the token answer could not be read".to_owned()))?;
         let id_token = id_token.ok_or_else(|| SocialError::Refused("no ID token in the token answer".to_owned()))?;
         let asserted = self.verify(client, &discovery, &id_token, nonce).await?;
         match (&asserted.email, &discovery.userinfo_endpoint, access_token) {
@@ -199,8 +210,8 @@ impl Oidc {
         if !status.is_success() {
             return Err(error_of(status, &info));
         }
-        let info: UserInfo =
-            serde_json::from_value(info).map_err(|e| SocialError::Refused(format!("userinfo: {e}")))?;
+        let info: UserInfo = serde_json::from_value(info)
+            .map_err(|_| SocialError::Refused("the userinfo answer could not be read".to_owned()))?;
         if info.sub != proven.subject {
             return Err(SocialError::Refused("userinfo is about another subject".to_owned()));
         }
@@ -268,11 +279,14 @@ impl Oidc {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Jwk, SocialError> {
-        if let Some(found) = self.cached_key(kid, alg).await {
+        let age = self.keys.read().await.as_ref().map(|k| k.fetched.elapsed());
+        if age.is_some_and(|age| age < KEYS_TTL)
+            && let Some(found) = self.cached_key(kid, alg).await
+        {
             return Ok(found);
         }
-        let fresh_enough = self.keys.read().await.as_ref().is_some_and(|k| k.fetched.elapsed() < KEYS_REFETCH);
-        if !fresh_enough {
+        // Not cached, or cached too long ago: fetch, unless that was just done.
+        if age.is_none_or(|age| age >= KEYS_REFETCH) {
             let request = client
                 .get(&discovery.jwks_uri)?
                 .body(Full::default())

@@ -12,6 +12,8 @@ use super::Store;
 /// A sign-in in flight, as `authorize` left it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StateRow {
+    /// The digest of the cookie of the browser that began it.
+    pub browser_hash: Vec<u8>,
     pub provider: String,
     pub redirect_uri: String,
     pub client_state: Option<String>,
@@ -34,8 +36,8 @@ impl Store {
     pub async fn insert_state(&self, state_hash: &[u8], row: &StateRow) -> Result<(), sqlx::Error> {
         with_db!(&self.db, |pool| {
             sqlx::query(
-            "INSERT INTO oauth_states (state_hash, provider, redirect_uri, client_state, code_verifier, nonce, link_user_id, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO oauth_states (state_hash, provider, redirect_uri, client_state, code_verifier, nonce, link_user_id, expires_at, browser_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
         .bind(state_hash)
         .bind(&row.provider)
@@ -45,6 +47,7 @@ impl Store {
         .bind(&row.nonce)
         .bind(row.link_user_id)
         .bind(row.expires_at)
+        .bind(&row.browser_hash)
         .execute(pool)
         .await
         .map(drop)
@@ -54,13 +57,15 @@ impl Store {
     /// Takes a sign-in in flight: it is gone afterwards, whatever becomes of it. `None` when
     /// there is none (used already, never issued) or it has expired.
     pub async fn take_state(&self, state_hash: &[u8], now: DateTime<Utc>) -> Result<Option<StateRow>, sqlx::Error> {
-        let row: Option<StateRow> = with_db!(&self.db, |pool| sqlx::query_as(
+        let row: Option<StateRow> = with_db!(&self.db, |pool| {
+            sqlx::query_as(
             "DELETE FROM oauth_states WHERE state_hash = $1
-             RETURNING provider, redirect_uri, client_state, code_verifier, nonce, link_user_id, expires_at"
+             RETURNING browser_hash, provider, redirect_uri, client_state, code_verifier, nonce, link_user_id, expires_at"
         )
         .bind(state_hash)
         .fetch_optional(pool)
-        .await)?;
+        .await
+        })?;
         Ok(row.filter(|r| r.expires_at > now))
     }
 
@@ -170,6 +175,14 @@ impl Store {
             .map(drop))?;
         tx.commit().await?;
         Ok(Unlink::Done)
+    }
+
+    /// When a login session began; `None` for one that does not exist.
+    pub async fn session_started(&self, session_id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        with_db!(&self.db, |pool| sqlx::query_scalar("SELECT created_at FROM sessions WHERE id = $1")
+            .bind(session_id)
+            .fetch_optional(pool)
+            .await)
     }
 
     /// Deletes sign-ins and codes that can no longer be used.
