@@ -70,6 +70,10 @@ pub enum IdToken {
     OtherIssuer,
     /// Two audiences and no `azp`.
     SeveralAudiences,
+    /// Issued to another party (`azp`).
+    OtherParty,
+    /// Issued an hour from now.
+    FromTheFuture,
 }
 
 struct Issued {
@@ -352,11 +356,14 @@ async fn oidc_token(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
             IdToken::SeveralAudiences => json!([fake.client_id, "someone-else"]),
             _ => json!(fake.client_id),
         },
-        "iat": now,
+        "iat": if kind == IdToken::FromTheFuture { now + 3600 } else { now },
         "exp": if kind == IdToken::Expired { now - 600 } else { now + 300 },
         "nonce": if kind == IdToken::WrongNonce { Some("not-this-sign-ins".to_owned()) } else { issued.nonce },
         "name": issued.account.name,
     });
+    if kind == IdToken::OtherParty {
+        claims["azp"] = json!("someone-else");
+    }
     if let Some(email) = email {
         claims["email"] = json!(email);
         claims["email_verified"] = json!(verified);

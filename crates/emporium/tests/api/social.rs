@@ -93,6 +93,10 @@ async fn start(db: TestDatabase) -> Option<Social> {
         social
             .providers
             .insert("forged".into(), ProviderConfig { issuer: Some(forged_issuer), ..provider(ProviderKind::Oidc) });
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        social
+            .providers
+            .insert("unreachable".into(), ProviderConfig { issuer: Some(closed), ..provider(ProviderKind::Oidc) });
     })
     .await;
     Some(Social { shop, oidc, fakes, gateway })
@@ -182,6 +186,7 @@ async fn a_certified_provider_signs_people_in_through_the_gateway(db: TestDataba
             {"id": "facebook-trusted", "name": "Facebook"},
             {"id": "forged", "name": "forged"},
             {"id": "github", "name": "GitHub"},
+            {"id": "unreachable", "name": "unreachable"},
         ])
     );
 
@@ -321,6 +326,10 @@ async fn forged_misdirected_and_replayed_answers_are_refused(db: TestDatabase) {
     let prefix = format!("/api/v1/auth/oauth/certified/authorize?redirect_uri={REDIRECT}/more");
     gateway.get(&prefix).send().await.problem(422);
     gateway.get(&format!("/api/v1/auth/oauth/nobody/authorize?redirect_uri={REDIRECT}")).send().await.problem(404);
+    // A provider that cannot be reached: a prompt 503, not a hang.
+    let started = std::time::Instant::now();
+    gateway.get(&format!("/api/v1/auth/oauth/unreachable/authorize?redirect_uri={REDIRECT}")).send().await.problem(503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 
     // A person who declines comes back with the provider's answer, not a 500.
     assert_eq!(s.error_of("certified", Consent::Decline).await, "access_denied");
@@ -336,6 +345,8 @@ async fn forged_misdirected_and_replayed_answers_are_refused(db: TestDatabase) {
         IdToken::WrongNonce,
         IdToken::OtherIssuer,
         IdToken::SeveralAudiences,
+        IdToken::OtherParty,
+        IdToken::FromTheFuture,
     ] {
         s.fakes.next_id_token(forged);
         assert_eq!(s.error_of("forged", Consent::SignInAs("")).await, "invalid_grant", "{forged:?}");
