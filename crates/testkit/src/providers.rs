@@ -91,8 +91,9 @@ struct Fake {
     id_token: Mutex<IdToken>,
     codes: Mutex<HashMap<String, Issued>>,
     tokens: Mutex<HashMap<String, Account>>,
-    /// The provider's Ed25519 key and another it does not publish.
-    key: (Vec<u8>, Jwk),
+    /// The provider's Ed25519 key (it changes when the test rotates it) and another it does not
+    /// publish.
+    key: Mutex<(Vec<u8>, Jwk)>,
     other_key: Vec<u8>,
 }
 
@@ -100,6 +101,13 @@ struct Fake {
 pub struct FakeProviders {
     fake: Arc<Fake>,
     _server: tokio::task::JoinHandle<()>,
+}
+
+fn signing_key(kid: &str) -> (Vec<u8>, Jwk) {
+    let der = ed25519();
+    let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_ed_der(&der), Algorithm::EdDSA).expect("a JWK");
+    jwk.common.key_id = Some(kid.to_owned());
+    (der, jwk)
 }
 
 fn random() -> String {
@@ -119,9 +127,6 @@ impl FakeProviders {
     pub async fn start(client_id: &str, client_secret: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("an address"));
-        let der = ed25519();
-        let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_ed_der(&der), Algorithm::EdDSA).expect("a JWK");
-        jwk.common.key_id = Some("fake-key".to_owned());
         let fake = Arc::new(Fake {
             base,
             client_id: client_id.to_owned(),
@@ -130,7 +135,7 @@ impl FakeProviders {
             id_token: Mutex::new(IdToken::Good),
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
-            key: (der, jwk),
+            key: Mutex::new(signing_key("fake-key")),
             other_key: ed25519(),
         });
         let app = Router::new()
@@ -164,6 +169,12 @@ impl FakeProviders {
     /// Who signs in next; `None`: the next sign-in is declined (`access_denied`).
     pub fn sign_in_as(&self, account: Option<Account>) {
         *self.fake.account.lock().expect("account") = account;
+    }
+
+    /// Replaces the OpenID Connect provider's signing key with a new one under a new `kid`: only
+    /// the new one is published from now on.
+    pub fn rotate_key(&self, kid: &str) {
+        *self.fake.key.lock().expect("key") = signing_key(kid);
     }
 
     pub fn next_id_token(&self, kind: IdToken) {
@@ -334,7 +345,7 @@ async fn discovery(State(fake): State<Arc<Fake>>) -> Json<Value> {
 }
 
 async fn jwks(State(fake): State<Arc<Fake>>) -> Json<Value> {
-    Json(json!({"keys": [fake.key.1]}))
+    Json(json!({"keys": [fake.key.lock().expect("key").1]}))
 }
 
 async fn oidc_token(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
@@ -368,14 +379,16 @@ async fn oidc_token(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
         claims["email"] = json!(email);
         claims["email_verified"] = json!(verified);
     }
-    let header = |alg| Header { kid: Some("fake-key".to_owned()), ..Header::new(alg) };
+    let (der, jwk) = fake.key.lock().expect("key").clone();
+    let kid = jwk.common.key_id.clone();
+    let header = |alg| Header { kid: kid.clone(), ..Header::new(alg) };
     let id_token = match kind {
         IdToken::Unsigned => {
             let head = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": "fake-key"}).to_string());
             format!("{head}.{}.", URL_SAFE_NO_PAD.encode(claims.to_string()))
         }
         IdToken::HmacWithPublicKey => {
-            let public = match &fake.key.1.algorithm {
+            let public = match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) => okp.x.clone(),
                 _ => unreachable!("an Ed25519 key"),
             };
@@ -386,8 +399,9 @@ async fn oidc_token(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
             jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims, &EncodingKey::from_ed_der(&fake.other_key))
                 .expect("a token")
         }
-        _ => jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims, &EncodingKey::from_ed_der(&fake.key.0))
-            .expect("a token"),
+        _ => {
+            jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims, &EncodingKey::from_ed_der(&der)).expect("a token")
+        }
     };
     Json(json!({
         "access_token": issue_token(&fake, issued.account),

@@ -44,6 +44,8 @@ struct Keys {
 
 pub struct Oidc {
     issuer: String,
+    /// How soon keys may be fetched again for a `kid` not seen ([`KEYS_REFETCH`]).
+    refetch_after: Duration,
     discovery: RwLock<Option<(Discovery, Instant)>>,
     keys: RwLock<Option<Keys>>,
 }
@@ -101,7 +103,12 @@ struct Claims {
 
 impl Oidc {
     pub fn new(issuer: String) -> Self {
-        Self { issuer: issuer.trim_end_matches('/').to_owned(), discovery: RwLock::new(None), keys: RwLock::new(None) }
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            refetch_after: KEYS_REFETCH,
+            discovery: RwLock::new(None),
+            keys: RwLock::new(None),
+        }
     }
 
     /// The discovery document, read again once it is an hour old.
@@ -286,7 +293,7 @@ impl Oidc {
             return Ok(found);
         }
         // Not cached, or cached too long ago: fetch, unless that was just done.
-        if age.is_none_or(|age| age >= KEYS_REFETCH) {
+        if age.is_none_or(|age| age >= self.refetch_after) {
             let request = client
                 .get(&discovery.jwks_uri)?
                 .body(Full::default())
@@ -333,4 +340,41 @@ impl Oidc {
 
 fn is_symmetric(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+#[cfg(test)]
+mod tests {
+    use testkit::providers::FakeProviders;
+
+    use super::*;
+
+    fn client() -> Client {
+        Client {
+            id: "client".to_owned(),
+            secret: "secret".to_owned().into(),
+            redirect_uri: "http://127.0.0.1:1/callback".to_owned(),
+            scopes: Vec::new(),
+            http: platform::http::client::https(Duration::from_secs(2)),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_again_for_a_kid_not_seen_but_not_at_every_token() {
+        let fakes = FakeProviders::start("client", "secret").await;
+        let client = client();
+        let oidc = Oidc::new(fakes.issuer());
+        let discovery = oidc.discovery(&client).await.unwrap();
+        assert!(oidc.key(&client, &discovery, Some("fake-key"), Algorithm::EdDSA).await.is_ok());
+        // The provider rotates its key: a token under the new kid makes us fetch the keys again.
+        fakes.rotate_key("second-key");
+        let eager = Oidc { refetch_after: Duration::ZERO, ..Oidc::new(fakes.issuer()) };
+        assert!(eager.key(&client, &discovery, Some("fake-key"), Algorithm::EdDSA).await.is_err(), "withdrawn");
+        assert!(eager.key(&client, &discovery, Some("second-key"), Algorithm::EdDSA).await.is_ok(), "fetched again");
+        // With the default pause, a kid nobody publishes cannot make us fetch at every token.
+        assert!(oidc.key(&client, &discovery, Some("second-key"), Algorithm::EdDSA).await.is_err());
+        assert!(oidc.key(&client, &discovery, Some("fake-key"), Algorithm::EdDSA).await.is_ok(), "still cached");
+        // A key for another algorithm than the token's is not used.
+        assert!(oidc.key(&client, &discovery, Some("fake-key"), Algorithm::RS256).await.is_err());
+    }
 }
