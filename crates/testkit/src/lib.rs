@@ -18,6 +18,21 @@ pub use client::{TestClient, TestResponse};
 pub use database::{Backend, TestDatabase, temp_dir};
 pub use redis::{redis_available, redis_delete_prefix, redis_url};
 
+/// A free loopback port, for a server that must be told its address before it binds. It is
+/// picked below Linux's ephemeral range (32768–60999), where servers on port 0 and outgoing
+/// connections take theirs, so that none of those takes it meanwhile.
+pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..100 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
+}
+
 /// Whether missing backends fail tests instead of skipping them.
 pub fn backends_required() -> bool {
     std::env::var("EMPORIUM_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))

@@ -34,21 +34,6 @@ fn module_dir() -> PathBuf {
     })
 }
 
-/// A free loopback port, for a server that must be told its address before it binds. It is
-/// picked below Linux's ephemeral range (32768–60999), where servers on port 0 and outgoing
-/// connections take theirs, so that none of those takes it meanwhile.
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    for _ in 0..100 {
-        let port = rng.gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range")
-}
-
 impl OidcProvider {
     /// Starts a provider with these clients (`[{client_id, client_secret, redirect_uris}]`)
     /// and accounts (`{login: {email, email_verified}}`); `None` (the test skips, or fails
@@ -60,7 +45,7 @@ impl OidcProvider {
             return None;
         }
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
-        let port = free_port();
+        let port = crate::free_port();
         let mut child = Command::new("node")
             .arg(&script)
             .arg(port.to_string())

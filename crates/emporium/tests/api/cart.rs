@@ -431,7 +431,7 @@ async fn the_catalog_down_means_503_for_adds_and_stale_reads() {
 /// a restart. The test runs a Redis of its own, so restarting it disturbs no other test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_test() {
-    let Some(port) = free_port() else { return };
+    let port = testkit::free_port();
     let Some(mut redis) = start_redis(port) else { return };
     let url = format!("redis://127.0.0.1:{port}/0");
     let shop = TestShop::start_with(TestDatabase::sqlite(), |s| s.cart.store_url = Some(url.clone())).await;
@@ -462,10 +462,6 @@ async fn redis_restarted_mid_test() {
     shop.stop().await;
     let _ = redis.kill();
     let _ = redis.wait();
-}
-
-fn free_port() -> Option<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
 }
 
 fn start_redis(port: u16) -> Option<std::process::Child> {

@@ -22,10 +22,6 @@ on_both_backends!(a_crash_at_every_saga_step_is_recovered_on_restart);
 const POINTS: [&str; 7] = ["reserve", "create", "charge", "commit", "empty", "release", "refund"];
 const STOCK: i64 = 50;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The whole shop as a child process, on fixed ports, its databases and data directory.
 struct Process {
     env: Vec<(String, String)>,
@@ -34,7 +30,7 @@ struct Process {
 
 impl Process {
     fn new(identity: &TestDatabase, catalog: &TestDatabase, orders: &TestDatabase, data_dir: &std::path::Path) -> Self {
-        let gateway_port = free_port();
+        let gateway_port = testkit::free_port();
         let mut env: Vec<(String, String)> = [
             ("DATA_DIR", data_dir.display().to_string()),
             ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
@@ -63,7 +59,7 @@ impl Process {
             "CART__GRPC_LISTEN",
             "ORDERS__LISTEN",
         ] {
-            env.push((format!("EMPORIUM_{key}"), format!("127.0.0.1:{}", free_port())));
+            env.push((format!("EMPORIUM_{key}"), format!("127.0.0.1:{}", testkit::free_port())));
         }
         Self { env, gateway: TestClient::new(format!("http://127.0.0.1:{gateway_port}")) }
     }

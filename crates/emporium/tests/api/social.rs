@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use testkit::{
     Browser, TestDatabase,
     browser::query_param,
-    oidc::{Consent, OidcProvider, free_port},
+    free_port,
+    oidc::{Consent, OidcProvider},
     on_both_backends,
     providers::{Account, FakeProviders, IdToken},
 };
