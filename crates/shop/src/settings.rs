@@ -108,7 +108,7 @@ mod tests {
     /// The configuration example in the README is loaded as an operator would load it.
     #[test]
     fn the_readme_example_configuration_loads() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        let readme = include_str!("../../../README.md");
         let start = readme.find("```toml\n").expect("the README has a TOML example") + "```toml\n".len();
         let example = &readme[start..start + readme[start..].find("```").unwrap()];
         let path = std::env::temp_dir().join(format!("emporium-readme-{}.toml", uuid::Uuid::new_v4().simple()));

@@ -5,13 +5,13 @@
 // Its accounts are the test's: OIDC_ACCOUNTS maps each login (the subject) to the claims the
 // provider asserts for it, `{"alice": {"email": "alice@example.com", "email_verified": true}}`.
 //
-// Usage: OIDC_PROVIDER_MODULE=/path/to/node_modules/oidc-provider/lib/index.js \
+// Usage: OIDC_PORT=… OIDC_PROVIDER_MODULE=/path/to/node_modules/oidc-provider/lib/index.js \
 //        OIDC_CLIENTS='[{"client_id":…,"client_secret":…,"redirect_uris":[…]}]' \
-//        OIDC_ACCOUNTS='{…}' node provider.mjs PORT
+//        OIDC_ACCOUNTS='{…}' node provider.mjs
 import { generateKeyPairSync } from 'node:crypto';
 
 const { default: Provider } = await import(process.env.OIDC_PROVIDER_MODULE);
-const port = Number(process.argv[2]);
+const port = Number(process.env.OIDC_PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const clients = JSON.parse(process.env.OIDC_CLIENTS);
 const accounts = JSON.parse(process.env.OIDC_ACCOUNTS || '{}');

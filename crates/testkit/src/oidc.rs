@@ -13,6 +13,8 @@ use tokio::{
 
 use crate::browser::{Browser, absolute};
 
+const SCRIPT: &str = include_str!("../oidc/provider.mjs");
+
 /// A running provider; it stops when dropped.
 pub struct OidcProvider {
     issuer: String,
@@ -44,11 +46,12 @@ impl OidcProvider {
             crate::skip_or_fail(&format!("oidc-provider is not installed ({} is missing)", module.display()));
             return None;
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
         let port = crate::free_port();
+        // The script travels inside the test binary: a path to it could name a checkout that
+        // is gone (builds share their artifacts between checkouts).
         let mut child = Command::new("node")
-            .arg(&script)
-            .arg(port.to_string())
+            .args(["--input-type=module", "--eval", SCRIPT])
+            .env("OIDC_PORT", port.to_string())
             .env("OIDC_PROVIDER_MODULE", &module)
             .env("OIDC_CLIENTS", clients.to_string())
             .env("OIDC_ACCOUNTS", accounts.to_string())
