@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
+use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -190,9 +190,4 @@ impl Followed {
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
-}
-
-/// Whether an answer is a redirect.
-pub fn is_redirect(status: StatusCode) -> bool {
-    status.is_redirection()
 }

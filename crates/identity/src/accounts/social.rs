@@ -18,7 +18,7 @@ use crate::{
     SERVICE,
     domain::{DisplayName, Email, EmailOwner, RoleSet, SignIn, SignInFacts, decide},
     error::IdentityError,
-    social::{Asserted, Provider, SocialError},
+    social::{Asserted, Provider, SocialError, with_query},
     store::{IdentityRow, StateRow, Unlink},
     tokens,
 };
@@ -110,13 +110,6 @@ fn record(provider: &str, outcome: &'static str) {
     // `provider` is bounded: only configured ids reach here.
     metrics::counter!("identity_social_logins_total", "provider" => provider.to_owned(), "outcome" => outcome)
         .increment(1);
-}
-
-/// `redirect_uri` with these query parameters added.
-fn with_query(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
-    let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
-    format!("{redirect_uri}{separator}{query}")
 }
 
 /// The error codes of RFC 6749 §4.1.2.1 are passed on; anything else a provider sends is not

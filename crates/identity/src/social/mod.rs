@@ -124,11 +124,11 @@ impl Client {
 /// Sent to providers that want to know who calls (GitHub requires one).
 const USER_AGENT: &str = "emporium";
 
-/// The query of an authorization request: ours, plus what the protocol adds.
-fn authorization_url(endpoint: &str, pairs: &[(&str, &str)]) -> String {
+/// `url` with these query parameters added (to a query it may have already).
+pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-    let separator = if endpoint.contains('?') { '&' } else { '?' };
-    format!("{endpoint}{separator}{query}")
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{query}")
 }
 
 enum Protocol {
@@ -163,8 +163,8 @@ impl Provider {
         ];
         match &self.protocol {
             Protocol::Oidc(oidc) => oidc.authorization_url(&self.client, &common, nonce).await,
-            Protocol::GitHub(github) => Ok(authorization_url(&github.authorization_endpoint, &common)),
-            Protocol::Facebook(facebook) => Ok(authorization_url(&facebook.authorization_endpoint, &common)),
+            Protocol::GitHub(github) => Ok(with_query(&github.authorization_endpoint, &common)),
+            Protocol::Facebook(facebook) => Ok(with_query(&facebook.authorization_endpoint, &common)),
         }
     }
 

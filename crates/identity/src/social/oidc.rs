@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
-use super::{Asserted, Client, SocialError, authorization_url, error_of};
+use super::{Asserted, Client, SocialError, error_of, with_query};
 
 /// How long a discovery document is trusted before it is read again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -150,7 +150,7 @@ impl Oidc {
         let discovery = self.discovery(client).await?;
         let mut pairs = common.to_vec();
         pairs.push(("nonce", nonce));
-        Ok(authorization_url(&discovery.authorization_endpoint, &pairs))
+        Ok(with_query(&discovery.authorization_endpoint, &pairs))
     }
 
     /// RFC 9207: a provider that says it sends `iss` with its answers must send its own.
