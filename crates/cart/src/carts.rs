@@ -89,6 +89,7 @@ impl Carts {
                 let id = Uuid::new_v4();
                 let cart = CartRef::Guest(id);
                 self.store.create(cart, id, self.guest_ttl).await?;
+                metrics::counter!("cart_carts_created_total").increment(1);
                 self.get(cart).await
             }
             .await,
@@ -101,6 +102,7 @@ impl Carts {
             Some(stored) => stored,
             None if matches!(cart, CartRef::User(_)) => {
                 self.store.create(cart, Uuid::new_v4(), self.user_ttl).await?;
+                metrics::counter!("cart_carts_created_total").increment(1);
                 self.store.get(cart, self.user_ttl).await?.ok_or(CartError::CartNotFound)?
             }
             None => return Err(CartError::CartNotFound),

@@ -57,6 +57,7 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
 /// from the catalog's events meanwhile.
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let store = open_store(&config, shared).await?;
+    metrics::counter!("cart_carts_created_total").absolute(0);
     let catalog_url = shared.bound.grpc_url(platform::service::names::CATALOG, &config.catalog_url);
     let catalog = Arc::new(peers::Catalog::new(&catalog_url, config.catalog_timeout, config.price_ttl)?);
     let replica = platform::service::replica_id(config.replica_id.as_deref());
@@ -74,7 +75,7 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
         .check("broker", events.bus.readiness());
     let router =
         platform::server::finish(SERVICE, http::router(http::AppState { carts: carts.clone() }, verifier), health);
-    let grpc = platform::grpc::server().add_service(grpc::CartsService::server(carts));
+    let grpc = platform::grpc::server(SERVICE).add_service(grpc::CartsService::server(carts));
     Ok(Server::bind(SERVICE, config.listen, router)
         .await?
         .grpc(config.grpc_listen, grpc)

@@ -9,9 +9,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use platform::grpc::Channel;
 use platform::service::StartError;
 use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
-use tonic::transport::Channel;
 
 use crate::error::CartError;
 
@@ -50,7 +50,7 @@ const CACHED_SKUS: usize = 100_000;
 impl Catalog {
     pub fn new(url: &str, timeout: Duration, ttl: Duration) -> Result<Self, StartError> {
         Ok(Self {
-            client: InventoryClient::new(platform::grpc::channel(url, timeout)?),
+            client: InventoryClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?),
             timeout,
             ttl,
             fresh: quick_cache::sync::Cache::new(CACHED_SKUS),

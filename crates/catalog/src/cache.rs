@@ -77,6 +77,7 @@ impl ProductCache {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
                 let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+                platform::telemetry::calls::register_redis(crate::SERVICE, &["GET", "SETEX"]);
                 Self::Redis { connection, prefix: format!("{prefix}:catalog:"), ttl }
             }
         })
@@ -93,7 +94,7 @@ impl ProductCache {
             Self::Redis { connection, prefix, .. } => {
                 let mut connection = connection.clone();
                 let key = format!("{prefix}product:{id}");
-                match connection.get::<_, Option<Vec<u8>>>(key).await {
+                match redis_call("GET", connection.get::<_, Option<Vec<u8>>>(key)).await {
                     Ok(bytes) => bytes.and_then(CachedProduct::decode),
                     Err(error) => {
                         Self::record("error");
@@ -113,7 +114,8 @@ impl ProductCache {
             Self::Memory { slugs, .. } => slugs.get(slug),
             Self::Redis { connection, prefix, .. } => {
                 let mut connection = connection.clone();
-                let found: Option<String> = connection.get(format!("{prefix}slug:{slug}")).await.ok()?;
+                let found: Option<String> =
+                    redis_call("GET", connection.get(format!("{prefix}slug:{slug}"))).await.ok()?;
                 found.and_then(|id| Uuid::try_parse(&id).ok())
             }
         }
@@ -128,13 +130,16 @@ impl ProductCache {
             }
             Self::Redis { connection, prefix, ttl } => {
                 let mut connection = connection.clone();
-                let result: redis::RedisResult<()> = redis::pipe()
-                    .set_ex(format!("{prefix}product:{}", product.id), product.encode(), ttl.as_secs().max(1))
-                    .ignore()
-                    .set_ex(format!("{prefix}slug:{}", product.slug), product.id.to_string(), ttl.as_secs().max(1))
-                    .ignore()
-                    .query_async(&mut connection)
-                    .await;
+                let result: redis::RedisResult<()> = redis_call(
+                    "SETEX",
+                    redis::pipe()
+                        .set_ex(format!("{prefix}product:{}", product.id), product.encode(), ttl.as_secs().max(1))
+                        .ignore()
+                        .set_ex(format!("{prefix}slug:{}", product.slug), product.id.to_string(), ttl.as_secs().max(1))
+                        .ignore()
+                        .query_async(&mut connection),
+                )
+                .await;
                 if let Err(error) = result {
                     Self::record("error");
                     tracing::debug!(error = %error, "product cache write failed");
@@ -177,6 +182,14 @@ impl ProductCache {
             _ => Ok(()),
         }
     }
+}
+
+/// One observed round trip to the cache.
+async fn redis_call<T>(
+    command: &'static str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    platform::telemetry::calls::redis(crate::SERVICE, command, call).await
 }
 
 #[cfg(test)]

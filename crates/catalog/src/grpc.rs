@@ -44,22 +44,13 @@ fn status(text: &str) -> i32 {
     }) as i32
 }
 
-fn observe<T>(method: &'static str, result: &Result<T, Status>) {
-    let code = match result {
-        Ok(_) => "ok".to_owned(),
-        Err(status) => format!("{:?}", status.code()),
-    };
-    metrics::counter!("grpc_server_requests_total", "service" => "catalog.v1.Inventory", "method" => method, "code" => code)
-        .increment(1);
-}
-
 #[tonic::async_trait]
 impl pb::inventory_server::Inventory for InventoryService {
     async fn get_variants(
         &self,
         request: Request<pb::GetVariantsRequest>,
     ) -> Result<Response<pb::GetVariantsResponse>, Status> {
-        let result = async {
+        async {
             let skus = request.into_inner().skus;
             if skus.len() > 1000 {
                 return Err(Status::invalid_argument("at most 1000 SKUs per call"));
@@ -82,13 +73,11 @@ impl pb::inventory_server::Inventory for InventoryService {
                 .collect();
             Ok(Response::new(pb::GetVariantsResponse { variants, missing }))
         }
-        .await;
-        observe("GetVariants", &result);
-        result
+        .await
     }
 
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
-        let result = async {
+        async {
             let request = request.into_inner();
             let order_id = order_id(&request.order_id)?;
             if request.lines.is_empty() || request.lines.len() > MAX_LINES {
@@ -142,30 +131,24 @@ impl pb::inventory_server::Inventory for InventoryService {
             };
             Ok(Response::new(response))
         }
-        .await;
-        observe("Reserve", &result);
-        result
+        .await
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
-        let result = async {
+        async {
             let order_id = order_id(&request.into_inner().order_id)?;
             let committed = self.inventory.commit(order_id).await?;
             Ok(Response::new(pb::CommitResponse { state: state(committed) }))
         }
-        .await;
-        observe("Commit", &result);
-        result
+        .await
     }
 
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let result = async {
+        async {
             let order_id = order_id(&request.into_inner().order_id)?;
             let released = self.inventory.release(order_id).await?;
             Ok(Response::new(pb::ReleaseResponse { state: state(released) }))
         }
-        .await;
-        observe("Release", &result);
-        result
+        .await
     }
 }

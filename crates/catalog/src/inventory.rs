@@ -130,7 +130,7 @@ impl Inventory {
             metrics::counter!("catalog_reservations_total", "outcome" => "short").increment(1);
             return Ok(ReserveOutcome::Short(shortages));
         }
-        publish(&mut tx, &changes, None).await?;
+        publish(&mut tx, &changes, platform::telemetry::trace::current_traceparent()).await?;
         tx.commit().await?;
         metrics::counter!("catalog_reservations_total", "outcome" => "reserved").increment(1);
         Ok(ReserveOutcome::Reserved { state: ReservationState::Held, expires_at })
@@ -212,7 +212,7 @@ impl Inventory {
         if changes.len() != lines.len() {
             return Err(CatalogError::SkuNotFound);
         }
-        publish(&mut tx, &changes, None).await?;
+        publish(&mut tx, &changes, platform::telemetry::trace::current_traceparent()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -66,6 +66,11 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
 /// search index kept fresh from events and expired reservations released meanwhile.
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let opened = open(&config, shared).await?;
+    search::register_metrics();
+    for outcome in ["hit", "miss", "error"] {
+        metrics::counter!("catalog_cache_requests_total", "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!("catalog_stock_changes_total", "kind" => "set").absolute(0);
     let store = opened.products.store().clone();
     if config.demo_catalog.unwrap_or(store.db().backend() == platform::db::Backend::Sqlite) {
         demo::load_if_empty(&opened.products).await.map_err(StartError::dependency("demo catalog"))?;
@@ -89,7 +94,7 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     let health = health(store.db().clone(), &events.bus, cache.clone());
     let state = http::AppState { products: opened.products.clone(), inventory: opened.inventory.clone(), index, cache };
     let router = platform::server::finish(SERVICE, http::router(state, verifier), health);
-    let grpc = platform::grpc::server().add_service(grpc::InventoryService::server(opened.inventory.clone()));
+    let grpc = platform::grpc::server(SERVICE).add_service(grpc::InventoryService::server(opened.inventory.clone()));
     let relay = events.relay(SERVICE, store.db().clone());
     let inventory = opened.inventory;
     Ok(Server::bind(SERVICE, config.listen, router)

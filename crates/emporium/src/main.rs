@@ -150,9 +150,15 @@ fn all_if_empty(mut services: Vec<Service>) -> Vec<Service> {
 }
 
 async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()> {
-    platform::telemetry::init(&settings.log);
-    platform::metrics::install();
     let services = all_if_empty(services);
+    // The name traces are exported under: the service's own, or the shop's when one process
+    // runs several (each span still names its service).
+    let name = match services.as_slice() {
+        [one] => one.to_string(),
+        _ => "emporium".to_owned(),
+    };
+    let telemetry = platform::telemetry::init_service(&settings.log, &name);
+    platform::metrics::install();
     let embedded = services.len() == Service::ALL.len();
     let shutdown = platform::shutdown::on_signal();
     let shop = Shop::start(settings.clone(), &services, shutdown).await?;
@@ -164,7 +170,9 @@ async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()>
             settings.data_dir.display()
         );
     }
-    shop.wait().await
+    let stopped = shop.wait().await;
+    telemetry.shutdown().await;
+    stopped
 }
 
 async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@
 pub mod bus;
 mod envelope;
 pub mod inbox;
+mod observe;
 pub mod outbox;
 pub mod payloads;
 pub mod relay;
@@ -36,6 +37,12 @@ impl Events {
         subscription: Subscription,
     ) -> impl FnOnce(tokio_util::sync::CancellationToken) -> futures_util::future::BoxFuture<'static, ()> + Send + 'static
     {
+        // Counters an alert watches start at zero: `increase()` needs a series before the first.
+        for event_type in subscription.types.iter().filter(|t| !t.contains(['*', '#'])) {
+            let labels = [("consumer", subscription.consumer.clone()), ("type", event_type.clone())];
+            metrics::counter!("events_dead_lettered_total", &labels).absolute(0);
+            metrics::counter!("events_retried_total", &labels).absolute(0);
+        }
         let bus = self.bus.clone();
         move |stop| Box::pin(async move { bus.consume(subscription, stop).await })
     }

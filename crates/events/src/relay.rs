@@ -27,6 +27,7 @@ use platform::{
 use serde::Deserialize;
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{Bus, BusError, bus::Outgoing, outbox};
 
@@ -144,7 +145,16 @@ impl Relay {
             return Ok(count);
         }
         let events: Vec<Outgoing> = publishable.into_iter().map(|c| c.event).collect();
-        self.bus.publish_encoded(&events).await?;
+        let spans = crate::observe::publishing(self.service, &events);
+        let started = Instant::now();
+        let publishing = self.bus.publish_encoded(&events);
+        let published = match spans.first() {
+            Some(span) => publishing.instrument(span.clone()).await,
+            None => publishing.await,
+        };
+        crate::observe::published(self.service, &events, &spans, started, published.is_ok());
+        drop(spans);
+        published?;
         mark_sent(&mut tx, &seqs, platform::time::now()).await?;
         tx.commit().await?;
         for event in &events {

@@ -30,6 +30,7 @@ use platform::{
         context::{REQUEST_ID, TRACEPARENT},
     },
 };
+use tracing::Instrument;
 
 use crate::config::UpstreamConfig;
 
@@ -143,16 +144,41 @@ impl Upstream {
     /// Forwards `request` and returns the upstream's response (or a problem).
     pub async fn forward(&self, request: Request, body_limit: usize) -> Response {
         let started = Instant::now();
-        let response = match self.try_forward(request, body_limit).await {
+        // The upstream call's client span, only when spans leave the process.
+        let span = if platform::telemetry::enabled() {
+            tracing::info_span!(
+                "upstream",
+                otel.name = format!("{} {}", request.method(), self.name),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                "http.request.method" = %request.method(),
+                "peer.service" = %self.name,
+                "server.address" = tracing::field::Empty,
+                "server.port" = tracing::field::Empty,
+                "http.response.status_code" = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let response = match self.try_forward(request, body_limit, &span).instrument(span.clone()).await {
             Ok(response) => response,
             Err(failure) => self.failure_response(failure),
         };
+        span.record("http.response.status_code", i64::from(response.status().as_u16()));
+        if response.status().is_server_error() {
+            platform::telemetry::trace::fail(&span, "upstream answered a server error");
+        }
         if response.status().is_server_error() { &self.errors } else { &self.ok }.increment(1);
         self.latency.record(started.elapsed().as_secs_f64());
         response
     }
 
-    async fn try_forward(&self, request: Request, body_limit: usize) -> Result<Response, Failure> {
+    async fn try_forward(
+        &self,
+        request: Request,
+        body_limit: usize,
+        span: &tracing::Span,
+    ) -> Result<Response, Failure> {
         let (mut parts, body) = request.into_parts();
         let declared = content_length(&parts.headers);
         if declared.is_some_and(|n| n > body_limit as u64) {
@@ -162,6 +188,7 @@ impl Upstream {
         }
         let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
         prepare_headers(&mut parts);
+        platform::telemetry::trace::inject(span, &mut parts.headers);
         let path_and_query = parts.uri.path_and_query().cloned();
 
         // Buffer what is small enough to resend; stream the rest through once.
@@ -184,6 +211,12 @@ impl Upstream {
                 (None, None) => break,
             };
             let uri = join(base, path_and_query.clone()).ok_or(Failure::Broken)?;
+            if let Some(host) = uri.host() {
+                span.record("server.address", host);
+            }
+            if let Some(port) = uri.port_u16() {
+                span.record("server.port", i64::from(port));
+            }
             // Only the message goes upstream; the request's extensions are this process's state.
             let mut upstream_request = http::Request::new(body);
             *upstream_request.method_mut() = parts.method.clone();

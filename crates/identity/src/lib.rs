@@ -55,6 +55,7 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
 /// sessions pruned meanwhile.
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let accounts = Arc::new(open(&config, shared).await?);
+    register_metrics(&config);
     if let Some(admin) = &config.bootstrap_admin {
         bootstrap_admin(&accounts, admin).await?;
     }
@@ -100,4 +101,23 @@ async fn bootstrap_admin(accounts: &Accounts, admin: &BootstrapAdmin) -> Result<
         Err(error) => return Err(StartError::dependency("bootstrap administrator")(error)),
     }
     Ok(())
+}
+
+/// Registers identity's counters at zero, so that rates and alerts have series from the start.
+fn register_metrics(config: &Config) {
+    metrics::counter!("identity_registrations_total").absolute(0);
+    for outcome in ["success", "invalid", "throttled"] {
+        metrics::counter!("identity_logins_total", "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["success", "invalid", "reused"] {
+        metrics::counter!("identity_token_refreshes_total", "outcome" => outcome).absolute(0);
+    }
+    for provider in config.social.providers.keys() {
+        for outcome in
+            ["signed_in", "registered", "linked", "refused", "provider_error", "unavailable", "invalid_state"]
+        {
+            metrics::counter!("identity_social_logins_total", "provider" => provider.clone(), "outcome" => outcome)
+                .absolute(0);
+        }
+    }
 }

@@ -57,6 +57,7 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let store = open_store(&config, shared).await?;
     let provider = payments::Provider::open(&config.payments, store.db())?;
+    register_metrics(payments::Payments::name(&provider));
     let inventory =
         peers::Catalog::new(&shared.bound.grpc_url(names::CATALOG, &config.catalog_url), config.rpc_timeout)?;
     let carts = Arc::new(peers::Cart::new(&shared.bound.grpc_url(names::CART, &config.cart_url), config.rpc_timeout)?);
@@ -106,4 +107,27 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
             let orders = pruning.clone();
             async move { orders.prune(key_ttl).await }
         }))
+}
+
+/// Registers at zero the counters that alerts and dashboards divide by or take rates of, so that
+/// they have series before the first refusal or provider failure.
+fn register_metrics(provider: &'static str) {
+    for outcome in ["replayed", "mismatch", "busy"] {
+        metrics::counter!("orders_idempotent_replays_total", "outcome" => outcome).absolute(0);
+    }
+    for reason in orders::REFUSALS {
+        metrics::counter!("orders_checkouts_refused_total", "reason" => reason).absolute(0);
+    }
+    for operation in ["charge", "refund"] {
+        for outcome in ["refused", "unavailable"] {
+            metrics::counter!("orders_payment_provider_errors_total", "provider" => provider, "operation" => operation, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+    for kind in [domain::Kind::Checkout, domain::Kind::Cancel] {
+        for step in domain::Step::RESUMABLE {
+            metrics::counter!("orders_saga_steps_resumed_total", "kind" => kind.as_str(), "step" => step.as_str())
+                .absolute(0);
+        }
+    }
 }

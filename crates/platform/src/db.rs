@@ -9,8 +9,11 @@ use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     str::FromStr,
-    sync::{LazyLock, Mutex},
-    time::Duration,
+    sync::{
+        Arc, LazyLock, Mutex, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use serde::Deserialize;
@@ -60,7 +63,31 @@ pub struct Tx {
     conn: TxConn,
     database: DatabaseId,
     signals: Vec<&'static str>,
+    observed: Option<Observed>,
 }
+
+/// A transaction of a service's database, measured: its span, and when it began.
+#[derive(Debug)]
+struct Observed {
+    service: &'static str,
+    span: tracing::Span,
+    began: Instant,
+}
+
+/// What is known of a database a service named as its own ([`Db::observe_as`]).
+#[derive(Debug)]
+struct Owner {
+    service: &'static str,
+    /// Transactions waiting for a connection.
+    waiting: Arc<AtomicI64>,
+}
+
+static OWNERS: LazyLock<RwLock<HashMap<DatabaseId, Owner>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+/// The pool each service measures: the latest it named (tests start many shops in one process).
+static POOLS: LazyLock<Mutex<HashMap<&'static str, Sampled>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A service's pool, and how many of its transactions wait for a connection.
+type Sampled = (Db, Arc<AtomicI64>);
 
 /// The connection of a [`Tx`], per backend.
 #[derive(Debug)]
@@ -193,11 +220,67 @@ impl Db {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// "database is locked" under concurrency instead of waiting its turn.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let database = self.id();
+        let owner = OWNERS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&database)
+            .map(|owner| (owner.service, owner.waiting.clone()));
+        let observed = owner.as_ref().map(|(service, _)| Observed {
+            service,
+            span: self.transaction_span(service),
+            began: Instant::now(),
+        });
+        let waiting = owner.map(|(_, waiting)| Waiting::new(waiting));
         let conn = match self {
-            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
-            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => pool.begin().await.map(TxConn::Postgres),
+            Self::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxConn::Sqlite),
         };
-        Ok(Tx { conn, database: self.id(), signals: Vec::new() })
+        drop(waiting);
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(error) => {
+                if let Some(observed) = observed {
+                    observed.finish("error");
+                }
+                return Err(error);
+            }
+        };
+        Ok(Tx { conn, database, signals: Vec::new(), observed })
+    }
+
+    /// A client span for a transaction, when spans are exported: a child of the current span.
+    fn transaction_span(&self, service: &'static str) -> tracing::Span {
+        if !crate::telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        let (system, namespace) = match self {
+            Self::Postgres(pool) => {
+                ("postgresql", pool.connect_options().get_database().unwrap_or_default().to_owned())
+            }
+            Self::Sqlite(pool) => ("sqlite", pool.connect_options().get_filename().display().to_string()),
+        };
+        tracing::info_span!(
+            "db.transaction",
+            otel.name = format!("transaction {service}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            "db.system.name" = system,
+            "db.namespace" = namespace,
+            "db.operation.name" = "transaction",
+        )
+    }
+
+    /// Names this database as `service`'s own: its pool is sampled into `db_pool_*` and its
+    /// transactions measured (`db_transaction_duration_seconds`, and a span each when spans are
+    /// exported).
+    pub fn observe_as(&self, service: &'static str) {
+        let waiting = Arc::new(AtomicI64::new(0));
+        OWNERS
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.id(), Owner { service, waiting: waiting.clone() });
+        POOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(service, (self.clone(), waiting));
     }
 
     /// Raised after each commit of a transaction on this database that asked for `topic`
@@ -255,10 +338,14 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.conn {
-            TxConn::Postgres(tx) => tx.commit().await?,
-            TxConn::Sqlite(tx) => tx.commit().await?,
+        let committed = match self.conn {
+            TxConn::Postgres(tx) => tx.commit().await,
+            TxConn::Sqlite(tx) => tx.commit().await,
+        };
+        if let Some(observed) = self.observed {
+            observed.finish(if committed.is_ok() { "commit" } else { "error" });
         }
+        committed?;
         for topic in self.signals {
             signal(self.database, topic).send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -266,10 +353,14 @@ impl Tx {
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self.conn {
+        let rolled_back = match self.conn {
             TxConn::Postgres(tx) => tx.rollback().await,
             TxConn::Sqlite(tx) => tx.rollback().await,
+        };
+        if let Some(observed) = self.observed {
+            observed.finish(if rolled_back.is_ok() { "rollback" } else { "error" });
         }
+        rolled_back
     }
 
     pub fn backend(&self) -> Backend {
@@ -277,6 +368,47 @@ impl Tx {
             TxConn::Postgres(_) => Backend::Postgres,
             TxConn::Sqlite(_) => Backend::Sqlite,
         }
+    }
+}
+
+impl Observed {
+    fn finish(self, outcome: &'static str) {
+        metrics::histogram!("db_transaction_duration_seconds", "service" => self.service, "outcome" => outcome)
+            .record(self.began.elapsed().as_secs_f64());
+        if outcome == "error" {
+            crate::telemetry::trace::fail(&self.span, "the transaction failed");
+        }
+    }
+}
+
+/// Counts a transaction waiting for a connection while it lives.
+struct Waiting(Arc<AtomicI64>);
+
+impl Waiting {
+    fn new(count: Arc<AtomicI64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sets the `db_pool_*` gauges of every service's pool ([`Db::observe_as`]); called when
+/// metrics are rendered.
+pub fn sample_pools() {
+    let pools = POOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (service, (db, waiting)) in pools.iter() {
+        let (size, idle, max) =
+            with_db!(db, |pool| (pool.size(), pool.num_idle(), pool.options().get_max_connections()));
+        let idle = idle.min(size as usize) as f64;
+        metrics::gauge!("db_pool_connections", "service" => *service, "state" => "in_use").set(f64::from(size) - idle);
+        metrics::gauge!("db_pool_connections", "service" => *service, "state" => "idle").set(idle);
+        metrics::gauge!("db_pool_connections_max", "service" => *service).set(f64::from(max));
+        metrics::gauge!("db_pool_waiting", "service" => *service).set(waiting.load(Ordering::Relaxed).max(0) as f64);
     }
 }
 

@@ -109,7 +109,7 @@ pub struct Server {
     service: &'static str,
     http: TcpListener,
     router: Router,
-    grpc: Option<(TcpListener, tonic::transport::server::Router)>,
+    grpc: Option<(TcpListener, crate::grpc::Router)>,
     tasks: Vec<Task>,
 }
 
@@ -125,11 +125,7 @@ impl Server {
     }
 
     /// Also serves gRPC on `listen`.
-    pub async fn grpc(
-        mut self,
-        listen: SocketAddr,
-        router: tonic::transport::server::Router,
-    ) -> Result<Self, StartError> {
+    pub async fn grpc(mut self, listen: SocketAddr, router: crate::grpc::Router) -> Result<Self, StartError> {
         self.grpc = Some((bind(listen).await?, router));
         Ok(self)
     }

@@ -138,17 +138,25 @@ fn secs(ttl: Duration) -> u64 {
     ttl.as_secs().max(1)
 }
 
-async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(TIMEOUT, call).await {
-        Ok(result) => result.map_err(StoreError::from),
-        Err(_) => Err(StoreError::Unavailable(format!("Redis did not answer within {TIMEOUT:?}"))),
-    }
+/// One observed round trip (`command` names it in metrics and traces), bounded by [`TIMEOUT`].
+async fn bounded<T>(command: &'static str, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    let call = async {
+        match tokio::time::timeout(TIMEOUT, call).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(format!("Redis did not answer within {TIMEOUT:?}"))),
+        }
+    };
+    platform::telemetry::calls::redis(crate::SERVICE, command, call).await
 }
 
 impl RedisCarts {
     /// Connects lazily: a Redis that is down at start delays nothing, and one that comes back
     /// is used again without a restart.
     pub fn open(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        platform::telemetry::calls::register_redis(
+            crate::SERVICE,
+            &["create", "get", "change_line", "remove_line", "merge", "complete_checkout", "PING"],
+        );
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
@@ -175,6 +183,7 @@ impl RedisCarts {
         let stamp = now();
         let mut connection = self.connection.clone();
         bounded(
+            "create",
             redis::pipe()
                 .atomic()
                 .hset_nx(&meta, "id", id.to_string())
@@ -197,6 +206,7 @@ impl RedisCarts {
         let mut connection = self.connection.clone();
         // Reading is activity too: the TTLs are renewed in the same round trip.
         let (fields, quantities): (HashMap<String, String>, HashMap<String, i64>) = bounded(
+            "get",
             redis::pipe()
                 .atomic()
                 .hgetall(&meta)
@@ -257,7 +267,8 @@ impl RedisCarts {
             .arg(new_id.to_string())
             .arg(cart.owner())
             .arg(rules::MAX_LINES);
-        let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
+        let (outcome, value): (String, String) =
+            bounded("change_line", invocation.invoke_async(&mut connection)).await?;
         let number = || value.parse::<i64>().unwrap_or(0);
         Ok(match outcome.as_str() {
             "ok" => LineOutcome::Changed { quantity: number() },
@@ -275,7 +286,7 @@ impl RedisCarts {
         let mut connection = self.connection.clone();
         let mut invocation = REMOVE.key(&meta);
         invocation.key(&lines).arg(sku).arg(now()).arg(secs(ttl));
-        let found: i64 = bounded(invocation.invoke_async(&mut connection)).await?;
+        let found: i64 = bounded("remove_line", invocation.invoke_async(&mut connection)).await?;
         Ok(found == 1)
     }
 
@@ -304,7 +315,7 @@ impl RedisCarts {
         for (sku, units) in merge.available {
             invocation.arg(sku).arg(units);
         }
-        let (outcome, value): (String, String) = bounded(invocation.invoke_async(&mut connection)).await?;
+        let (outcome, value): (String, String) = bounded("merge", invocation.invoke_async(&mut connection)).await?;
         Ok(match outcome.as_str() {
             "ok" => MergeOutcome::Merged,
             "missing" => MergeOutcome::GuestMissing,
@@ -322,7 +333,7 @@ impl RedisCarts {
         let mut connection = self.connection.clone();
         let mut invocation = COMPLETE.key(&meta);
         invocation.key(&lines).arg(order_id.to_string()).arg(now()).arg(secs(ttl));
-        let outcome: i64 = bounded(invocation.invoke_async(&mut connection)).await?;
+        let outcome: i64 = bounded("complete_checkout", invocation.invoke_async(&mut connection)).await?;
         Ok(match outcome {
             -1 => None,
             0 => Some(false),
@@ -332,6 +343,6 @@ impl RedisCarts {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        bounded(redis::cmd("PING").query_async::<String>(&mut connection)).await.map(|_| ())
+        bounded("PING", redis::cmd("PING").query_async::<String>(&mut connection)).await.map(|_| ())
     }
 }

@@ -43,7 +43,9 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 
 impl SqlCarts {
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
-        Ok(Self { db: Db::open(url, pool, &POSTGRES, &SQLITE).await? })
+        let db = Db::open(url, pool, &POSTGRES, &SQLITE).await?;
+        db.observe_as(crate::SERVICE);
+        Ok(Self { db })
     }
 
     /// Locks and reads a live cart; an expired one is deleted and reads as missing.

@@ -98,11 +98,13 @@ impl SearchIndex {
     pub async fn search(&self, request: SearchRequest) -> Result<SearchPage, CatalogError> {
         let this = self.clone();
         let started = std::time::Instant::now();
+        let kind = if request.q.as_deref().is_some_and(|q| !q.trim().is_empty()) { "search" } else { "list" };
         let page = tokio::task::spawn_blocking(move || this.search_now(&request))
             .await
             .map_err(CatalogError::internal)?
             .map_err(CatalogError::internal)?;
         metrics::histogram!("catalog_search_duration_seconds").record(started.elapsed().as_secs_f64());
+        record_search(kind, page.total > 0);
         Ok(page)
     }
 
@@ -125,10 +127,12 @@ impl SearchIndex {
     /// word as a prefix, longer words with a typo), best first.
     pub async fn suggest(&self, prefix: String, limit: usize) -> Result<Vec<(String, Uuid)>, CatalogError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.suggest_now(&prefix, limit))
+        let suggestions = tokio::task::spawn_blocking(move || this.suggest_now(&prefix, limit))
             .await
             .map_err(CatalogError::internal)?
-            .map_err(CatalogError::internal)
+            .map_err(CatalogError::internal)?;
+        record_search("suggest", !suggestions.is_empty());
+        Ok(suggestions)
     }
 
     fn suggest_now(&self, prefix: &str, limit: usize) -> tantivy::Result<Vec<(String, Uuid)>> {
@@ -200,4 +204,20 @@ impl SearchIndex {
 /// The directory a replica's index lives in.
 pub fn index_dir(configured: Option<&Path>, data_dir: &Path) -> PathBuf {
     configured.map_or_else(|| data_dir.join("catalog-index"), Path::to_path_buf)
+}
+
+/// `catalog_searches_total{kind, results}`: how often shoppers find nothing is a number an owner
+/// watches.
+fn record_search(kind: &'static str, found: bool) {
+    metrics::counter!("catalog_searches_total", "kind" => kind, "results" => if found { "some" } else { "none" })
+        .increment(1);
+}
+
+/// Registers the search counters at zero, so that a zero-result share has a series from the start.
+pub fn register_metrics() {
+    for kind in ["search", "list", "suggest"] {
+        for results in ["some", "none"] {
+            metrics::counter!("catalog_searches_total", "kind" => kind, "results" => results).absolute(0);
+        }
+    }
 }

@@ -28,7 +28,9 @@ pub struct Store {
 impl Store {
     /// Connects and brings the schema (the catalog's tables and the outbox) up to date.
     pub async fn open(url: &str, pool: &platform::db::PoolConfig) -> Result<Self, ConnectError> {
-        Ok(Self { db: events::open_database(url, pool, &POSTGRES, &SQLITE).await? })
+        let db = events::open_database(url, pool, &POSTGRES, &SQLITE).await?;
+        db.observe_as(crate::SERVICE);
+        Ok(Self { db })
     }
 
     pub fn db(&self) -> &Db {

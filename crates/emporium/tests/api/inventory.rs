@@ -9,7 +9,7 @@ use rpc::catalog::v1::{
 };
 use serde_json::{Value, json};
 use testkit::{TestDatabase, on_both_backends};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
@@ -25,7 +25,7 @@ on_both_backends!(
     shortages_and_bad_requests_reserve_nothing,
 );
 
-async fn client(shop: &TestShop) -> InventoryClient<Channel> {
+async fn client(shop: &TestShop) -> InventoryClient<tonic::transport::Channel> {
     InventoryClient::connect(shop.catalog_grpc.clone()).await.expect("the catalog's gRPC service accepts connections")
 }
 

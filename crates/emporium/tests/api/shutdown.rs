@@ -36,7 +36,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     while gateway.is_none() && Instant::now() < deadline {
         let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await else { break };
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if event["message"] == "listening" && event["service"] == "gateway" {
+        if event["message"] == "listening" && event["service.name"] == "gateway" {
             gateway = event["addr"].as_str().map(str::to_owned);
         }
     }

@@ -159,11 +159,16 @@ impl Subscription {
         F: Fn(Vec<CloudEvent>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        let name: Arc<str> = Arc::from(consumer);
         Self {
             consumer: consumer.to_owned(),
             types: types.iter().map(|t| (*t).to_owned()).collect(),
             max_batch: max_batch.max(1),
-            handler: Arc::new(move |events| Box::pin(handler(events))),
+            handler: Arc::new(move |events: Vec<CloudEvent>| {
+                let observed = crate::observe::Handling::start(&name, &events);
+                let applying = handler(events);
+                Box::pin(observed.finish(applying))
+            }),
             expires_after: None,
         }
     }

@@ -69,8 +69,20 @@ impl Step {
         Step::Abandoned,
     ];
 
+    /// Steps a saga can be resumed at.
+    pub const RESUMABLE: [Step; 9] = [
+        Step::Started,
+        Step::Reserving,
+        Step::Abandoning,
+        Step::Charging,
+        Step::Committing,
+        Step::Emptying,
+        Step::Releasing,
+        Step::Refunding,
+        Step::Returning,
+    ];
+
     /// Steps after which a saga has nothing left to do.
-    #[cfg(test)]
     pub const FINAL: [Step; 4] = [Step::Done, Step::Failed, Step::Rejected, Step::Abandoned];
 
     pub fn as_str(self) -> &'static str {

@@ -65,6 +65,9 @@ enum Start {
 
 const POLL: Duration = Duration::from_millis(25);
 
+/// The outcomes of a checkout that refuse the buyer (`orders_checkouts_refused_total{reason}`).
+pub(crate) const REFUSALS: [&str; 4] = ["declined", "out_of_stock", "empty_cart", "cart_not_found"];
+
 impl Orders {
     /// `trace`: the request's trace context, which the checkout's events carry.
     pub async fn checkout(
@@ -83,6 +86,9 @@ impl Orders {
         };
         metrics::histogram!("orders_checkout_duration_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+        if REFUSALS.contains(&outcome) {
+            metrics::counter!("orders_checkouts_refused_total", "reason" => outcome).increment(1);
+        }
         result
     }
 

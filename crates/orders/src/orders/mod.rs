@@ -4,6 +4,8 @@
 
 mod checkout;
 
+pub(crate) use checkout::REFUSALS;
+
 use std::{sync::Arc, time::Duration};
 
 use platform::{

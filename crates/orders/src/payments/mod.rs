@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use platform::{db::Db, money::Money, service::StartError};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use sandbox::Sandbox;
@@ -108,11 +109,12 @@ impl Payments for Provider {
     fn charge<'a>(&'a self, request: &'a ChargeRequest) -> BoxFuture<'a, Result<ChargeOutcome, PaymentError>> {
         Box::pin(async move {
             let started = Instant::now();
+            let span = self.span("charge");
             let result = match self {
-                Self::Sandbox(sandbox) => sandbox.charge(request).await,
-                Self::Stripe(stripe) => stripe.charge(request).await,
+                Self::Sandbox(sandbox) => sandbox.charge(request).instrument(span.clone()).await,
+                Self::Stripe(stripe) => stripe.charge(request).instrument(span.clone()).await,
             };
-            self.observe("charge", started, result.as_ref().err());
+            self.observe("charge", started, &span, result.as_ref().err());
             result
         })
     }
@@ -120,11 +122,12 @@ impl Payments for Provider {
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>> {
         Box::pin(async move {
             let started = Instant::now();
+            let span = self.span("refund");
             let result = match self {
-                Self::Sandbox(sandbox) => sandbox.refund(request).await,
-                Self::Stripe(stripe) => stripe.refund(request).await,
+                Self::Sandbox(sandbox) => sandbox.refund(request).instrument(span.clone()).await,
+                Self::Stripe(stripe) => stripe.refund(request).instrument(span.clone()).await,
             };
-            self.observe("refund", started, result.as_ref().err());
+            self.observe("refund", started, &span, result.as_ref().err());
             result
         })
     }
@@ -175,12 +178,30 @@ impl Provider {
         }
     }
 
-    fn observe(&self, operation: &'static str, started: Instant, error: Option<&PaymentError>) {
+    /// The provider call's client span, when spans are exported.
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        if !platform::telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            "payment",
+            otel.name = format!("{} {operation}", self.name()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            "peer.service" = self.name(),
+            "payment.operation" = operation,
+        )
+    }
+
+    fn observe(&self, operation: &'static str, started: Instant, span: &tracing::Span, error: Option<&PaymentError>) {
         let outcome = match error {
             None => "ok",
             Some(PaymentError::Unavailable(_)) => "unavailable",
             Some(PaymentError::Refused(_)) => "refused",
         };
+        if error.is_some() {
+            platform::telemetry::trace::fail(span, outcome);
+        }
         metrics::histogram!("orders_payment_provider_duration_seconds", "provider" => self.name(), "operation" => operation, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         if error.is_some() {

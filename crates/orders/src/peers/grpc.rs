@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use platform::grpc::Channel;
 use platform::service::{
     StartError,
     names::{CART, CATALOG},
@@ -12,7 +13,7 @@ use rpc::{
     cart::v1::{self as cart, carts_client::CartsClient},
     catalog::v1::{self as catalog, inventory_client::InventoryClient},
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 use super::{CartLine, Carts, CheckoutCart, Inventory, PeerError, Price, Reserved};
@@ -38,7 +39,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, StartError> {
-        Ok(Self { client: InventoryClient::new(platform::grpc::channel(url, timeout)?), timeout })
+        Ok(Self { client: InventoryClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?), timeout })
     }
 }
 
@@ -51,7 +52,7 @@ pub struct Cart {
 
 impl Cart {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, StartError> {
-        Ok(Self { client: CartsClient::new(platform::grpc::channel(url, timeout)?), timeout })
+        Ok(Self { client: CartsClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?), timeout })
     }
 }
 

@@ -18,6 +18,7 @@ mod tests;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -160,19 +161,18 @@ impl Sagas {
         let mut outcome = None;
         let mut placed = None;
         loop {
-            let result = match step {
-                Step::Done | Step::Failed | Step::Rejected | Step::Abandoned => return outcome,
-                Step::Started => self.abandon(&saga, Step::Started).await,
-                Step::Reserving if resumed => self.advance(&saga, Step::Reserving, Step::Abandoning).await,
-                Step::Reserving => self.reserve(&saga).await,
-                Step::Abandoning => self.abandon(&saga, Step::Abandoning).await,
-                Step::Charging => self.charge(&saga, placed.take()).await,
-                Step::Committing => self.commit(&saga).await,
-                Step::Emptying => self.empty_cart(&saga).await,
-                Step::Releasing => self.release(&saga).await,
-                Step::Refunding => self.refund(&saga).await,
-                Step::Returning => self.return_stock(&saga).await,
+            if Step::FINAL.contains(&step) {
+                return outcome;
+            }
+            let span = tracing::info_span!("saga_step", "saga.kind" = saga.kind.as_str(), "saga.step" = step.as_str());
+            let result = self.step(&saga, step, resumed, &mut placed).instrument(span).await;
+            let label = match &result {
+                Ok(Next::Stop) => "stopped",
+                Ok(_) => "ok",
+                Err(_) => "failed",
             };
+            metrics::counter!("orders_saga_steps_total", "kind" => saga.kind.as_str(), "step" => step.as_str(), "outcome" => label)
+                .increment(1);
             match result {
                 Ok(Next::Step(next)) => step = next,
                 Ok(Next::Decided(next, decided)) => {
@@ -188,6 +188,31 @@ impl Sagas {
                     self.postpone(&saga, step, &error).await;
                     return outcome;
                 }
+            }
+        }
+    }
+
+    /// Runs one step.
+    async fn step(
+        &self,
+        saga: &Saga,
+        step: Step,
+        resumed: bool,
+        placed: &mut Option<Order>,
+    ) -> Result<Next, StepError> {
+        {
+            match step {
+                Step::Done | Step::Failed | Step::Rejected | Step::Abandoned => Ok(Next::Stop),
+                Step::Started => self.abandon(saga, Step::Started).await,
+                Step::Reserving if resumed => self.advance(saga, Step::Reserving, Step::Abandoning).await,
+                Step::Reserving => self.reserve(saga).await,
+                Step::Abandoning => self.abandon(saga, Step::Abandoning).await,
+                Step::Charging => self.charge(saga, placed.take()).await,
+                Step::Committing => self.commit(saga).await,
+                Step::Emptying => self.empty_cart(saga).await,
+                Step::Releasing => self.release(saga).await,
+                Step::Refunding => self.refund(saga).await,
+                Step::Returning => self.return_stock(saga).await,
             }
         }
     }
@@ -218,7 +243,8 @@ impl Sagas {
             metrics::counter!("orders_saga_steps_resumed_total", "kind" => kind.as_str(), "step" => saga.step.as_str())
                 .increment(1);
             tracing::info!(order_id = %order_id, kind = kind.as_str(), step = saga.step.as_str(), attempt = saga.attempts, "resuming saga");
-            self.drive(saga, true).await;
+            let span = resumed_span(&saga);
+            self.drive(saga, true).instrument(span).await;
             resumed += 1;
         }
         Ok(resumed)
@@ -227,7 +253,8 @@ impl Sagas {
     /// Drives an order's checkout on after a provider's notification, if nobody is at it.
     pub async fn nudge(&self, order_id: Uuid) -> Result<(), StoreError> {
         if let Some(saga) = self.claim(order_id, Kind::Checkout).await? {
-            self.drive(saga, true).await;
+            let span = resumed_span(&saga);
+            self.drive(saga, true).instrument(span).await;
         }
         Ok(())
     }
@@ -306,6 +333,20 @@ fn envelopes(events: &[OrderEvent], saga: &Saga) -> Result<Vec<events::CloudEven
 }
 
 /// 1 s, 2 s, 4 s … up to a minute between attempts at a step that keeps failing.
+/// The span of a saga driven on outside the request that began it: it joins that request's trace.
+fn resumed_span(saga: &Saga) -> tracing::Span {
+    let span = tracing::info_span!(
+        "saga",
+        otel.name = format!("resume {}", saga.kind.as_str()),
+        "saga.kind" = saga.kind.as_str(),
+        "order.id" = %saga.order_id,
+        "trace.id" = tracing::field::Empty,
+        "span.id" = tracing::field::Empty,
+    );
+    platform::telemetry::trace::adopt(&span, saga.traceparent.as_deref());
+    span
+}
+
 fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 6)).min(MAX_BACKOFF)
 }

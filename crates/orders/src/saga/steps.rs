@@ -65,6 +65,7 @@ impl Sagas {
         unit.publish(&envelopes(&[placed], saga)?).await?;
         unit.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => Status::PendingPayment.as_str()).increment(1);
+        metrics::counter!("orders_placed_total", "currency" => order.currency.as_str().to_owned()).increment(1);
         self.fault(FaultPoint::Create);
         Ok(Next::Placed(Box::new(order)))
     }
@@ -112,6 +113,7 @@ impl Sagas {
         }
         order.version += 1;
         let status = order.status;
+        let (currency, total) = (order.currency.as_str().to_owned(), order.totals.total);
         let outcome = if status == Status::Paid {
             CheckoutOutcome::Paid { order: Box::new(order) }
         } else {
@@ -122,6 +124,11 @@ impl Sagas {
         }
         unit.commit().await?;
         metrics::counter!("orders_transitions_total", "to" => status.as_str()).increment(1);
+        if status == Status::Paid {
+            metrics::counter!("orders_paid_total", "currency" => currency.clone()).increment(1);
+            metrics::counter!("orders_revenue_minor_units_total", "currency" => currency)
+                .increment(u64::try_from(total).unwrap_or(0));
+        }
         Ok(Next::Decided(next, outcome))
     }
 

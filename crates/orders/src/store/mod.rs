@@ -62,7 +62,9 @@ pub struct Store {
 impl Store {
     /// Connects and brings the schema (the orders' tables and the outbox) up to date.
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
-        Ok(Self { db: events::open_database(url, pool, &POSTGRES, &SQLITE).await? })
+        let db = events::open_database(url, pool, &POSTGRES, &SQLITE).await?;
+        db.observe_as(crate::SERVICE);
+        Ok(Self { db })
     }
 
     /// The database, for what shares it: the outbox relay, health checks, the sandbox ledger.

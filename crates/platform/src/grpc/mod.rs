@@ -1,10 +1,22 @@
 //! gRPC between services: how our error codes map onto gRPC status codes, serving a tonic
 //! router on a bound listener with the same graceful shutdown as HTTP, and the client side:
-//! lazily connected channels and calls bounded by a deadline.
+//! lazily connected channels and calls bounded by a deadline. Both sides are observed
+//! ([`observe`]): spans and metrics for every call.
+
+pub mod observe;
 
 use std::{future::Future, time::Duration};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tower::layer::util::{Identity, Stack};
+
+use observe::{ObserveLayer, Observed};
+
+/// A channel to a peer whose calls are observed.
+pub type Channel = Observed<tonic::transport::Channel>;
+
+/// A server with its routes, whose calls are observed.
+pub type Router = tonic::transport::server::Router<Stack<ObserveLayer, Identity>>;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,30 +46,32 @@ pub fn code(code: ErrorCode) -> tonic::Code {
 /// Most time a call may take on the server, whatever deadline the client sent.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server builder with the settings every service uses.
-pub fn server() -> tonic::transport::Server {
+/// A server builder with the settings every service uses, observing `service`'s calls.
+pub fn server(service: &'static str) -> tonic::transport::Server<Stack<ObserveLayer, Identity>> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(SERVER_TIMEOUT)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(ObserveLayer::server(service))
 }
 
 /// Serves `router` on `listener` until `shutdown`, then finishes the calls in flight.
 pub async fn serve(
     listener: TcpListener,
-    router: tonic::transport::server::Router,
+    router: Router,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
 }
 
-/// A channel to a peer's gRPC service. It connects lazily, so a peer that is down at start
-/// delays nothing, and it reconnects by itself once the peer is back.
-pub fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+/// A channel from `service` to a peer's gRPC service. It connects lazily, so a peer that is
+/// down at start delays nothing, and it reconnects by itself once the peer is back.
+pub fn channel(service: &'static str, url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(url.to_owned())?;
-    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true).connect_lazy())
+    let channel = endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true).connect_lazy();
+    Ok(tower::Layer::layer(&ObserveLayer::client(service), channel))
 }
 
 /// A request that tells the server its deadline (`grpc-timeout`).

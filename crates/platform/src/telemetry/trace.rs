@@ -1,0 +1,292 @@
+//! Distributed traces: W3C trace context, OTLP export, and the spans every service shares.
+//!
+//! The `traceparent` travels on HTTP requests (the gateway sets it), in gRPC metadata, and inside
+//! each CloudEvent, so a checkout is one trace from the gateway to the consumers of its events.
+//! With no OTLP endpoint configured nothing is exported: request spans keep the caller's trace id
+//! for the logs, and the client, producer and consumer spans are not even created.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracerProvider, Tracer, span_processor_with_async_runtime::BatchSpanProcessor},
+};
+use rand::RngCore;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Share of new traces sampled when `OTEL_TRACES_SAMPLER` does not say: enough to see every
+/// route within minutes of traffic, few enough to cost next to nothing.
+pub const DEFAULT_RATIO: f64 = 0.1;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported by this process.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+pub(super) fn mark_enabled() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The OTLP exporter of this process, chosen by the standard `OTEL_*` variables.
+pub(super) struct Exporter {
+    provider: SdkTracerProvider,
+}
+
+impl Exporter {
+    /// `None` unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
+    /// (and `OTEL_SDK_DISABLED` is not `true`). The protocol is `OTEL_EXPORTER_OTLP_PROTOCOL`
+    /// (`grpc` or `http/protobuf`, the default); the resource takes `OTEL_SERVICE_NAME` and
+    /// `OTEL_RESOURCE_ATTRIBUTES`; the sampler `OTEL_TRACES_SAMPLER` / `_ARG`, else parent-based
+    /// at [`DEFAULT_RATIO`].
+    pub(super) fn from_env(service: &str) -> Result<Option<Self>, opentelemetry_otlp::ExporterBuildError> {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+        let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        if disabled || !(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder().build()?;
+        let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+        let mut resource = Resource::builder().with_attributes([
+            KeyValue::new("service.namespace", "emporium"),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+        ]);
+        if !set("OTEL_SERVICE_NAME") {
+            resource = resource.with_service_name(service.to_owned());
+        }
+        let mut provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build());
+        if !set("OTEL_TRACES_SAMPLER") {
+            let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(DEFAULT_RATIO);
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+        }
+        Ok(Some(Self { provider: provider.build() }))
+    }
+
+    pub(super) fn tracer(&self) -> Tracer {
+        self.provider.tracer("emporium")
+    }
+
+    pub(super) async fn shutdown(self) {
+        let provider = self.provider;
+        // Shutting down waits for the last export, which runs on this runtime: not on a worker.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5)));
+        if let Ok(Err(error)) = flushed.await {
+            tracing::warn!(error = %error, "traces still queued were not exported");
+        }
+    }
+}
+
+/// W3C trace context of one hop: the trace id, and a span id (whose meaning depends on where
+/// the value came from: see [`TraceContext::parse`] and [`TraceContext::continue_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// A new root trace.
+    pub fn new_root() -> Self {
+        let mut rng = rand::thread_rng();
+        let mut trace_id = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        rng.fill_bytes(&mut trace_id);
+        rng.fill_bytes(&mut span_id);
+        Self { trace_id, span_id, flags: 1 }
+    }
+
+    /// The caller's context as sent: its span id is the caller's span, our parent.
+    pub fn parse(traceparent: &str) -> Option<Self> {
+        let mut parts = traceparent.trim().split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() {
+            return None;
+        }
+        let trace_id: [u8; 16] = decode_hex(trace)?;
+        let span_id: [u8; 8] = decode_hex(parent)?;
+        let [flags]: [u8; 1] = decode_hex(flags)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self { trace_id, span_id, flags })
+    }
+
+    /// Continues the caller's trace with a new span of ours; `None` when the header is not a
+    /// valid version-00 trace context.
+    pub fn continue_from(traceparent: &str) -> Option<Self> {
+        let mut context = Self::parse(traceparent)?;
+        rand::thread_rng().fill_bytes(&mut context.span_id);
+        Some(context)
+    }
+
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Self::continue_from)
+            .unwrap_or_else(Self::new_root)
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        encode_hex(&self.trace_id)
+    }
+
+    pub fn span_id_hex(&self) -> String {
+        encode_hex(&self.span_id)
+    }
+
+    /// The `traceparent` to send downstream: our trace, with this span as the parent.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{:02x}", encode_hex(&self.trace_id), encode_hex(&self.span_id), self.flags)
+    }
+
+    /// This context as a remote OpenTelemetry parent.
+    fn as_remote_parent(&self) -> Context {
+        let span = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        );
+        Context::new().with_remote_span_context(span)
+    }
+
+    fn of_span(span: &Span) -> Option<Self> {
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then(|| Self {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+            flags: span_context.trace_flags().to_u8(),
+        })
+    }
+}
+
+fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != N * 2 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Makes `span` (not yet entered) a child of the caller's `traceparent`, and returns the context
+/// this hop hands on: the span's own ids when spans are exported; otherwise the caller's trace
+/// with a fresh span id (or a new root), so that logs still carry the caller's trace id. Records
+/// `trace.id` and `span.id` on the span for the logs.
+pub fn adopt(span: &Span, traceparent: Option<&str>) -> TraceContext {
+    let context = if enabled() {
+        if let Some(parent) = traceparent.and_then(TraceContext::parse) {
+            let _ = span.set_parent(parent.as_remote_parent());
+        }
+        TraceContext::of_span(span)
+    } else {
+        None
+    };
+    let context =
+        context.or_else(|| traceparent.and_then(TraceContext::continue_from)).unwrap_or_else(TraceContext::new_root);
+    span.record("trace.id", context.trace_id_hex());
+    span.record("span.id", context.span_id_hex());
+    context
+}
+
+/// The `traceparent` naming `span` as the parent, when spans are exported.
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    TraceContext::of_span(span).map(|context| context.traceparent())
+}
+
+/// The `traceparent` naming the current span as the parent, when spans are exported: for
+/// events written by work that has no request context of its own (a gRPC call, say).
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&Span::current())
+}
+
+/// Sets `traceparent` on an outgoing request so that the callee continues `span`.
+pub fn inject(span: &Span, headers: &mut HeaderMap) {
+    if let Some(value) = traceparent_of(span).and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(TRACEPARENT, value);
+    }
+}
+
+/// Marks `span` as failed (OpenTelemetry status `Error`) with a short reason.
+pub fn fail(span: &Span, reason: impl Into<std::borrow::Cow<'static, str>>) {
+    if enabled() {
+        span.set_status(opentelemetry::trace::Status::error(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continues_a_valid_traceparent_with_a_new_span() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::continue_from(header).unwrap();
+        assert_eq!(trace.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let downstream = trace.traceparent();
+        assert!(downstream.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(downstream.ends_with("-01"));
+        assert_ne!(&downstream[36..52], "00f067aa0ba902b7");
+        assert_eq!(TraceContext::parse(header).unwrap().traceparent(), header);
+    }
+
+    #[test]
+    fn rejects_invalid_traceparents() {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert!(TraceContext::continue_from(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_export_a_span_keeps_the_callers_trace() {
+        let span = tracing::info_span!("test", "trace.id" = tracing::field::Empty, "span.id" = tracing::field::Empty);
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = adopt(&span, Some(header));
+        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(context.span_id_hex(), "00f067aa0ba902b7");
+        assert!(traceparent_of(&span).is_none());
+        assert_ne!(adopt(&span, None).trace_id, context.trace_id);
+    }
+}
