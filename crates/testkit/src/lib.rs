@@ -7,9 +7,11 @@
 
 pub mod broker;
 pub mod browser;
+pub mod bulk;
 pub mod client;
 mod database;
 pub mod oidc;
+pub mod otlp;
 pub mod providers;
 mod redis;
 
