@@ -82,6 +82,10 @@ pub struct Args {
     /// `product`, `cart`, `checkout`: the Redis that caches products / holds carts.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis: String,
+    /// `product`: what trace export costs instead: three shops side by side (traces off, exported
+    /// at the default sampling ratio, exported at 100%), each driven in turn.
+    #[arg(long)]
+    pub tracing: bool,
     /// `checkout`: buyers, each checking out one cart of 3 lines.
     #[arg(long, default_value_t = 4000)]
     pub buyers: usize,
@@ -142,6 +146,7 @@ pub async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
         };
         let report = match args.scenario {
             Scenario::Search => scenarios::catalog::search(settings, bench).await?,
+            _ if args.tracing => scenarios::tracing::tracing(settings, bench, load).await?,
             _ => scenarios::catalog::product(settings, bench, load).await?,
         };
         if let Some(path) = args.json {

@@ -15,6 +15,7 @@ use crate::{CloudEvent, HandlerError, bus::Outgoing};
 pub(crate) struct Handling {
     consumer: std::sync::Arc<str>,
     span: Span,
+    scope: trace::Scope,
     started: Instant,
 }
 
@@ -28,24 +29,24 @@ impl Handling {
         }
         let first = events.first();
         let event_type = first.map_or("", |e| e.event_type.as_str());
-        let span = tracing::info_span!(
-            "event",
-            otel.name = Empty,
-            otel.kind = "consumer",
-            otel.status_code = Empty,
-            "messaging.operation.type" = "process",
-            "messaging.destination.name" = event_type,
-            "messaging.consumer.group.name" = &**consumer,
-            "messaging.message.id" = first.map(|e| e.id.to_string()),
-            "messaging.batch.message_count" = events.len() as i64,
-            "trace.id" = Empty,
-            "span.id" = Empty,
-        );
-        if trace::enabled() {
-            span.record("otel.name", format!("process {event_type}"));
-        }
-        trace::adopt(&span, first.and_then(|e| e.traceparent.as_deref()));
-        Self { consumer: consumer.clone(), span, started: Instant::now() }
+        let (span, scope) = trace::start(first.and_then(|e| e.traceparent.as_deref()), || {
+            let span = tracing::info_span!(
+                "event",
+                otel.name = Empty,
+                otel.kind = "consumer",
+                otel.status_code = Empty,
+                "messaging.operation.type" = "process",
+                "messaging.destination.name" = event_type,
+                "messaging.consumer.group.name" = &**consumer,
+                "messaging.message.id" = first.map(|e| e.id.to_string()),
+                "messaging.batch.message_count" = events.len() as i64,
+            );
+            if trace::recording() {
+                span.record("otel.name", format!("process {event_type}"));
+            }
+            span
+        });
+        Self { consumer: consumer.clone(), span, scope, started: Instant::now() }
     }
 
     /// Runs the handler inside the span and records how it went.
@@ -53,7 +54,7 @@ impl Handling {
         self,
         applying: impl Future<Output = Result<(), HandlerError>>,
     ) -> Result<(), HandlerError> {
-        let result = applying.instrument(self.span.clone()).await;
+        let result = self.scope.run(applying.instrument(self.span.clone())).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         if let Err(error) = &result {
             trace::fail(&self.span, error.0.clone());
@@ -77,20 +78,19 @@ pub(crate) fn publishing(service: &'static str, events: &[Outgoing]) -> Vec<Span
     events
         .iter()
         .map(|event| {
-            let span = tracing::info_span!(
-                "publish",
-                otel.name = format!("publish {}", event.event_type),
-                otel.kind = "producer",
-                otel.status_code = Empty,
-                "service.name" = service,
-                "messaging.operation.type" = "send",
-                "messaging.destination.name" = event.event_type.as_str(),
-                "messaging.message.id" = event.id.to_string(),
-                "trace.id" = Empty,
-                "span.id" = Empty,
-            );
             let traceparent = serde_json::from_str::<Traced>(&event.envelope).ok().and_then(|t| t.traceparent);
-            trace::adopt(&span, traceparent.as_deref());
+            let (span, _) = trace::start(traceparent.as_deref(), || {
+                tracing::info_span!(
+                    "publish",
+                    otel.name = format!("publish {}", event.event_type),
+                    otel.kind = "producer",
+                    otel.status_code = Empty,
+                    "service.name" = service,
+                    "messaging.operation.type" = "send",
+                    "messaging.destination.name" = event.event_type.as_str(),
+                    "messaging.message.id" = event.id.to_string(),
+                )
+            });
             span
         })
         .collect()

@@ -145,7 +145,7 @@ impl Upstream {
     pub async fn forward(&self, request: Request, body_limit: usize) -> Response {
         let started = Instant::now();
         // The upstream call's client span, only when spans leave the process.
-        let span = if platform::telemetry::enabled() {
+        let span = if platform::telemetry::trace::recording() {
             tracing::info_span!(
                 "upstream",
                 otel.name = format!("{} {}", request.method(), self.name),

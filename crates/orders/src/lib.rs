@@ -125,7 +125,7 @@ fn register_metrics(provider: &'static str) {
         }
     }
     for kind in [domain::Kind::Checkout, domain::Kind::Cancel] {
-        for step in domain::Step::RESUMABLE {
+        for step in domain::Step::resumable() {
             metrics::counter!("orders_saga_steps_resumed_total", "kind" => kind.as_str(), "step" => step.as_str())
                 .absolute(0);
         }

@@ -251,7 +251,7 @@ impl Db {
 
     /// A client span for a transaction, when spans are exported: a child of the current span.
     fn transaction_span(&self, service: &'static str) -> tracing::Span {
-        if !crate::telemetry::enabled() {
+        if !crate::telemetry::trace::recording() {
             return tracing::Span::none();
         }
         let (system, namespace) = match self {

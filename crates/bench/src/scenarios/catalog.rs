@@ -35,7 +35,7 @@ fn database_url(bench: &CatalogBench) -> anyhow::Result<String> {
 }
 
 /// Opens (seeding when needed) the benchmark catalog.
-async fn seeded(settings: &Settings, bench: &CatalogBench) -> anyhow::Result<(catalog::Opened, String)> {
+pub(super) async fn seeded(settings: &Settings, bench: &CatalogBench) -> anyhow::Result<(catalog::Opened, String)> {
     let url = database_url(bench)?;
     let mut config = settings.catalog.clone();
     config.database_url = Some(url.clone());

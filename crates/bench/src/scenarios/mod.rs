@@ -5,6 +5,7 @@ pub mod cart;
 pub mod catalog;
 pub mod checkout;
 pub mod events;
+pub mod tracing;
 
 use std::time::Duration;
 

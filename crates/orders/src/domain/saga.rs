@@ -69,18 +69,10 @@ impl Step {
         Step::Abandoned,
     ];
 
-    /// Steps a saga can be resumed at.
-    pub const RESUMABLE: [Step; 9] = [
-        Step::Started,
-        Step::Reserving,
-        Step::Abandoning,
-        Step::Charging,
-        Step::Committing,
-        Step::Emptying,
-        Step::Releasing,
-        Step::Refunding,
-        Step::Returning,
-    ];
+    /// Steps a saga can be resumed at: all but the final ones.
+    pub fn resumable() -> impl Iterator<Item = Step> {
+        Self::ALL.into_iter().filter(|step| !Self::FINAL.contains(step))
+    }
 
     /// Steps after which a saga has nothing left to do.
     pub const FINAL: [Step; 4] = [Step::Done, Step::Failed, Step::Rejected, Step::Abandoned];

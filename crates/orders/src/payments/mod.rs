@@ -180,7 +180,7 @@ impl Provider {
 
     /// The provider call's client span, when spans are exported.
     fn span(&self, operation: &'static str) -> tracing::Span {
-        if !platform::telemetry::enabled() {
+        if !platform::telemetry::trace::recording() {
             return tracing::Span::none();
         }
         tracing::info_span!(

@@ -243,8 +243,8 @@ impl Sagas {
             metrics::counter!("orders_saga_steps_resumed_total", "kind" => kind.as_str(), "step" => saga.step.as_str())
                 .increment(1);
             tracing::info!(order_id = %order_id, kind = kind.as_str(), step = saga.step.as_str(), attempt = saga.attempts, "resuming saga");
-            let span = resumed_span(&saga);
-            self.drive(saga, true).instrument(span).await;
+            let (span, scope) = resumed_span(&saga);
+            scope.run(self.drive(saga, true).instrument(span)).await;
             resumed += 1;
         }
         Ok(resumed)
@@ -253,8 +253,8 @@ impl Sagas {
     /// Drives an order's checkout on after a provider's notification, if nobody is at it.
     pub async fn nudge(&self, order_id: Uuid) -> Result<(), StoreError> {
         if let Some(saga) = self.claim(order_id, Kind::Checkout).await? {
-            let span = resumed_span(&saga);
-            self.drive(saga, true).instrument(span).await;
+            let (span, scope) = resumed_span(&saga);
+            scope.run(self.drive(saga, true).instrument(span)).await;
         }
         Ok(())
     }
@@ -334,17 +334,15 @@ fn envelopes(events: &[OrderEvent], saga: &Saga) -> Result<Vec<events::CloudEven
 
 /// 1 s, 2 s, 4 s … up to a minute between attempts at a step that keeps failing.
 /// The span of a saga driven on outside the request that began it: it joins that request's trace.
-fn resumed_span(saga: &Saga) -> tracing::Span {
-    let span = tracing::info_span!(
-        "saga",
-        otel.name = format!("resume {}", saga.kind.as_str()),
-        "saga.kind" = saga.kind.as_str(),
-        "order.id" = %saga.order_id,
-        "trace.id" = tracing::field::Empty,
-        "span.id" = tracing::field::Empty,
-    );
-    platform::telemetry::trace::adopt(&span, saga.traceparent.as_deref());
-    span
+fn resumed_span(saga: &Saga) -> (tracing::Span, platform::telemetry::trace::Scope) {
+    platform::telemetry::trace::start(saga.traceparent.as_deref(), || {
+        tracing::info_span!(
+            "saga",
+            otel.name = format!("resume {}", saga.kind.as_str()),
+            "saga.kind" = saga.kind.as_str(),
+            "order.id" = %saga.order_id,
+        )
+    })
 }
 
 fn backoff(attempts: i32) -> Duration {

@@ -76,23 +76,25 @@ where
         let (grpc_service, method) = split_path(request.uri().path());
         let (grpc_service, method) = (grpc_service.to_owned(), method.to_owned());
         let ObserveLayer { service, side } = self.layer;
-        let span = match side {
+        let (span, scope) = match side {
             Side::Server => {
-                let span = call_span(side, &grpc_service, &method, &request);
                 let traceparent = request.headers().get(trace::TRACEPARENT).and_then(|v| v.to_str().ok());
-                trace::adopt(&span, traceparent);
-                span
+                let (span, scope) = trace::start(traceparent, || call_span(side, &grpc_service, &method, &request));
+                (span, Some(scope))
             }
-            Side::Client if trace::enabled() => {
-                let span = call_span(side, &grpc_service, &method, &request);
+            Side::Client => {
+                let span =
+                    if trace::recording() { call_span(side, &grpc_service, &method, &request) } else { Span::none() };
                 trace::inject(&span, request.headers_mut());
-                span
+                (span, None)
             }
-            Side::Client => Span::none(),
         };
-        let call = self.inner.call(request);
+        let call = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
-            let result = call.instrument(span.clone()).await;
+            let result = match scope {
+                Some(scope) => scope.run(call).await,
+                None => call.await,
+            };
             let code = match &result {
                 Ok(response) => response
                     .headers()
@@ -136,7 +138,7 @@ fn call_span<B>(side: Side, grpc_service: &str, method: &str, request: &Request<
     };
     let span = tracing::info_span!(
         "grpc",
-        otel.name = format!("{grpc_service}/{method}"),
+        otel.name = Empty,
         otel.kind = kind,
         otel.status_code = Empty,
         "rpc.system" = "grpc",
@@ -145,9 +147,10 @@ fn call_span<B>(side: Side, grpc_service: &str, method: &str, request: &Request<
         "rpc.grpc.status_code" = Empty,
         "server.address" = Empty,
         "server.port" = Empty,
-        "trace.id" = Empty,
-        "span.id" = Empty,
     );
+    if trace::recording() {
+        span.record("otel.name", format!("{grpc_service}/{method}"));
+    }
     if side == Side::Client {
         if let Some(host) = request.uri().host() {
             span.record("server.address", host);

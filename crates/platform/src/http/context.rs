@@ -14,6 +14,7 @@ use axum::{
 use http::{HeaderMap, HeaderValue};
 use tracing::{Instrument, Level, field::Empty};
 
+use crate::telemetry::trace;
 pub use crate::telemetry::trace::{TRACEPARENT, TraceContext};
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -64,33 +65,31 @@ pub async fn observe(State(service): State<&'static str>, mut req: Request, next
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let quiet = route.starts_with("/health") || route == "/metrics";
-    let span = tracing::info_span!(
-        "http_request",
-        otel.name = Empty,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        "service.name" = service,
-        "http.request.method" = %method,
-        "http.route" = %route,
-        "url.path" = %loggable_path(req.uri().path()),
-        "http.request.id" = Empty,
-        "http.response.status_code" = Empty,
-        "trace.id" = Empty,
-        "span.id" = Empty,
-    );
-    if crate::telemetry::enabled() {
-        span.record("otel.name", format!("{method} {route}"));
-    }
     let traceparent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
-    let context = RequestContext {
-        request_id: request_id(req.headers()),
-        trace: crate::telemetry::trace::adopt(&span, traceparent),
-    };
+    let (span, scope) = trace::start(traceparent, || {
+        let span = tracing::info_span!(
+            "http_request",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            "service.name" = service,
+            "http.request.method" = %method,
+            "http.route" = %route,
+            "url.path" = %loggable_path(req.uri().path()),
+            "http.request.id" = Empty,
+            "http.response.status_code" = Empty,
+        );
+        if trace::recording() {
+            span.record("otel.name", format!("{method} {route}"));
+        }
+        span
+    });
+    let context = RequestContext { request_id: request_id(req.headers()), trace: scope.context() };
     span.record("http.request.id", context.request_id.as_str());
     let request_id = HeaderValue::from_str(&context.request_id).ok();
     req.extensions_mut().insert(context);
 
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = scope.run(next.run(req).instrument(span.clone())).await;
 
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -105,13 +104,15 @@ pub async fn observe(State(service): State<&'static str>, mut req: Request, next
     }
     let _entered = span.enter();
     let duration = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    if quiet {
-        tracing::event!(Level::DEBUG, "event.duration" = duration, "request completed");
-    } else if status >= 500 {
-        tracing::event!(Level::WARN, "event.duration" = duration, "request completed");
-    } else {
-        tracing::event!(Level::INFO, "event.duration" = duration, "request completed");
-    }
+    scope.in_scope(|| {
+        if quiet {
+            tracing::event!(Level::DEBUG, "event.duration" = duration, "request completed");
+        } else if status >= 500 {
+            tracing::event!(Level::WARN, "event.duration" = duration, "request completed");
+        } else {
+            tracing::event!(Level::INFO, "event.duration" = duration, "request completed");
+        }
+    });
     response
 }
 

@@ -14,7 +14,7 @@ pub async fn redis<T, E>(
     command: &'static str,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let span = if trace::enabled() {
+    let span = if trace::recording() {
         tracing::info_span!(
             "redis",
             otel.name = command,

@@ -4,7 +4,7 @@
 //! `error.message`, …), as Elastic's own ECS loggers write them.
 //!
 //! Spans name their fields with ECS names where ECS has one; a line carries the fields of every
-//! span it happened in, then its own. Fields meant only for the trace exporter (`otel.*`) are
+//! span it happened in, then its own, and the trace context of the work its task does. Fields meant only for the trace exporter (`otel.*`) are
 //! left out; a bare `error` field becomes `error.message`, a bare `service` `service.name`.
 
 use std::{fmt, sync::OnceLock};
@@ -130,6 +130,10 @@ where
                     line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
             }
+        }
+        if let Some(context) = super::trace::current() {
+            line.insert("trace.id".to_owned(), context.trace_id_hex().into());
+            line.insert("span.id".to_owned(), context.span_id_hex().into());
         }
         if !line.contains_key("service.name") {
             line.insert("service.name".to_owned(), DEFAULT_SERVICE.get().map_or("emporium", String::as_str).into());

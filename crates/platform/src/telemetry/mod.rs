@@ -13,8 +13,14 @@ pub mod ecs;
 pub mod trace;
 
 use serde::Deserialize;
-use tracing::{Level, Metadata};
-use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing::{Level, Metadata, subscriber::Interest};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{LevelFilter, dynamic_filter_fn},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 pub use trace::{TraceContext, enabled};
 
@@ -99,14 +105,27 @@ fn install(config: &LogConfig, service: &str, tracer: Option<opentelemetry_sdk::
     };
     // Spans from INFO up become trace spans whatever the log filter says; of the events, only
     // warnings and errors are worth carrying on a span.
-    let traces = tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(filter_fn(exported))
-    });
+    // Only spans of sampled work reach the trace layer (see `trace::start`), and the OpenTelemetry
+    // context is never made current: spans carry their context, and entering one on every poll
+    // would cost every request.
+    let traces =
+        tracer.map(|tracer| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_target(false)
+                .with_filter(
+                    dynamic_filter_fn(|metadata, _| exported(metadata) && trace::admitted())
+                        // What can never be exported is told once per callsite, not asked at each call.
+                        .with_callsite_filter(|metadata| {
+                            if exported(metadata) { Interest::sometimes() } else { Interest::never() }
+                        })
+                        .with_max_level_hint(LevelFilter::INFO),
+                )
+        });
     tracing_subscriber::registry().with(logs).with(traces).try_init().is_ok()
 }
 

@@ -4,9 +4,18 @@
 //! each CloudEvent, so a checkout is one trace from the gateway to the consumers of its events.
 //! With no OTLP endpoint configured nothing is exported: request spans keep the caller's trace id
 //! for the logs, and the client, producer and consumer spans are not even created.
+//!
+//! The sampling decision is ours, taken before a unit of work (a request, a gRPC call, an event)
+//! builds its span ([`start`]), and held for the task that does the work ([`Scope`]): the spans
+//! of unsampled work never reach the trace layer, so they cost what they cost with export off.
+//! The decision follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` as the SDK's samplers
+//! would; the SDK then keeps every span it is given.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -30,6 +39,119 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const DEFAULT_RATIO: f64 = 0.1;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+tokio::task_local! {
+    /// The decision and trace context of the work the current task does.
+    static SCOPE: Scope;
+}
+
+/// How new work is sampled: `OTEL_TRACES_SAMPLER`'s choices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampling {
+    /// Work with a caller follows the caller's decision.
+    parent_based: bool,
+    /// The share of traces kept otherwise, decided on the trace id as the SDK's
+    /// `TraceIdRatioBased` does (so every service keeps the same traces).
+    ratio: f64,
+}
+
+impl Sampling {
+    fn from_env() -> Self {
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r));
+        let (parent_based, ratio) = match std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default().trim() {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, arg.unwrap_or(1.0)),
+            "parentbased_always_on" => (true, 1.0),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, arg.unwrap_or(1.0)),
+            _ => (true, arg.unwrap_or(DEFAULT_RATIO)),
+        };
+        Self { parent_based, ratio }
+    }
+
+    fn keeps(&self, parent: Option<&TraceContext>, trace_id: &[u8; 16]) -> bool {
+        match parent {
+            Some(parent) if self.parent_based => parent.flags & 1 == 1,
+            _ if self.ratio >= 1.0 => true,
+            _ => {
+                let low = u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default());
+                (low >> 1) < (self.ratio.max(0.0) * (1u64 << 63) as f64) as u64
+            }
+        }
+    }
+}
+
+/// The sampling decision and trace context of one unit of work, for the task doing it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    sampled: bool,
+    context: TraceContext,
+}
+
+impl Scope {
+    /// Runs `work` in this scope: the spans it makes are exported if the scope is sampled.
+    pub async fn run<F: std::future::Future>(self, work: F) -> F::Output {
+        SCOPE.scope(self, work).await
+    }
+
+    /// The context this work hands on.
+    pub fn context(&self) -> TraceContext {
+        self.context
+    }
+
+    /// Runs `f` in this scope, outside the work's future (its last log line, say).
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        SCOPE.sync_scope(*self, f)
+    }
+}
+
+/// The trace context of the work the current task does, for its log lines.
+pub fn current() -> Option<TraceContext> {
+    SCOPE.try_with(|scope| scope.context).ok()
+}
+
+/// Starts a unit of work continuing the caller's `traceparent` (or a new trace): decides whether
+/// it is sampled, makes its span with `make` (exported only if sampled), and returns the span
+/// with the scope to run the work in (whose lines carry its `trace.id` and `span.id`). The
+/// context handed on is the span's own when exported, otherwise the caller's trace with a fresh
+/// span id (or a new root), so that logs still carry the caller's trace id.
+pub fn start(traceparent: Option<&str>, make: impl FnOnce() -> Span) -> (Span, Scope) {
+    let parent = traceparent.and_then(TraceContext::parse);
+    let mut fresh = TraceContext::new_root();
+    if let Some(parent) = parent {
+        fresh.trace_id = parent.trace_id;
+        fresh.flags = parent.flags;
+    }
+    let sampled = enabled() && SAMPLING.get_or_init(Sampling::from_env).keeps(parent.as_ref(), &fresh.trace_id);
+    if enabled() {
+        fresh.flags = u8::from(sampled);
+    }
+    let span = SCOPE.sync_scope(Scope { sampled, context: fresh }, make);
+    let context = if sampled {
+        if let Some(parent) = parent {
+            let _ = span.set_parent(parent.as_remote_parent());
+        }
+        TraceContext::of_span(&span).unwrap_or(fresh)
+    } else {
+        fresh
+    };
+    (span, Scope { sampled, context })
+}
+
+/// Whether the current task's work is sampled: client spans are made only then.
+pub fn recording() -> bool {
+    enabled() && SCOPE.try_with(|scope| scope.sampled).unwrap_or(false)
+}
+
+/// Whether a span being made now may reach the trace layer.
+pub(super) fn admitted() -> bool {
+    SCOPE.try_with(|scope| scope.sampled).unwrap_or(false)
+}
 
 /// Whether spans are exported by this process.
 pub fn enabled() -> bool {
@@ -67,15 +189,10 @@ impl Exporter {
         if !set("OTEL_SERVICE_NAME") {
             resource = resource.with_service_name(service.to_owned());
         }
-        let mut provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build());
-        if !set("OTEL_TRACES_SAMPLER") {
-            let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
-                .ok()
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|r| (0.0..=1.0).contains(r))
-                .unwrap_or(DEFAULT_RATIO);
-            provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
-        }
+        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build());
+        // The decision was taken before the span was made (see `start`): what reaches the SDK is kept.
+        let provider = provider.with_sampler(Sampler::AlwaysOn);
+        SAMPLING.get_or_init(Sampling::from_env);
         Ok(Some(Self { provider: provider.build() }))
     }
 
@@ -200,26 +317,6 @@ fn encode_hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Makes `span` (not yet entered) a child of the caller's `traceparent`, and returns the context
-/// this hop hands on: the span's own ids when spans are exported; otherwise the caller's trace
-/// with a fresh span id (or a new root), so that logs still carry the caller's trace id. Records
-/// `trace.id` and `span.id` on the span for the logs.
-pub fn adopt(span: &Span, traceparent: Option<&str>) -> TraceContext {
-    let context = if enabled() {
-        if let Some(parent) = traceparent.and_then(TraceContext::parse) {
-            let _ = span.set_parent(parent.as_remote_parent());
-        }
-        TraceContext::of_span(span)
-    } else {
-        None
-    };
-    let context =
-        context.or_else(|| traceparent.and_then(TraceContext::continue_from)).unwrap_or_else(TraceContext::new_root);
-    span.record("trace.id", context.trace_id_hex());
-    span.record("span.id", context.span_id_hex());
-    context
-}
-
 /// The `traceparent` naming `span` as the parent, when spans are exported.
 pub fn traceparent_of(span: &Span) -> Option<String> {
     if !enabled() {
@@ -228,15 +325,21 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     TraceContext::of_span(span).map(|context| context.traceparent())
 }
 
-/// The `traceparent` naming the current span as the parent, when spans are exported: for
-/// events written by work that has no request context of its own (a gRPC call, say).
+/// The `traceparent` the current task's work hands on, when spans are exported: for events
+/// written by work that has no request context of its own (a gRPC call, say).
 pub fn current_traceparent() -> Option<String> {
-    traceparent_of(&Span::current())
+    if recording() {
+        return traceparent_of(&Span::current());
+    }
+    enabled().then(|| SCOPE.try_with(|scope| scope.context.traceparent()).ok()).flatten()
 }
 
-/// Sets `traceparent` on an outgoing request so that the callee continues `span`.
+/// Sets `traceparent` on an outgoing request so that the callee continues `span` (a client span
+/// of sampled work), or the current work's unsampled trace, so that the callee does not sample
+/// what its caller did not.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
-    if let Some(value) = traceparent_of(span).and_then(|v| HeaderValue::from_str(&v).ok()) {
+    let traceparent = if recording() { traceparent_of(span) } else { current_traceparent() };
+    if let Some(value) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(TRACEPARENT, value);
     }
 }
@@ -281,12 +384,32 @@ mod tests {
 
     #[test]
     fn without_export_a_span_keeps_the_callers_trace() {
-        let span = tracing::info_span!("test", "trace.id" = tracing::field::Empty, "span.id" = tracing::field::Empty);
+        let make = || tracing::info_span!("test");
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let context = adopt(&span, Some(header));
-        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(context.span_id_hex(), "00f067aa0ba902b7");
+        let (span, scope) = start(Some(header), make);
+        assert_eq!(scope.context().trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(scope.context().span_id_hex(), "00f067aa0ba902b7");
         assert!(traceparent_of(&span).is_none());
-        assert_ne!(adopt(&span, None).trace_id, context.trace_id);
+        assert_ne!(start(None, make).1.context().trace_id, scope.context().trace_id);
+    }
+
+    #[test]
+    fn sampling_follows_the_parent_or_the_trace_id() {
+        let parent = |flags| TraceContext { trace_id: [7; 16], span_id: [1; 8], flags };
+        let parent_based = Sampling { parent_based: true, ratio: 0.0 };
+        assert!(parent_based.keeps(Some(&parent(1)), &[0; 16]));
+        assert!(!parent_based.keeps(Some(&parent(0)), &[0; 16]));
+        let half = Sampling { parent_based: false, ratio: 0.5 };
+        // The SDK's rule: the trace id's low 63 bits against ratio × 2^63.
+        let mut low = [0u8; 16];
+        low[8] = 0x7f;
+        assert!(half.keeps(Some(&parent(0)), &low));
+        let mut high = [0u8; 16];
+        high[8] = 0x81;
+        assert!(!half.keeps(Some(&parent(1)), &high));
+        // Over many random roots, about the ratio is kept.
+        let tenth = Sampling { parent_based: true, ratio: 0.1 };
+        let kept = (0..20_000).filter(|_| tenth.keeps(None, &TraceContext::new_root().trace_id)).count();
+        assert!((1_600..2_400).contains(&kept), "{kept}");
     }
 }
