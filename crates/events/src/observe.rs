@@ -23,9 +23,9 @@ impl Handling {
     /// Records the events' lag and opens the consumer span.
     pub(crate) fn start(consumer: &std::sync::Arc<str>, events: &[CloudEvent]) -> Self {
         let now = Utc::now();
+        let lag = metrics::histogram!("events_consume_lag_seconds", "consumer" => consumer.to_string());
         for event in events {
-            metrics::histogram!("events_consume_lag_seconds", "consumer" => consumer.to_string())
-                .record(seconds_since(event.time, now));
+            lag.record(seconds_since(event.time, now));
         }
         let first = events.first();
         let event_type = first.map_or("", |e| e.event_type.as_str());
@@ -101,17 +101,16 @@ pub(crate) fn published(service: &'static str, events: &[Outgoing], spans: &[Spa
     let outcome = if ok { "ok" } else { "error" };
     metrics::histogram!("events_publish_duration_seconds", "service" => service, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    for span in spans {
-        if !ok {
+    if !ok {
+        for span in spans {
             trace::fail(span, "the broker did not confirm");
         }
+        return;
     }
-    if ok {
-        let now = Utc::now();
-        let lag = metrics::histogram!("events_relay_lag_seconds", "service" => service);
-        for event in events {
-            lag.record(seconds_since(event.time, now));
-        }
+    let now = Utc::now();
+    let lag = metrics::histogram!("events_relay_lag_seconds", "service" => service);
+    for event in events {
+        lag.record(seconds_since(event.time, now));
     }
 }
 

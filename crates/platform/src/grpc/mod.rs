@@ -7,9 +7,12 @@ pub mod observe;
 
 use std::{future::Future, time::Duration};
 
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tower::layer::util::{Identity, Stack};
 
+use crate::ErrorCode;
 use observe::{ObserveLayer, Observed};
 
 /// A channel to a peer whose calls are observed.
@@ -17,11 +20,6 @@ pub type Channel = Observed<tonic::transport::Channel>;
 
 /// A server with its routes, whose calls are observed.
 pub type Router = tonic::transport::server::Router<Stack<ObserveLayer, Identity>>;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::ErrorCode;
 
 /// The gRPC status code for an error code, so that one error enum answers both transports.
 pub fn code(code: ErrorCode) -> tonic::Code {

@@ -4,8 +4,9 @@
 //! `error.message`, …), as Elastic's own ECS loggers write them.
 //!
 //! Spans name their fields with ECS names where ECS has one; a line carries the fields of every
-//! span it happened in, then its own, and the trace context of the work its task does. Fields meant only for the trace exporter (`otel.*`) are
-//! left out; a bare `error` field becomes `error.message`, a bare `service` `service.name`.
+//! span it happened in, then its own, and the trace context of the work its task does. Fields
+//! meant only for the trace exporter (`otel.*`) are left out; a bare `error` field becomes
+//! `error.message`, a bare `service` `service.name`.
 
 use std::{fmt, sync::OnceLock};
 

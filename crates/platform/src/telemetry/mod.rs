@@ -103,11 +103,10 @@ fn install(config: &LogConfig, service: &str, tracer: Option<opentelemetry_sdk::
         }
         LogFormat::Pretty => fmt::layer().compact().with_target(false).with_filter(filter).boxed(),
     };
-    // Spans from INFO up become trace spans whatever the log filter says; of the events, only
-    // warnings and errors are worth carrying on a span.
-    // Only spans of sampled work reach the trace layer (see `trace::start`), and the OpenTelemetry
-    // context is never made current: spans carry their context, and entering one on every poll
-    // would cost every request.
+    // Spans from INFO up of sampled work (see `trace::start`) become trace spans whatever the log
+    // filter says; of the events, only warnings and errors are worth carrying on a span. The
+    // OpenTelemetry context is never made current: spans carry their context, and entering one
+    // on every poll would cost every request.
     let traces =
         tracer.map(|tracer| {
             tracing_opentelemetry::layer()

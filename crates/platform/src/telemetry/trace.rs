@@ -122,11 +122,7 @@ pub fn current() -> Option<TraceContext> {
 /// span id (or a new root), so that logs still carry the caller's trace id.
 pub fn start(traceparent: Option<&str>, make: impl FnOnce() -> Span) -> (Span, Scope) {
     let parent = traceparent.and_then(TraceContext::parse);
-    let mut fresh = TraceContext::new_root();
-    if let Some(parent) = parent {
-        fresh.trace_id = parent.trace_id;
-        fresh.flags = parent.flags;
-    }
+    let mut fresh = parent.as_ref().map_or_else(TraceContext::new_root, TraceContext::child);
     let sampled = enabled() && SAMPLING.get_or_init(Sampling::from_env).keeps(parent.as_ref(), &fresh.trace_id);
     if enabled() {
         fresh.flags = u8::from(sampled);
@@ -171,8 +167,7 @@ impl Exporter {
     /// `None` unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
     /// (and `OTEL_SDK_DISABLED` is not `true`). The protocol is `OTEL_EXPORTER_OTLP_PROTOCOL`
     /// (`grpc` or `http/protobuf`, the default); the resource takes `OTEL_SERVICE_NAME` and
-    /// `OTEL_RESOURCE_ATTRIBUTES`; the sampler `OTEL_TRACES_SAMPLER` / `_ARG`, else parent-based
-    /// at [`DEFAULT_RATIO`].
+    /// `OTEL_RESOURCE_ATTRIBUTES`. Sampling is decided before spans are made ([`start`]).
     pub(super) fn from_env(service: &str) -> Result<Option<Self>, opentelemetry_otlp::ExporterBuildError> {
         let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
         let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
@@ -189,11 +184,14 @@ impl Exporter {
         if !set("OTEL_SERVICE_NAME") {
             resource = resource.with_service_name(service.to_owned());
         }
-        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build());
-        // The decision was taken before the span was made (see `start`): what reaches the SDK is kept.
-        let provider = provider.with_sampler(Sampler::AlwaysOn);
-        SAMPLING.get_or_init(Sampling::from_env);
-        Ok(Some(Self { provider: provider.build() }))
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource.build())
+            // The decision was taken before the span was made (see `start`): what reaches the SDK
+            // is kept.
+            .with_sampler(Sampler::AlwaysOn)
+            .build();
+        Ok(Some(Self { provider }))
     }
 
     pub(super) fn tracer(&self) -> Tracer {
@@ -211,7 +209,7 @@ impl Exporter {
 }
 
 /// W3C trace context of one hop: the trace id, and a span id (whose meaning depends on where
-/// the value came from: see [`TraceContext::parse`] and [`TraceContext::continue_from`]).
+/// the value came from: see [`TraceContext::parse`] and [`TraceContext::child`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: [u8; 16],
@@ -246,20 +244,11 @@ impl TraceContext {
         Some(Self { trace_id, span_id, flags })
     }
 
-    /// Continues the caller's trace with a new span of ours; `None` when the header is not a
-    /// valid version-00 trace context.
-    pub fn continue_from(traceparent: &str) -> Option<Self> {
-        let mut context = Self::parse(traceparent)?;
+    /// The caller's trace continued by a new span of ours.
+    pub fn child(&self) -> Self {
+        let mut context = *self;
         rand::thread_rng().fill_bytes(&mut context.span_id);
-        Some(context)
-    }
-
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Self::continue_from)
-            .unwrap_or_else(Self::new_root)
+        context
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -358,7 +347,7 @@ mod tests {
     #[test]
     fn continues_a_valid_traceparent_with_a_new_span() {
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let trace = TraceContext::continue_from(header).unwrap();
+        let trace = TraceContext::parse(header).unwrap().child();
         assert_eq!(trace.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let downstream = trace.traceparent();
         assert!(downstream.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -378,7 +367,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
         ] {
-            assert!(TraceContext::continue_from(bad).is_none(), "{bad}");
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
     }
 
