@@ -6,7 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // built for a checkout elsewhere.
     let root = format!("{}/../../proto", std::env::var("CARGO_MANIFEST_DIR")?);
     let root = root.as_str();
-    let files = ["catalog/v1/inventory.proto", "cart/v1/cart.proto"];
+    let files = ["catalog/v1/inventory.proto", "cart/v1/cart.proto", "identity/v1/identity.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
     }

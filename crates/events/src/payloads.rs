@@ -52,6 +52,40 @@ pub struct UserIdentityLinked {
 }
 event!(UserIdentityLinked, "user.identity_linked", |e| e.user_id.to_string());
 
+/// A user asked (or registration asked on their behalf) for a link proving their email. The
+/// event names the request; the link's secret token is never in it: the mailer asks identity
+/// for the link when it sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEmailVerificationRequested {
+    pub request_id: Uuid,
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+event!(UserEmailVerificationRequested, "user.email_verification_requested", |e| e.user_id.to_string());
+
+/// A password reset was asked for an existing account (requests for unknown addresses publish
+/// nothing). Like the verification request, it names the request and carries no token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPasswordResetRequested {
+    pub request_id: Uuid,
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+event!(UserPasswordResetRequested, "user.password_reset_requested", |e| e.user_id.to_string());
+
+/// Every session of a user but `kept_session_id` was revoked (`password_reset`,
+/// `password_changed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessionsRevoked {
+    pub user_id: Uuid,
+    pub reason: String,
+    /// The session that made the change, when it stays signed in.
+    #[serde(default)]
+    pub kept_session_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+event!(UserSessionsRevoked, "user.sessions_revoked", |e| e.user_id.to_string());
+
 /// What product events carry about the product: enough for a read model to know what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductSnapshot {

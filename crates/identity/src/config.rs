@@ -10,6 +10,8 @@ use serde::Deserialize;
 #[serde(default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Identity's internal gRPC service (contacts and one-time links, for notifications).
+    pub grpc_listen: SocketAddr,
     /// `postgres://…` or `sqlite://…`; the embedded SQLite file under the data directory when unset.
     pub database_url: Option<String>,
     pub pool: PoolConfig,
@@ -24,6 +26,8 @@ pub struct Config {
     pub session_max_age: Duration,
     pub password_hashing: HashingConfig,
     pub login_throttle: ThrottleConfig,
+    /// Email verification and password reset links.
+    pub links: LinksConfig,
     /// How many `X-Forwarded-For` entries, counted from the right, were added by proxies we
     /// trust (the gateway adds one). The entry before them is the client's address.
     pub trusted_proxy_hops: usize,
@@ -41,6 +45,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 9081)),
             database_url: None,
             pool: PoolConfig::default(),
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -48,6 +53,7 @@ impl Default for Config {
             session_max_age: Duration::from_secs(90 * 24 * 3600),
             password_hashing: HashingConfig::default(),
             login_throttle: ThrottleConfig::default(),
+            links: LinksConfig::default(),
             trusted_proxy_hops: 1,
             key_reload_interval: Duration::from_secs(60),
             social: SocialConfig::default(),
@@ -87,6 +93,36 @@ pub struct ThrottleConfig {
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self { max_failures_per_account: 5, max_failures_per_address: 50, window: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// One-time links sent by email, and how often they may be asked for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LinksConfig {
+    /// How long an email verification link works.
+    #[serde(with = "humantime_serde")]
+    pub verify_email_ttl: Duration,
+    /// How long a password reset link works.
+    #[serde(with = "humantime_serde")]
+    pub reset_password_ttl: Duration,
+    /// Links asked for one account (or one address, for a reset) per window.
+    pub max_per_account: u32,
+    /// Links asked for from one client address per window.
+    pub max_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        Self {
+            verify_email_ttl: Duration::from_secs(24 * 3600),
+            reset_password_ttl: Duration::from_secs(30 * 60),
+            max_per_account: 3,
+            max_per_address: 20,
+            window: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -207,6 +243,13 @@ impl Config {
         let t = &self.login_throttle;
         if t.max_failures_per_account == 0 || t.max_failures_per_address == 0 || t.window.is_zero() {
             problems.push("identity.login_throttle limits and window must be positive".to_owned());
+        }
+        let l = &self.links;
+        if l.max_per_account == 0 || l.max_per_address == 0 || l.window.is_zero() {
+            problems.push("identity.links limits and window must be positive".to_owned());
+        }
+        if l.verify_email_ttl < Duration::from_secs(60) || l.reset_password_ttl < Duration::from_secs(60) {
+            problems.push("identity.links lifetimes must be at least a minute".to_owned());
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))

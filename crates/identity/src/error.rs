@@ -13,6 +13,12 @@ pub enum IdentityError {
     Throttled { retry_after_secs: u64 },
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    #[error("too many links asked for")]
+    TooManyLinks { retry_after_secs: u64 },
+    #[error("malformed link token")]
+    MalformedLinkToken,
+    #[error("invalid link token")]
+    InvalidLinkToken,
     #[error("current password is missing or wrong")]
     WrongCurrentPassword,
     #[error("user not found")]
@@ -48,11 +54,13 @@ impl IdentityError {
         match self {
             Self::EmailTaken | Self::LastAdmin | Self::LastWayToSignIn => ErrorCode::Conflict,
             Self::UnknownProvider | Self::IdentityNotFound => ErrorCode::NotFound,
-            Self::SignInUnknown | Self::SignInElsewhere | Self::InvalidCode => ErrorCode::BadRequest,
+            Self::SignInUnknown | Self::SignInElsewhere | Self::InvalidCode | Self::MalformedLinkToken => {
+                ErrorCode::BadRequest
+            }
             Self::SignInAgain => ErrorCode::Forbidden,
             Self::ProviderUnavailable(_) => ErrorCode::Unavailable,
-            Self::InvalidCredentials | Self::InvalidRefreshToken => ErrorCode::Unauthorized,
-            Self::Throttled { .. } => ErrorCode::TooManyRequests,
+            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::InvalidLinkToken => ErrorCode::Unauthorized,
+            Self::Throttled { .. } | Self::TooManyLinks { .. } => ErrorCode::TooManyRequests,
             Self::WrongCurrentPassword => ErrorCode::Forbidden,
             Self::UserNotFound => ErrorCode::NotFound,
             Self::Validation(_) => ErrorCode::Validation,
@@ -85,6 +93,13 @@ impl From<IdentityError> for Problem {
             IdentityError::Throttled { retry_after_secs } => {
                 Problem::with_detail(code, "too many failed login attempts; try again later")
                     .retry_after(retry_after_secs)
+            }
+            IdentityError::TooManyLinks { retry_after_secs } => {
+                Problem::with_detail(code, "too many emails asked for; try again later").retry_after(retry_after_secs)
+            }
+            IdentityError::MalformedLinkToken => Problem::with_detail(code, "this is not a link token"),
+            IdentityError::InvalidLinkToken => {
+                Problem::with_detail(code, "the link is invalid, expired, already used or replaced by a newer one")
             }
             IdentityError::InvalidRefreshToken => {
                 Problem::with_detail(code, "the refresh token is invalid, expired or already used")

@@ -20,7 +20,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::{
-    domain::RoleSet,
+    domain::User,
     error::IdentityError,
     store::{Store, StoredKey},
 };
@@ -85,11 +85,12 @@ impl KeyRing {
     }
 
     /// Signs an access token; returns it with its lifetime in seconds.
-    pub fn issue(&self, user_id: Uuid, roles: &RoleSet, session_id: Uuid) -> Result<(String, u64), IdentityError> {
+    pub fn issue(&self, user: &User, session_id: Uuid) -> Result<(String, u64), IdentityError> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner()).clone();
         let ttl = self.access_ttl.as_secs();
-        let claims =
-            AccessClaims::new(user_id, roles.names(), &self.issuer, &self.audience, ttl as i64, Some(session_id));
+        let mut claims =
+            AccessClaims::new(user.id, user.roles.names(), &self.issuer, &self.audience, ttl as i64, Some(session_id));
+        claims.email_verified = user.email_verified;
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(active.kid.clone());
         header.typ = Some("at+jwt".to_owned());

@@ -10,6 +10,7 @@ mod accounts;
 pub mod config;
 pub mod domain;
 mod error;
+mod grpc;
 mod http;
 mod keys;
 mod passwords;
@@ -43,7 +44,8 @@ pub async fn open(config: &Config, shared: &Shared) -> Result<Accounts, StartErr
         .await
         .map_err(StartError::dependency("signing keys"))?;
     let providers = social::Providers::from_config(&config.social).map_err(StartError::Config)?;
-    Ok(Accounts::new(store, hasher, keys, providers, config.clone()))
+    let link_secret = store.link_secret().await.map_err(StartError::dependency("link secret"))?;
+    Ok(Accounts::new(store, hasher, keys, providers, config.clone(), link_secret))
 }
 
 /// Creates or upgrades identity's schema, then returns.
@@ -51,7 +53,7 @@ pub async fn migrate(config: &Config, shared: &Shared) -> Result<(), StartError>
     open(config, shared).await.map(drop)
 }
 
-/// Binds identity: its HTTP API, with its outbox relayed, signing keys kept fresh and expired
+/// Binds identity: its HTTP API and the gRPC service notifications uses, with its outbox relayed, signing keys kept fresh and expired
 /// sessions pruned meanwhile.
 pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> Result<Server, StartError> {
     let accounts = Arc::new(open(&config, shared).await?);
@@ -64,8 +66,11 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     let state = http::AppState { accounts: accounts.clone(), trusted_proxy_hops: config.trusted_proxy_hops };
     let router = platform::server::finish(SERVICE, http::router(state), health);
     let relay = events.relay(SERVICE, db);
+    let grpc = platform::grpc::server(SERVICE).add_service(grpc::IdentityService::server(accounts.clone()));
     let (keys, sessions) = (accounts.clone(), accounts);
     Ok(Server::bind(SERVICE, config.listen, router)
+        .await?
+        .grpc(config.grpc_listen, grpc)
         .await?
         .task(move |stop| relay.run_until_stopped(stop))
         .every(config.key_reload_interval, move || {

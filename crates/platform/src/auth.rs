@@ -119,6 +119,9 @@ pub struct AccessClaims {
     /// The login session (refresh-token family) the token was issued in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<Uuid>,
+    /// Whether the user's email was proven theirs when the token was issued.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl AccessClaims {
@@ -135,6 +138,7 @@ impl AccessClaims {
             exp: now + ttl_secs,
             jti: Uuid::now_v7(),
             sid,
+            email_verified: false,
         }
     }
 }

@@ -60,6 +60,8 @@ impl FromStr for Service {
 /// services behind it stop, so a request the gateway accepted can still reach its service.
 pub struct Shop {
     pub identity: Option<SocketAddr>,
+    /// Identity's gRPC service for notifications.
+    pub identity_grpc: Option<SocketAddr>,
     pub catalog: Option<SocketAddr>,
     /// The catalog's gRPC inventory service.
     pub catalog_grpc: Option<SocketAddr>,
@@ -114,6 +116,7 @@ impl Shop {
         let grpc = |service: Service| bound.get(service.name()).and_then(|a| a.grpc);
         Ok(Self {
             identity: http(Service::Identity),
+            identity_grpc: grpc(Service::Identity),
             catalog: http(Service::Catalog),
             catalog_grpc: grpc(Service::Catalog),
             cart: http(Service::Cart),

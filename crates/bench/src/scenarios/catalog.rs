@@ -305,6 +305,7 @@ pub async fn product(mut settings: Settings, bench: CatalogBench, load: Load) ->
     let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
     settings.data_dir = data_dir.clone();
     settings.identity.listen = "127.0.0.1:0".parse()?;
+    settings.identity.grpc_listen = "127.0.0.1:0".parse()?;
     settings.catalog.listen = "127.0.0.1:0".parse()?;
     settings.catalog.grpc_listen = "127.0.0.1:0".parse()?;
     settings.cart.listen = "127.0.0.1:0".parse()?;

@@ -65,6 +65,7 @@ fn ephemeral_ports(settings: &mut Settings) {
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     for addr in [
         &mut settings.identity.listen,
+        &mut settings.identity.grpc_listen,
         &mut settings.catalog.listen,
         &mut settings.catalog.grpc_listen,
         &mut settings.cart.listen,

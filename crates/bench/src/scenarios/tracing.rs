@@ -57,6 +57,7 @@ async fn start(name: String, bench: &CatalogBench, url: &str, otel: &[(&str, Str
     }
     for key in [
         "IDENTITY__LISTEN",
+        "IDENTITY__GRPC_LISTEN",
         "CATALOG__LISTEN",
         "CATALOG__GRPC_LISTEN",
         "CART__LISTEN",

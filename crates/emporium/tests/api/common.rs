@@ -17,6 +17,7 @@ pub const PASSWORD: &str = "correct horse battery";
 pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     let mut settings = Settings { data_dir, ..Settings::default() };
     settings.identity.listen = "127.0.0.1:0".parse().unwrap();
+    settings.identity.grpc_listen = "127.0.0.1:0".parse().unwrap();
     settings.gateway.listen = "127.0.0.1:0".parse().unwrap();
     settings.identity.database_url = Some(db.url.clone());
     settings.identity.pool.max_connections = Some(8);
@@ -44,6 +45,8 @@ pub struct TestShop {
     pub identity: TestClient,
     pub catalog: TestClient,
     pub orders: TestClient,
+    /// Identity's gRPC service for notifications.
+    pub identity_grpc: String,
     /// The catalog's gRPC inventory service.
     pub catalog_grpc: String,
     /// The cart's gRPC service for orders.
@@ -79,6 +82,7 @@ impl TestShop {
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
         let orders = TestClient::new(format!("http://{}", shop.orders.unwrap()));
+        let identity_grpc = format!("http://{}", shop.identity_grpc.unwrap());
         let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
         let cart_grpc = format!("http://{}", shop.cart_grpc.unwrap());
         Self {
@@ -86,6 +90,7 @@ impl TestShop {
             identity,
             catalog,
             orders,
+            identity_grpc,
             catalog_grpc,
             cart_grpc,
             settings,

@@ -8,6 +8,7 @@ mod distributed;
 mod events;
 mod identity;
 mod inventory;
+mod links;
 mod observability;
 mod orders;
 mod recovery;

@@ -98,6 +98,7 @@ impl Cluster {
                 "identity",
                 vec![
                     ("EMPORIUM_IDENTITY__LISTEN", format!("127.0.0.1:{}", http["identity"])),
+                    ("EMPORIUM_IDENTITY__GRPC_LISTEN", format!("127.0.0.1:{}", testkit::free_port())),
                     ("EMPORIUM_IDENTITY__DATABASE_URL", dbs[0].url.clone()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024".to_owned()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__ITERATIONS", "1".to_owned()),

@@ -53,6 +53,7 @@ impl Process {
         .collect();
         for key in [
             "IDENTITY__LISTEN",
+            "IDENTITY__GRPC_LISTEN",
             "CATALOG__LISTEN",
             "CATALOG__GRPC_LISTEN",
             "CART__LISTEN",

@@ -2,14 +2,19 @@
 //! (`social`), the user's own profile, and the administration of users. Transport-agnostic:
 //! HTTP handlers and the CLI call these.
 
+mod links;
 mod social;
 
+pub use links::LinkError;
 pub use social::{BeginSignIn, Callback, Identity, ProviderInfo};
 
 use std::net::IpAddr;
 
 use chrono::Duration as ChronoDuration;
-use events::{CloudEvent, payloads::UserRegistered};
+use events::{
+    CloudEvent,
+    payloads::{UserRegistered, UserSessionsRevoked},
+};
 use platform::{
     db::{Tx, is_unique_violation},
     pagination::{Page, PageRequest},
@@ -60,6 +65,8 @@ struct NewAccount<'a> {
     email_verified: bool,
     /// `password`, or the provider's id.
     signed_up_with: &'a str,
+    /// Whether to send a link proving the email (a customer's unverified address).
+    request_verification: bool,
 }
 
 pub struct UpdateProfile {
@@ -74,11 +81,20 @@ pub struct Accounts {
     keys: KeyRing,
     providers: Providers,
     config: Config,
+    /// The key one-time link tokens are derived with ([`links`]).
+    link_secret: Vec<u8>,
 }
 
 impl Accounts {
-    pub fn new(store: Store, hasher: Hasher, keys: KeyRing, providers: Providers, config: Config) -> Self {
-        Self { store, hasher, keys, providers, config }
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        keys: KeyRing,
+        providers: Providers,
+        config: Config,
+        link_secret: Vec<u8>,
+    ) -> Self {
+        Self { store, hasher, keys, providers, config, link_secret }
     }
 
     pub fn store(&self) -> &Store {
@@ -95,24 +111,34 @@ impl Accounts {
 
     pub async fn register(&self, command: Register, origin: &Origin) -> Result<Tokens, IdentityError> {
         let hash = self.hasher.hash(command.password.expose()).await?;
-        let user =
-            self.create_user(&command.email, command.name.as_str(), Some(&hash), &RoleSet::customer(), origin).await?;
+        let user = self
+            .create_user(&command.email, command.name.as_str(), Some(&hash), &RoleSet::customer(), true, origin)
+            .await?;
         metrics::counter!("identity_registrations_total").increment(1);
         self.start_session(user).await
     }
 
-    /// Creates a user and announces it (`user.registered`) in one transaction.
+    /// Creates a user and announces it (`user.registered`) in one transaction, with a request
+    /// to verify the email when `request_verification`.
     async fn create_user(
         &self,
         email: &Email,
         name: &str,
         password_hash: Option<&str>,
         roles: &RoleSet,
+        request_verification: bool,
         origin: &Origin,
     ) -> Result<User, IdentityError> {
         let mut tx = self.store.db().begin().await?;
-        let account =
-            NewAccount { email, name, password_hash, roles, email_verified: false, signed_up_with: "password" };
+        let account = NewAccount {
+            email,
+            name,
+            password_hash,
+            roles,
+            email_verified: false,
+            signed_up_with: "password",
+            request_verification,
+        };
         let user = self.insert_user(&mut tx, &account, origin).await?;
         tx.commit().await?;
         Ok(user)
@@ -145,7 +171,7 @@ impl Accounts {
         };
         let event = CloudEvent::new(SERVICE, &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
         events::enqueue(tx, &event).await?;
-        Ok(User {
+        let user = User {
             id,
             email: account.email.as_str().to_owned(),
             email_verified: account.email_verified,
@@ -153,7 +179,11 @@ impl Accounts {
             roles: account.roles.clone(),
             created_at: at,
             updated_at: at,
-        })
+        };
+        if account.request_verification && !account.email_verified {
+            self.request_verification_in(tx, &user, origin).await?;
+        }
+        Ok(user)
     }
 
     pub async fn login(&self, email: &str, password: &Password, origin: &Origin) -> Result<Tokens, IdentityError> {
@@ -225,7 +255,7 @@ impl Accounts {
             (at + self.ttl(self.config.refresh_token_ttl)?).min(at + self.ttl(self.config.session_max_age)?);
         self.store.insert_refresh_token(&mut tx, &digest, session_id, at, token_expires).await?;
         tx.commit().await?;
-        let (access_token, expires_in) = self.keys.issue(user.id, &user.roles, session_id)?;
+        let (access_token, expires_in) = self.keys.issue(&user, session_id)?;
         Ok(Tokens { user, access_token, refresh_token, expires_in })
     }
 
@@ -265,7 +295,7 @@ impl Accounts {
         self.store.insert_refresh_token(&mut tx, &next_digest, session.id, at, next_expires).await?;
         tx.commit().await?;
         let user = record.into_user();
-        let (access_token, expires_in) = self.keys.issue(user.id, &user.roles, session.id)?;
+        let (access_token, expires_in) = self.keys.issue(&user, session.id)?;
         metrics::counter!("identity_token_refreshes_total", "outcome" => "success").increment(1);
         Ok(Tokens { user, access_token, refresh_token, expires_in })
     }
@@ -322,6 +352,10 @@ impl Accounts {
             .ok_or(IdentityError::UserNotFound)?;
         if new_hash.is_some() {
             self.store.revoke_sessions_of_user(&mut tx, user_id, session_id, "password changed", at).await?;
+            let payload =
+                UserSessionsRevoked { user_id, reason: "password_changed".to_owned(), kept_session_id: session_id, at };
+            let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
+            events::enqueue(&mut tx, &event).await?;
         }
         tx.commit().await?;
         Ok(updated.into_user())
@@ -361,7 +395,9 @@ impl Accounts {
             return Err(IdentityError::EmailTaken);
         }
         let hash = self.hasher.hash(password.expose()).await?;
-        let user = self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), &Origin::default()).await?;
+        // An operator's address, set in configuration: nothing to prove by mail.
+        let user =
+            self.create_user(email, name.as_str(), Some(&hash), &RoleSet::admin(), false, &Origin::default()).await?;
         Ok(user)
     }
 
@@ -386,11 +422,13 @@ impl Accounts {
     pub async fn prune(&self) -> Result<(), IdentityError> {
         let at = now();
         self.store.prune_sessions(at - self.ttl(self.config.refresh_token_ttl)?).await?;
-        self.store.prune_login_failures(at.timestamp() - self.config.login_throttle.window.as_secs() as i64).await?;
+        let throttle_window = self.config.login_throttle.window.max(self.config.links.window);
+        self.store.prune_login_failures(at.timestamp() - throttle_window.as_secs() as i64).await?;
         let key_window =
             self.config.access_token_ttl + self.config.key_reload_interval * 2 + std::time::Duration::from_secs(3600);
         self.store.prune_signing_keys(at - self.ttl(key_window)?).await?;
         self.store.prune_social(at).await?;
+        self.store.prune_link_requests(at).await?;
         Ok(())
     }
 }

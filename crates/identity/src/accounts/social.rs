@@ -315,6 +315,7 @@ impl Accounts {
                     roles: &RoleSet::customer(),
                     email_verified: asserted.email_verified,
                     signed_up_with: provider,
+                    request_verification: !asserted.email_verified,
                 };
                 let user = match self.insert_user(&mut tx, &account, origin).await {
                     Ok(user) => user,

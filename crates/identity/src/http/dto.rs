@@ -87,6 +87,75 @@ impl Input for PresentedToken {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+pub struct VerifyEmailRequest {
+    /// The token of the link the verification email carries.
+    pub token: String,
+}
+
+/// A one-time link's token, as the user brings it back.
+pub struct LinkToken(pub String);
+
+impl Input for LinkToken {
+    type Raw = VerifyEmailRequest;
+    fn parse(raw: VerifyEmailRequest) -> Result<Self, Vec<platform::FieldError>> {
+        if raw.token.trim().is_empty() {
+            return Err(vec![platform::FieldError::new("token", "is required")]);
+        }
+        Ok(Self(raw.token.trim().to_owned()))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ForgotPasswordRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+pub struct ForgotPassword {
+    pub email: Email,
+}
+
+impl Input for ForgotPassword {
+    type Raw = ForgotPasswordRequest;
+    fn parse(raw: ForgotPasswordRequest) -> Result<Self, Vec<platform::FieldError>> {
+        let mut fields = Fields::default();
+        match fields.check("email", Email::parse(&raw.email)) {
+            Some(email) => Ok(Self { email }),
+            None => Err(fields.into_errors()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetPasswordRequest {
+    /// The token of the link the reset email carries.
+    pub token: String,
+    /// The new password, at least 10 characters.
+    #[schema(min_length = 10)]
+    pub password: String,
+}
+
+pub struct ResetPassword {
+    pub token: String,
+    pub password: NewPassword,
+}
+
+impl Input for ResetPassword {
+    type Raw = ResetPasswordRequest;
+    fn parse(raw: ResetPasswordRequest) -> Result<Self, Vec<platform::FieldError>> {
+        let mut fields = Fields::default();
+        if raw.token.trim().is_empty() {
+            fields.push("token", "is required");
+        }
+        let password = fields.check("password", NewPassword::parse(raw.password));
+        match password {
+            Some(password) if fields.is_empty() => Ok(Self { token: raw.token.trim().to_owned(), password }),
+            _ => Err(fields.into_errors()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateMeRequest {
     pub name: Option<String>,
     /// The new password (at least 10 characters); needs `current_password`.

@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/email/verify", post(verify_email))
+        .route("/api/v1/auth/email/resend", post(resend_verification))
+        .route("/api/v1/auth/password/forgot", post(forgot_password))
+        .route("/api/v1/auth/password/reset", post(reset_password))
         .route("/api/v1/auth/providers", get(social::providers))
         .route("/api/v1/auth/oauth/{provider}/authorize", get(social::authorize))
         .route("/api/v1/auth/oauth/{provider}/callback", get(social::callback))
@@ -62,7 +66,7 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(register, login, refresh, logout, me, update_me, list_users, set_roles, jwks,
+    paths(register, login, refresh, logout, verify_email, resend_verification, forgot_password, reset_password, me, update_me, list_users, set_roles, jwks,
         social::providers, social::authorize, social::callback, social::exchange, social::identities, social::unlink),
     components(schemas(Problem, platform::FieldError, social::ProviderView, social::IdentityView, social::ExchangeRequest, social::AuthorizeView)),
     modifiers(&BearerAuth),
@@ -168,6 +172,72 @@ async fn logout(
     ApiJson(token): ApiJson<PresentedToken>,
 ) -> Result<StatusCode, IdentityError> {
     state.accounts.logout(&token.0).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Prove the email a verification link was sent to.
+#[utoipa::path(post, path = "/api/v1/auth/email/verify", tag = "identity", request_body = VerifyEmailRequest,
+    responses(
+        (status = 204, description = "The user's email_verified is true; access tokens issued from now on say so"),
+        (status = 400, description = "Not a link token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, spent, expired or replaced link", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn verify_email(
+    State(state): State<AppState>,
+    ApiJson(token): ApiJson<LinkToken>,
+) -> Result<StatusCode, IdentityError> {
+    state.accounts.verify_email(&token.0).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Send the signed-in user a new verification email (the previous link stops working).
+#[utoipa::path(post, path = "/api/v1/auth/email/resend", tag = "identity", security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A new link is on its way (nothing is sent for an email already verified)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many asked for; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn resend_verification(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    caller: Caller,
+) -> Result<StatusCode, IdentityError> {
+    state.accounts.resend_verification(caller.user_id, &origin).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Ask for a password reset link. The answer is the same whether or not an account has this
+/// email.
+#[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "identity", request_body = ForgotPasswordRequest,
+    responses(
+        (status = 202, description = "If an account has this email, a link valid 30 minutes is on its way"),
+        (status = 422, description = "Not an email address", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many asked for this address or from this client; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn forgot_password(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    ApiJson(command): ApiJson<ForgotPassword>,
+) -> Result<StatusCode, IdentityError> {
+    state.accounts.forgot_password(&command.email, &origin).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Set a new password with a reset link; every session of the user is revoked.
+#[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "identity", request_body = ResetPasswordRequest,
+    responses(
+        (status = 204, description = "The password is set, the email counts as verified, every session is revoked"),
+        (status = 400, description = "Not a link token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, spent, expired or replaced link", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The password is too short", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reset_password(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    ApiJson(command): ApiJson<ResetPassword>,
+) -> Result<StatusCode, IdentityError> {
+    state.accounts.reset_password(&command.token, &command.password, &origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,6 +4,7 @@
 //! SQL is shared between PostgreSQL and SQLite except where noted.
 
 mod keys;
+mod links;
 mod sessions;
 mod social;
 mod throttle;
@@ -13,6 +14,7 @@ use platform::db::{ConnectError, Db};
 use sqlx::migrate::Migrator;
 
 pub use keys::StoredKey;
+pub use links::NewLinkRequest;
 pub use sessions::RefreshOutcome;
 pub use social::{IdentityRow, StateRow, Unlink};
 pub use users::NewUser;

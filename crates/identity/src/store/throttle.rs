@@ -1,4 +1,5 @@
-//! Failed-login counters (`login_throttle`), in fixed windows per key.
+//! Counters in fixed windows per key (`login_throttle`): failed logins, and links asked for by
+//! email (keys prefixed `link:`).
 
 use platform::with_db;
 
@@ -39,6 +40,25 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ())
+        })
+    }
+
+    /// Counts one attempt for `key` like [`Store::record_login_failure`] and returns the count
+    /// in the current window, this attempt included.
+    pub async fn count_attempt(&self, key: &str, now: i64, window_secs: i64) -> Result<ThrottleState, sqlx::Error> {
+        with_db!(&self.db, |pool| {
+            sqlx::query_as(
+            "INSERT INTO login_throttle (key, failures, window_started_at) VALUES ($1, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+               failures = CASE WHEN login_throttle.window_started_at <= $3 THEN 1 ELSE login_throttle.failures + 1 END,
+               window_started_at = CASE WHEN login_throttle.window_started_at <= $3 THEN $2 ELSE login_throttle.window_started_at END
+             RETURNING key, failures, window_started_at"
+        )
+        .bind(key)
+        .bind(now)
+        .bind(now - window_secs)
+        .fetch_one(pool)
+        .await
         })
     }
 
