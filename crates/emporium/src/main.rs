@@ -164,10 +164,22 @@ async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()>
     let shop = Shop::start(settings.clone(), &services, shutdown).await?;
     if embedded && let Some(gateway) = shop.gateway {
         eprintln!(
-            "\nEmporium is running.\n  API:       http://{gateway}/api/v1/\n  API docs:  http://{gateway}/docs\n  data:      {}\n\n\
+            "\nEmporium is running.\n  API:       http://{gateway}/api/v1/\n  API docs:  http://{gateway}/docs\n  data:      {}\n  emails:    {}\n\n\
              Create an administrator with\n  cargo run --release -- admin create --email you@example.com --password '<at least 10 characters>'\n\
              or start with EMPORIUM_BOOTSTRAP_ADMIN_EMAIL and EMPORIUM_BOOTSTRAP_ADMIN_PASSWORD set.\n",
-            settings.data_dir.display()
+            settings.data_dir.display(),
+            match &settings.notifications.smtp.url {
+                Some(_) => "sent to the configured SMTP server".to_owned(),
+                None => format!(
+                    "written to {} (one .eml file each)",
+                    settings
+                        .notifications
+                        .mailbox_dir
+                        .clone()
+                        .unwrap_or_else(|| settings.data_dir.join("mailbox"))
+                        .display()
+                ),
+            }
         );
     }
     let stopped = shop.wait().await;
@@ -184,6 +196,7 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
             Service::Catalog => catalog::migrate(&settings.catalog, &shared).await,
             Service::Cart => cart::migrate(&settings.cart, &shared).await,
             Service::Orders => orders::migrate(&settings.orders, &shared).await,
+            Service::Notifications => notifications::migrate(&settings.notifications, &shared).await,
             Service::Gateway => continue,
         };
         migrated.with_context(|| format!("migrating {service}"))?;

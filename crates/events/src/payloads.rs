@@ -135,6 +135,9 @@ event!(CartCheckedOut, "cart.checked_out", |e| e.cart_id.clone());
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub sku: String,
+    /// The product's title when the order was placed (events of before say nothing).
+    #[serde(default)]
+    pub title: String,
     pub quantity: i64,
     pub unit_price: Money,
 }

@@ -33,6 +33,7 @@ impl Default for Config {
                 ("catalog".to_owned(), pool("http://127.0.0.1:8082")),
                 ("cart".to_owned(), pool("http://127.0.0.1:8083")),
                 ("orders".to_owned(), pool("http://127.0.0.1:8084")),
+                ("notifications".to_owned(), pool("http://127.0.0.1:8085")),
             ]),
             routes: vec![
                 RouteConfig::new("/api/v1/auth", "identity", AuthPolicy::None),
@@ -44,6 +45,7 @@ impl Default for Config {
                 RouteConfig::new("/api/v1/carts", "cart", AuthPolicy::Optional),
                 RouteConfig::new("/api/v1/orders", "orders", AuthPolicy::Required),
                 RouteConfig::new("/api/v1/admin/orders", "orders", AuthPolicy::Required),
+                RouteConfig::new("/api/v1/admin/notifications", "notifications", AuthPolicy::Required),
                 // Providers sign their notifications; they carry no token.
                 RouteConfig::new("/api/v1/payments", "orders", AuthPolicy::None),
             ],

@@ -111,6 +111,9 @@ async fn bootstrap_admin(accounts: &Accounts, admin: &BootstrapAdmin) -> Result<
 /// Registers identity's counters at zero, so that rates and alerts have series from the start.
 fn register_metrics(config: &Config) {
     metrics::counter!("identity_registrations_total").absolute(0);
+    metrics::counter!("identity_email_verifications_total").absolute(0);
+    metrics::counter!("identity_password_resets_requested_total").absolute(0);
+    metrics::counter!("identity_password_resets_total").absolute(0);
     for outcome in ["success", "invalid", "throttled"] {
         metrics::counter!("identity_logins_total", "outcome" => outcome).absolute(0);
     }

@@ -22,6 +22,7 @@ pub mod names {
     pub const CATALOG: &str = "catalog";
     pub const CART: &str = "cart";
     pub const ORDERS: &str = "orders";
+    pub const NOTIFICATIONS: &str = "notifications";
     pub const GATEWAY: &str = "gateway";
 }
 

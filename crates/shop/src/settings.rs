@@ -31,6 +31,7 @@ pub struct Settings {
     pub catalog: catalog::Config,
     pub cart: cart::Config,
     pub orders: orders::Config,
+    pub notifications: notifications::Config,
     pub gateway: gateway::Config,
 }
 
@@ -49,6 +50,7 @@ impl Default for Settings {
             catalog: catalog::Config::default(),
             cart: cart::Config::default(),
             orders: orders::Config::default(),
+            notifications: notifications::Config::default(),
             gateway: gateway::Config::default(),
         }
     }
@@ -68,6 +70,7 @@ impl Settings {
         settings.catalog.validate().map_err(anyhow::Error::msg)?;
         settings.cart.validate().map_err(anyhow::Error::msg)?;
         settings.orders.validate().map_err(anyhow::Error::msg)?;
+        settings.notifications.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
         Ok(settings)
@@ -118,7 +121,9 @@ mod tests {
         let settings = settings.unwrap();
         assert_eq!(settings.identity.database_url.as_deref(), Some("postgres://emporium@db:5432/identity"));
         assert_eq!(settings.gateway.upstreams["identity"].urls.len(), 2);
-        assert_eq!(settings.gateway.routes.len(), 10);
+        assert_eq!(settings.gateway.routes.len(), 11);
+        assert_eq!(settings.notifications.smtp.url.as_deref(), Some("smtp://smtp.example.com:587"));
+        assert_eq!(settings.identity.links.reset_password_ttl, std::time::Duration::from_secs(30 * 60));
         assert_eq!(settings.orders.database_url.as_deref(), Some("postgres://emporium@db:5432/orders"));
         assert_eq!(settings.orders.pricing.tax_rates["DE"], 1900);
         assert_eq!(settings.cart.store_url.as_deref(), Some("redis://redis:6379/0"));

@@ -20,12 +20,13 @@ pub enum Service {
     Catalog,
     Cart,
     Orders,
+    Notifications,
     Gateway,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] =
-        [Service::Identity, Service::Catalog, Service::Cart, Service::Orders, Service::Gateway];
+    pub const ALL: [Service; 6] =
+        [Service::Identity, Service::Catalog, Service::Cart, Service::Orders, Service::Notifications, Service::Gateway];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +34,7 @@ impl Service {
             Self::Catalog => catalog::SERVICE,
             Self::Cart => cart::SERVICE,
             Self::Orders => orders::SERVICE,
+            Self::Notifications => notifications::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -47,10 +49,9 @@ impl fmt::Display for Service {
 impl FromStr for Service {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|service| service.name() == s)
-            .ok_or_else(|| format!("unknown service {s:?}; expected one of: identity, catalog, cart, orders, gateway"))
+        Self::ALL.into_iter().find(|service| service.name() == s).ok_or_else(|| {
+            format!("unknown service {s:?}; expected one of: identity, catalog, cart, orders, notifications, gateway")
+        })
     }
 }
 
@@ -69,6 +70,7 @@ pub struct Shop {
     /// The cart's gRPC service for orders.
     pub cart_grpc: Option<SocketAddr>,
     pub orders: Option<SocketAddr>,
+    pub notifications: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
@@ -93,6 +95,9 @@ impl Shop {
                 (Service::Catalog, Some(events)) => catalog::build(settings.catalog.clone(), &shared, events).await,
                 (Service::Cart, Some(events)) => cart::build(settings.cart.clone(), &shared, events).await,
                 (Service::Orders, Some(events)) => orders::build(settings.orders.clone(), &shared, events).await,
+                (Service::Notifications, Some(events)) => {
+                    notifications::build(settings.notifications.clone(), &shared, events).await
+                }
                 (Service::Gateway, _) => gateway::build(settings.gateway.clone(), &shared).await,
                 (_, None) => unreachable!("the bus is connected when a service needs it"),
             };
@@ -122,6 +127,7 @@ impl Shop {
             cart: http(Service::Cart),
             cart_grpc: grpc(Service::Cart),
             orders: http(Service::Orders),
+            notifications: http(Service::Notifications),
             gateway: http(Service::Gateway),
             supervisor,
             shutdown,

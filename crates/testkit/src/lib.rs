@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod otlp;
 pub mod providers;
 mod redis;
+pub mod smtp;
 
 pub use browser::Browser;
 pub use client::{TestClient, TestResponse};

@@ -71,6 +71,7 @@ fn ephemeral_ports(settings: &mut Settings) {
         &mut settings.cart.listen,
         &mut settings.cart.grpc_listen,
         &mut settings.orders.listen,
+        &mut settings.notifications.listen,
         &mut settings.gateway.listen,
     ] {
         *addr = any;

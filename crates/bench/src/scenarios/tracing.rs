@@ -63,6 +63,7 @@ async fn start(name: String, bench: &CatalogBench, url: &str, otel: &[(&str, Str
         "CART__LISTEN",
         "CART__GRPC_LISTEN",
         "ORDERS__LISTEN",
+        "NOTIFICATIONS__LISTEN",
     ] {
         command.env(format!("EMPORIUM_{key}"), "127.0.0.1:0");
     }

@@ -31,6 +31,7 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.cart.listen = "127.0.0.1:0".parse().unwrap();
     settings.cart.grpc_listen = "127.0.0.1:0".parse().unwrap();
     settings.orders.listen = "127.0.0.1:0".parse().unwrap();
+    settings.notifications.listen = "127.0.0.1:0".parse().unwrap();
     settings.orders.sweep_interval = std::time::Duration::from_millis(200);
     settings.orders.rpc_timeout = std::time::Duration::from_secs(1);
     settings.orders.payments.timeout = std::time::Duration::from_secs(2);
@@ -45,6 +46,7 @@ pub struct TestShop {
     pub identity: TestClient,
     pub catalog: TestClient,
     pub orders: TestClient,
+    pub notifications: TestClient,
     /// Identity's gRPC service for notifications.
     pub identity_grpc: String,
     /// The catalog's gRPC inventory service.
@@ -60,6 +62,9 @@ pub struct TestShop {
     catalog_db: Option<TestDatabase>,
     /// The orders service's own database, on the same backend as identity's.
     orders_db: Option<TestDatabase>,
+    /// The notifications service's own database, on the same backend as identity's (held so
+    /// that it is dropped with the shop).
+    _notifications_db: Option<TestDatabase>,
 }
 
 impl TestShop {
@@ -75,6 +80,8 @@ impl TestShop {
         settings.catalog.database_url = catalog_db.as_ref().map(|d| d.url.clone());
         let orders_db = TestDatabase::create(db.backend).await;
         settings.orders.database_url = orders_db.as_ref().map(|d| d.url.clone());
+        let notifications_db = TestDatabase::create(db.backend).await;
+        settings.notifications.database_url = notifications_db.as_ref().map(|d| d.url.clone());
         configure(&mut settings);
         let stop = CancellationToken::new();
         let shop = Shop::start(settings.clone(), &Service::ALL, stop.clone()).await.expect("shop starts");
@@ -82,6 +89,7 @@ impl TestShop {
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
         let orders = TestClient::new(format!("http://{}", shop.orders.unwrap()));
+        let notifications = TestClient::new(format!("http://{}", shop.notifications.unwrap()));
         let identity_grpc = format!("http://{}", shop.identity_grpc.unwrap());
         let catalog_grpc = format!("http://{}", shop.catalog_grpc.unwrap());
         let cart_grpc = format!("http://{}", shop.cart_grpc.unwrap());
@@ -90,6 +98,7 @@ impl TestShop {
             identity,
             catalog,
             orders,
+            notifications,
             identity_grpc,
             catalog_grpc,
             cart_grpc,
@@ -100,6 +109,7 @@ impl TestShop {
             db,
             catalog_db,
             orders_db,
+            _notifications_db: notifications_db,
         }
     }
 
@@ -163,6 +173,7 @@ impl TestShop {
         // The catalog's and orders' databases go with this shop; the next one gets embedded ones.
         settings.catalog.database_url = None;
         settings.orders.database_url = None;
+        settings.notifications.database_url = None;
         // A placeholder takes the database's place so that Drop has something to drop.
         let db = std::mem::replace(&mut self.db, TestDatabase::sqlite());
         (settings, db)

@@ -9,6 +9,7 @@ mod events;
 mod identity;
 mod inventory;
 mod links;
+mod notifications;
 mod observability;
 mod orders;
 mod recovery;

@@ -59,6 +59,7 @@ impl Process {
             "CART__LISTEN",
             "CART__GRPC_LISTEN",
             "ORDERS__LISTEN",
+            "NOTIFICATIONS__LISTEN",
         ] {
             env.push((format!("EMPORIUM_{key}"), format!("127.0.0.1:{}", testkit::free_port())));
         }

@@ -225,6 +225,7 @@ impl Order {
                 .iter()
                 .map(|l| payloads::OrderLine {
                     sku: l.sku.clone(),
+                    title: l.title.clone(),
                     quantity: l.quantity,
                     unit_price: order.money(l.unit_price),
                 })

@@ -1,0 +1,305 @@
+//! Sending: claims due deliveries, makes each message (asking identity whom to write to and,
+//! for links, the link), hands it to the mailer and records the outcome. A failure that may
+//! pass (the mail server or identity down, a 4xx) is retried with exponential backoff; one that
+//! cannot (a 5xx refusal, a dead link, a user gone) is recorded as `failed`, visible to
+//! operators, who can queue it again.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use lettre::message::Mailbox;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    config::Config,
+    mailer::{self, Mailer, SendError},
+    peers::{Identity, PeerError},
+    store::{Delivery, Outcome, Store},
+    templates::Templates,
+};
+
+/// How long a claimed message is held before another sender may take it (a crashed sender's
+/// messages come back after this).
+const LEASE: Duration = Duration::from_secs(120);
+
+pub struct Sender {
+    store: Store,
+    identity: Identity,
+    templates: Templates,
+    mailer: Mailer,
+    from: Mailbox,
+    config: Config,
+}
+
+/// Why one message was not sent.
+enum Failure {
+    Retry(String),
+    Permanent(String),
+}
+
+impl From<PeerError> for Failure {
+    fn from(error: PeerError) -> Self {
+        match error {
+            PeerError::Gone(reason) => Self::Permanent(format!("cannot be made any more: {reason}")),
+            PeerError::Unavailable(reason) => Self::Retry(reason),
+        }
+    }
+}
+
+impl Sender {
+    pub fn new(store: Store, identity: Identity, templates: Templates, mailer: Mailer, config: Config) -> Self {
+        let from = config.from.parse().expect("validated at start");
+        Self { store, identity, templates, mailer, from, config }
+    }
+
+    /// Sends until `stop`: every `send_interval`, or at once when `wake` is told of new mail.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, stop: CancellationToken) {
+        tracing::info!(to = %self.mailer.describe(), "sending email");
+        loop {
+            let busy = match self.send_due().await {
+                Ok(sent) => sent == self.config.batch_size as usize,
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the messages to send");
+                    false
+                }
+            };
+            if let Ok(depth) = self.store.queued().await {
+                metrics::gauge!("notifications_queue_depth").set(depth as f64);
+            }
+            if busy {
+                // A full batch: there may be more due at once.
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.config.send_interval) => {}
+            }
+        }
+    }
+
+    /// Sends one batch of due messages; returns how many were claimed.
+    pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
+        let now = platform::time::now();
+        let claimed = self.store.claim(now, now + LEASE, self.config.batch_size).await?;
+        let count = claimed.len();
+        let sends = claimed.into_iter().map(|delivery| {
+            // The send continues the trace of the event that caused it: a checkout's email is
+            // part of the checkout's trace.
+            let (span, scope) = platform::telemetry::trace::start(delivery.traceparent.as_deref(), || {
+                tracing::info_span!("send_email", otel.kind = "producer", "notifications.template" = %delivery.template)
+            });
+            scope.run(self.send_one(delivery).instrument(span))
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result?;
+        }
+        Ok(count)
+    }
+
+    async fn send_one(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
+        let started = std::time::Instant::now();
+        let (recipient, result) = self.attempt(&delivery).await;
+        let now = platform::time::now();
+        let (outcome, label) = match &result {
+            Ok(path) => {
+                match path {
+                    Some(path) => tracing::info!(template = %delivery.template, delivery_id = %delivery.id,
+                        path = %path.display(), "email written to the mailbox"),
+                    None => tracing::info!(template = %delivery.template, delivery_id = %delivery.id, "email sent"),
+                }
+                (Outcome::Sent, "sent")
+            }
+            Err(Failure::Retry(error)) if (delivery.attempts as u32) < self.config.max_attempts => {
+                let wait = self.backoff(delivery.attempts as u32);
+                tracing::warn!(template = %delivery.template, delivery_id = %delivery.id, error = %error,
+                    attempt = delivery.attempts, retry_in_secs = wait.num_seconds(), "email not sent; will retry");
+                (Outcome::Retry { error, next_attempt_at: now + wait }, "retried")
+            }
+            Err(Failure::Retry(error) | Failure::Permanent(error)) => {
+                tracing::warn!(template = %delivery.template, delivery_id = %delivery.id, error = %error,
+                    attempt = delivery.attempts, "email failed for good");
+                (Outcome::Failed { error }, "failed")
+            }
+        };
+        metrics::counter!("notifications_sent_total", "template" => delivery.template.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("notifications_send_duration_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        self.store.record(delivery.id, recipient.as_deref(), &outcome, now).await
+    }
+
+    fn backoff(&self, attempts: u32) -> chrono::Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+        let wait = self.config.retry_base.saturating_mul(factor).min(self.config.retry_max);
+        chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
+    }
+
+    /// Makes and hands over one message; returns the address it was for (once known).
+    async fn attempt(&self, delivery: &Delivery) -> (Option<String>, Result<Option<std::path::PathBuf>, Failure>) {
+        let (contact, link) = match self.whom(delivery).await {
+            Ok(found) => found,
+            Err(failure) => return (None, Err(failure)),
+        };
+        let recipient = Some(contact.email.clone());
+        let made = self.context(delivery, &contact, link.as_ref()).and_then(|context| {
+            let rendered = self
+                .templates
+                .render(&delivery.template, &context)
+                .map_err(|e| Failure::Permanent(format!("{e}: {}", platform::http::problem::error_chain(&e))))?;
+            let to = mailer::mailbox(&contact.name, &contact.email).map_err(Failure::Permanent)?;
+            // The delivery's id names the message, so that a message sent twice (a crash between
+            // sending and recording) can be recognised as one.
+            let message_id = format!("<{}@emporium>", delivery.id);
+            mailer::compose(&self.from, to, rendered, message_id).map_err(Failure::Permanent)
+        });
+        let message = match made {
+            Ok(message) => message,
+            Err(failure) => return (recipient, Err(failure)),
+        };
+        let sent = self.mailer.send(message, self.config.smtp.timeout).await.map_err(|e| match e {
+            SendError::Transient(e) => Failure::Retry(e),
+            SendError::Permanent(e) => Failure::Permanent(e),
+        });
+        (recipient, sent)
+    }
+
+    /// The contact to write to, and the link when the message carries one.
+    async fn whom(&self, delivery: &Delivery) -> Result<(crate::peers::Contact, Option<Link>), Failure> {
+        match delivery.template.as_str() {
+            "verify_email" | "reset_password" => {
+                let request_id = uuid_at(&delivery.data, "request_id")
+                    .ok_or_else(|| Failure::Permanent("the event names no request".to_owned()))?;
+                let link = self.identity.link(request_id).await?;
+                let contact = link.contact.clone().ok_or_else(|| Failure::Retry("identity named no contact".into()))?;
+                let expires_at = DateTime::from_timestamp(link.expires_at, 0).unwrap_or_else(platform::time::now);
+                Ok((contact, Some(Link { token: link.token, expires_at })))
+            }
+            _ => Ok((self.identity.contact(delivery.user_id).await?, None)),
+        }
+    }
+
+    fn context(
+        &self,
+        delivery: &Delivery,
+        contact: &crate::peers::Contact,
+        link: Option<&Link>,
+    ) -> Result<Value, Failure> {
+        let base = self.config.public_url.trim_end_matches('/');
+        let data = &delivery.data.0;
+        let mut context = json!({
+            "shop": {"name": self.config.shop_name, "url": base},
+            "user": {"name": contact.name, "email": contact.email},
+        });
+        let now = platform::time::now();
+        match (delivery.template.as_str(), link) {
+            ("verify_email", Some(link)) => {
+                context["link"] = json!(format!("{base}/account/verify-email?token={}", link.token));
+                context["expires_in_hours"] = json!(((link.expires_at - now).num_minutes() + 59).max(60) / 60);
+            }
+            ("reset_password", Some(link)) => {
+                context["link"] = json!(format!("{base}/account/reset-password?token={}", link.token));
+                context["expires_in_minutes"] = json!((link.expires_at - now).num_minutes().max(1));
+            }
+            (template, _) if template.starts_with("order_") => {
+                let order_id = uuid_at(data, "order_id")
+                    .ok_or_else(|| Failure::Permanent("the event names no order".to_owned()))?;
+                let lines: Vec<Value> = data["lines"]
+                    .as_array()
+                    .map(|lines| {
+                        lines
+                            .iter()
+                            .map(|line| {
+                                let quantity = line["quantity"].as_i64().unwrap_or(0);
+                                let unit = &line["unit_price"];
+                                let total = json!({
+                                    "amount": unit["amount"].as_i64().unwrap_or(0).saturating_mul(quantity),
+                                    "currency": unit["currency"],
+                                });
+                                json!({
+                                    "title": line["title"].as_str().unwrap_or(""),
+                                    "sku": line["sku"],
+                                    "quantity": quantity,
+                                    "unit_price": money(unit),
+                                    "line_total": money(&total),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let refunded = data["refunded"]["amount"].as_i64().filter(|a| *a > 0).map(|_| money(&data["refunded"]));
+                context["order"] = json!({
+                    "id": order_id,
+                    "number": data["number"].as_str().unwrap_or_default(),
+                    "url": format!("{base}/orders/{order_id}"),
+                    "total": data.get("total").map(money),
+                    "lines": lines,
+                    "payment_reference": data.get("payment_reference"),
+                    "reason": data.get("reason"),
+                    "carrier": data.get("carrier"),
+                    "tracking_number": data.get("tracking_number"),
+                    "refunded": refunded,
+                });
+            }
+            ("welcome", _) => {}
+            (template, _) => return Err(Failure::Permanent(format!("no message is made with {template}"))),
+        }
+        Ok(context)
+    }
+}
+
+struct Link {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+fn uuid_at(data: &Value, key: &str) -> Option<Uuid> {
+    data.get(key).and_then(Value::as_str).and_then(|v| Uuid::try_parse(v).ok())
+}
+
+/// `{"amount": 1250, "currency": "EUR"}` as a person reads it: `€12.50`, `CHF 12.50`, `¥1250`.
+pub fn money(value: &Value) -> String {
+    let amount = value["amount"].as_i64().unwrap_or(0);
+    let code = value["currency"].as_str().unwrap_or("");
+    let currency = iso_currency::Currency::from_code(code);
+    let exponent = currency.and_then(|c| c.exponent()).unwrap_or(2) as u32;
+    let digits = amount.unsigned_abs().to_string();
+    let number = if exponent == 0 {
+        digits
+    } else {
+        let padded = format!("{digits:0>width$}", width = exponent as usize + 1);
+        let (units, cents) = padded.split_at(padded.len() - exponent as usize);
+        format!("{units}.{cents}")
+    };
+    let sign = if amount < 0 { "-" } else { "" };
+    // The franc's sign (₣) is long out of use: the Swiss write the code.
+    let symbol = currency.filter(|_| code != "CHF").map(|c| c.symbol().symbol).unwrap_or_default();
+    // A sign such as € or $ goes before the number; a symbol made of letters reads better as the code.
+    if !symbol.is_empty() && !symbol.chars().any(char::is_alphabetic) {
+        format!("{sign}{symbol}{number}")
+    } else {
+        format!("{sign}{code} {number}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_as_people_write_it() {
+        assert_eq!(money(&json!({"amount": 1250, "currency": "EUR"})), "€12.50");
+        assert_eq!(money(&json!({"amount": 5, "currency": "USD"})), "$0.05");
+        assert_eq!(money(&json!({"amount": 1250, "currency": "JPY"})), "¥1250");
+        assert_eq!(money(&json!({"amount": 12345, "currency": "KWD"})), "KWD 12.345");
+        assert_eq!(money(&json!({"amount": -200, "currency": "GBP"})), "-£2.00");
+        assert_eq!(money(&json!({"amount": 1999, "currency": "CHF"})), "CHF 19.99");
+    }
+}
