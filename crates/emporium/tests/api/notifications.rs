@@ -62,16 +62,17 @@ async fn smtp(tls: Tls) -> Option<SmtpServer> {
     .await
 }
 
+/// The messages to `to` so far.
+async fn mail_now(server: &SmtpServer, to: &str) -> Vec<Value> {
+    let to = json!(to);
+    server.messages().await.into_iter().filter(|m| m["rcpt_tos"].as_array().is_some_and(|r| r.contains(&to))).collect()
+}
+
 /// The messages to `to`, once there are `count` (or what came within 10 s).
 async fn mail_to(server: &SmtpServer, to: &str, count: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let found: Vec<Value> = server
-            .messages()
-            .await
-            .into_iter()
-            .filter(|m| m["rcpt_tos"].as_array().is_some_and(|r| r.contains(&json!(to))))
-            .collect();
+        let found = mail_now(server, to).await;
         if found.len() >= count || std::time::Instant::now() > deadline {
             return found;
         }
@@ -137,7 +138,7 @@ async fn verification_and_reset_emails_work_through_the_gateway(db: TestDatabase
     assert_eq!(done.status, 204);
     assert_eq!(shop.login(&email, "a fresh passphrase").await.status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(mail_to(&server, &nobody, 1).await.is_empty(), "no mail for an address no account has");
+    assert!(mail_now(&server, &nobody).await.is_empty(), "no mail for an address no account has");
     // No secret in any event: the tokens were only ever in the emails.
     let db = shop.db().await;
     let envelopes: Vec<String> =
@@ -238,7 +239,7 @@ async fn a_mail_server_that_is_down_delays_mail_and_loses_none(db: TestDatabase)
     let all = shop.gateway.get("/api/v1/admin/notifications").bearer(&admin).send().await.json();
     assert_eq!(mail.len(), 1, "the mail arrives once the server is back: {all}");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(mail_to(&server, &email, 2).await.len(), 1, "and only once");
+    assert_eq!(mail_now(&server, &email).await.len(), 1, "and only once");
     let sent = shop.gateway.get("/api/v1/admin/notifications?status=sent").bearer(&admin).send().await.json();
     let delivery = sent["items"].as_array().unwrap().iter().find(|d| d["to"] == email.as_str()).cloned().unwrap();
     assert_eq!(delivery["template"], "verify_email");
@@ -302,6 +303,58 @@ async fn refused_mail_is_visible_and_can_be_sent_again(db: TestDatabase) {
     .await;
     assert!(again, "the resend was attempted (and refused again)");
     assert!(server.messages().await.iter().all(|m| m["rcpt_tos"] != json!([email])));
+}
+
+/// On RabbitMQ (with PostgreSQL): the notifications queue gets its events like any consumer, a
+/// redelivered event makes one email, and an order's email arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_flow_over_rabbitmq() {
+    if !testkit::broker::broker_available().await {
+        return;
+    }
+    let _lock = testkit::broker::broker_shared().await;
+    let Some(db) = TestDatabase::create(testkit::Backend::Postgres).await else { return };
+    let Some(server) = smtp(Tls::StartTls).await else { return };
+    let namespace = testkit::broker::unique_namespace("notifications");
+    let (port, ca_file) = (server.port, server.ca_file.clone());
+    let shop = TestShop::start_with(db, move |settings| {
+        settings.events.url = testkit::broker::amqp_url();
+        settings.events.namespace = namespace;
+        let n = &mut settings.notifications;
+        n.smtp.url = Some(format!("smtp://localhost:{port}"));
+        n.smtp.username = Some(SMTP_USER.to_owned());
+        n.smtp.password = Some(SMTP_PASSWORD.to_owned().into());
+        n.smtp.ca_file = ca_file;
+        n.public_url = "https://shop.example".to_owned();
+        n.send_interval = Duration::from_millis(100);
+    })
+    .await;
+    let email = unique_email("rabbit");
+    let registered = shop.register(&email).await;
+    let mail = mail_to(&server, &email, 1).await;
+    assert_eq!(mail.len(), 1, "the verification email came through RabbitMQ");
+    let token = token_in(&mail[0], "/account/verify-email");
+    let verified = shop.gateway.post("/api/v1/auth/email/verify").json(&json!({"token": token})).send().await;
+    assert_eq!(verified.status, 204);
+
+    let user_id = uuid::Uuid::parse_str(registered["user"]["id"].as_str().unwrap()).unwrap();
+    let payload = events::payloads::OrderShipped {
+        order_id: uuid::Uuid::now_v7(),
+        number: "EM-RABBIT".to_owned(),
+        user_id,
+        carrier: "UPS".to_owned(),
+        tracking_number: "1Z999".to_owned(),
+        at: chrono::Utc::now(),
+    };
+    let event = events::CloudEvent::new("orders", &payload, None).unwrap();
+    let bus = shop.settings.events().await.unwrap().bus;
+    bus.publish(std::slice::from_ref(&event)).await.unwrap();
+    bus.publish(std::slice::from_ref(&event)).await.unwrap();
+    let mail = mail_to(&server, &email, 2).await;
+    assert_eq!(mail.len(), 2);
+    assert!(mail[1]["text"].as_str().unwrap().contains("1Z999"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(mail_now(&server, &email).await.len(), 2, "one email for the event delivered twice");
 }
 
 /// With no SMTP server configured, the embedded shop writes each email to its mailbox.
