@@ -24,7 +24,7 @@ use crate::{
 /// Social sign-in's client secret: configured, never logged.
 const CLIENT_SECRET: &str = "observed-client-secret-6b1f";
 
-const SERVICES: [&str; 5] = ["identity", "catalog", "cart", "orders", "gateway"];
+const SERVICES: [&str; 6] = ["identity", "catalog", "cart", "orders", "notifications", "gateway"];
 /// The services that export over gRPC; the others use HTTP/protobuf.
 const OVER_GRPC: [&str; 3] = ["gateway", "orders", "catalog"];
 
@@ -68,7 +68,7 @@ impl Cluster {
             return None;
         }
         let mut dbs = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             dbs.push(TestDatabase::create(testkit::Backend::Postgres).await?);
         }
         let dir = testkit::temp_dir("observability");
@@ -76,6 +76,7 @@ impl Cluster {
         let port = |_: &str| testkit::free_port();
         let http: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (*s, port(s))).collect();
         let (catalog_grpc, cart_grpc) = (testkit::free_port(), testkit::free_port());
+        let identity_grpc = testkit::free_port();
         let namespace = testkit::broker::unique_namespace("observability");
         let redis_prefix = format!("test-obs-{}", uuid::Uuid::new_v4().simple());
         let url = |service: &str| format!("http://127.0.0.1:{}", http[service]);
@@ -98,7 +99,7 @@ impl Cluster {
                 "identity",
                 vec![
                     ("EMPORIUM_IDENTITY__LISTEN", format!("127.0.0.1:{}", http["identity"])),
-                    ("EMPORIUM_IDENTITY__GRPC_LISTEN", format!("127.0.0.1:{}", testkit::free_port())),
+                    ("EMPORIUM_IDENTITY__GRPC_LISTEN", format!("127.0.0.1:{identity_grpc}")),
                     ("EMPORIUM_IDENTITY__DATABASE_URL", dbs[0].url.clone()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024".to_owned()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__ITERATIONS", "1".to_owned()),
@@ -142,6 +143,14 @@ impl Cluster {
                 ],
             ),
             (
+                "notifications",
+                vec![
+                    ("EMPORIUM_NOTIFICATIONS__LISTEN", format!("127.0.0.1:{}", http["notifications"])),
+                    ("EMPORIUM_NOTIFICATIONS__DATABASE_URL", dbs[3].url.clone()),
+                    ("EMPORIUM_NOTIFICATIONS__IDENTITY_URL", format!("http://127.0.0.1:{identity_grpc}")),
+                ],
+            ),
+            (
                 "gateway",
                 vec![
                     ("EMPORIUM_GATEWAY__LISTEN", format!("127.0.0.1:{}", http["gateway"])),
@@ -149,6 +158,7 @@ impl Cluster {
                     ("EMPORIUM_GATEWAY__UPSTREAMS__CATALOG__URLS", format!("[\"{}\"]", url("catalog"))),
                     ("EMPORIUM_GATEWAY__UPSTREAMS__CART__URLS", format!("[\"{}\"]", url("cart"))),
                     ("EMPORIUM_GATEWAY__UPSTREAMS__ORDERS__URLS", format!("[\"{}\"]", url("orders"))),
+                    ("EMPORIUM_GATEWAY__UPSTREAMS__NOTIFICATIONS__URLS", format!("[\"{}\"]", url("notifications"))),
                 ],
             ),
         ]);
@@ -344,7 +354,7 @@ async fn the_distributed_shop_is_observable_end_to_end() {
 }
 
 /// One checkout is one trace: gateway → orders → catalog and cart (gRPC) → payment → the
-/// consumers of the events it caused, every span's parent in the trace.
+/// consumers of the events it caused and the emails it sends, every span's parent in the trace.
 async fn one_trace_from_the_gateway_to_the_consumers(receiver: &OtlpReceiver, trace_id: &str, parent_id: &str) {
     let complete = |spans: &[Value]| {
         let has = |service: &str, kind: i64, name: &str| {
@@ -368,6 +378,8 @@ async fn one_trace_from_the_gateway_to_the_consumers(receiver: &OtlpReceiver, tr
             && has("orders", CLIENT, "transaction orders")
             && spans.iter().any(|s| s["kind"] == PRODUCER)
             && spans.iter().any(|s| s["kind"] == CONSUMER)
+            && has("notifications", CONSUMER, "")
+            && has("notifications", PRODUCER, "send_email")
     };
     let mut spans = Vec::new();
     for _ in 0..100 {
@@ -427,8 +439,10 @@ async fn one_trace_from_the_gateway_to_the_consumers(receiver: &OtlpReceiver, tr
     };
     assert!(spans.iter().all(reaches_root));
     // The consumers of the stock changes the checkout caused are in the trace, below orders.
-    let consumer = spans.iter().find(|s| s["kind"] == CONSUMER).unwrap();
-    assert!(["catalog", "cart"].contains(&consumer["service"].as_str().unwrap()), "{consumer}");
+    let consumer = spans
+        .iter()
+        .find(|s| s["kind"] == CONSUMER && ["catalog", "cart"].contains(&s["service"].as_str().unwrap_or_default()))
+        .expect("a stock change's consumer is in the trace");
     assert_eq!(consumer["attributes"]["messaging.operation.type"], "process");
     // Both transports delivered, and the resource says who sent what.
     let transports: HashSet<&str> = spans.iter().filter_map(|s| s["transport"].as_str()).collect();
