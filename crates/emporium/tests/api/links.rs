@@ -136,7 +136,7 @@ async fn a_resent_link_replaces_the_old_one_and_resending_is_throttled(db: TestD
     assert_eq!(stale.status, 401);
     let newest = link(&shop, &ids[1]).await.unwrap();
 
-    // Three links per account per window: the registration's and two more.
+    // Three resends per account per window (the registration's own link is not counted).
     assert_eq!(shop.gateway.post("/api/v1/auth/email/resend").bearer(&access).send().await.status, 202);
     assert_eq!(shop.gateway.post("/api/v1/auth/email/resend").bearer(&access).send().await.status, 202);
     let throttled = shop.gateway.post("/api/v1/auth/email/resend").bearer(&access).send().await;
