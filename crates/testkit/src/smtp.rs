@@ -116,7 +116,8 @@ impl SmtpServer {
         if let Some(domain) = &self.options.reject_domain {
             command.args(["--reject-domain", domain]);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true).spawn().expect("python starts");
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true).spawn().expect("python starts");
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
         if !matches!(first, Ok(Ok(Some(ref line))) if line == "ready") {
@@ -185,8 +186,12 @@ async fn certificates(dir: &Path) -> PathBuf {
         "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.csr",
         "x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.cnf -out cert.pem",
     ] {
-        let made =
-            Command::new("openssl").args(step.split_whitespace()).current_dir(dir).output().await.expect("openssl runs");
+        let made = Command::new("openssl")
+            .args(step.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .await
+            .expect("openssl runs");
         assert!(made.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&made.stderr));
     }
     dir.join("ca.pem")
