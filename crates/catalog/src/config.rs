@@ -90,11 +90,7 @@ impl Config {
         {
             problems.push("catalog.replica_id must be letters, digits and '-'".to_owned());
         }
-        if let Some(url) = &self.database_url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
-        {
-            problems.push("catalog.database_url must start with sqlite: or postgres:".to_owned());
-        }
+        problems.extend(platform::db::check_database_url("catalog", self.database_url.as_deref()));
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 

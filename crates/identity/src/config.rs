@@ -251,11 +251,7 @@ impl Config {
         if l.verify_email_ttl < Duration::from_secs(60) || l.reset_password_ttl < Duration::from_secs(60) {
             problems.push("identity.links lifetimes must be at least a minute".to_owned());
         }
-        if let Some(url) = &self.database_url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
-        {
-            problems.push("identity.database_url must start with sqlite: or postgres:".to_owned());
-        }
+        problems.extend(platform::db::check_database_url("identity", self.database_url.as_deref()));
         self.social.check(&mut problems);
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }

@@ -98,11 +98,7 @@ impl Config {
     /// Checks what types alone cannot; each message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if let Some(url) = &self.database_url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
-        {
-            problems.push("notifications.database_url must start with sqlite: or postgres:".to_owned());
-        }
+        problems.extend(platform::db::check_database_url("notifications", self.database_url.as_deref()));
         if !(self.identity_url.starts_with("http://") || self.identity_url.starts_with("https://")) {
             problems.push("notifications.identity_url must be an http:// URL".to_owned());
         }

@@ -27,7 +27,6 @@ use tokio::sync::Notify;
 
 pub use config::Config;
 pub use http::ApiDoc;
-pub use templates::MESSAGES;
 
 /// The name this service goes by in logs, metrics and events.
 pub const SERVICE: &str = platform::service::names::NOTIFICATIONS;
@@ -71,7 +70,7 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
 
 /// Counters an alert or a dashboard watches start at zero.
 fn register_metrics() {
-    for template in templates::MESSAGES {
+    for &template in templates::MESSAGES {
         for outcome in ["sent", "retried", "failed"] {
             metrics::counter!("notifications_sent_total", "template" => template, "outcome" => outcome).absolute(0);
         }

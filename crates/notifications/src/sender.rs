@@ -7,7 +7,10 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use events::payloads::OrderLine;
 use lettre::message::Mailbox;
+use platform::money::Money;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -175,9 +178,9 @@ impl Sender {
     async fn whom(&self, delivery: &Delivery) -> Result<(crate::peers::Contact, Option<Link>), Failure> {
         match delivery.template.as_str() {
             "verify_email" | "reset_password" => {
-                let request_id = uuid_at(&delivery.data, "request_id")
-                    .ok_or_else(|| Failure::Permanent("the event names no request".to_owned()))?;
-                let link = self.identity.link(request_id).await?;
+                let request: LinkFacts = serde_json::from_value(delivery.data.0.clone())
+                    .map_err(|e| Failure::Permanent(format!("the event names no request: {e}")))?;
+                let link = self.identity.link(request.request_id).await?;
                 let contact = link.contact.clone().ok_or_else(|| Failure::Retry("identity named no contact".into()))?;
                 let expires_at = DateTime::from_timestamp(link.expires_at, 0).unwrap_or_else(platform::time::now);
                 Ok((contact, Some(Link { token: link.token, expires_at })))
@@ -209,43 +212,36 @@ impl Sender {
                 context["expires_in_minutes"] = json!((link.expires_at - now).num_minutes().max(1));
             }
             (template, _) if template.starts_with("order_") => {
-                let order_id = uuid_at(data, "order_id")
-                    .ok_or_else(|| Failure::Permanent("the event names no order".to_owned()))?;
-                let lines: Vec<Value> = data["lines"]
-                    .as_array()
-                    .map(|lines| {
-                        lines
-                            .iter()
-                            .map(|line| {
-                                let quantity = line["quantity"].as_i64().unwrap_or(0);
-                                let unit = &line["unit_price"];
-                                let total = json!({
-                                    "amount": unit["amount"].as_i64().unwrap_or(0).saturating_mul(quantity),
-                                    "currency": unit["currency"],
-                                });
-                                json!({
-                                    "title": line["title"].as_str().unwrap_or(""),
-                                    "sku": line["sku"],
-                                    "quantity": quantity,
-                                    "unit_price": money(unit),
-                                    "line_total": money(&total),
-                                })
-                            })
-                            .collect()
+                let order: OrderFacts = serde_json::from_value(data.clone())
+                    .map_err(|e| Failure::Permanent(format!("the event is not an order event: {e}")))?;
+                let lines = order
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        let total = line
+                            .unit_price
+                            .checked_mul(line.quantity)
+                            .ok_or_else(|| Failure::Permanent(format!("the total of {} overflows", line.sku)))?;
+                        Ok(json!({
+                            "title": line.title,
+                            "sku": line.sku,
+                            "quantity": line.quantity,
+                            "unit_price": money(line.unit_price),
+                            "line_total": money(total),
+                        }))
                     })
-                    .unwrap_or_default();
-                let refunded = data["refunded"]["amount"].as_i64().filter(|a| *a > 0).map(|_| money(&data["refunded"]));
+                    .collect::<Result<Vec<Value>, Failure>>()?;
                 context["order"] = json!({
-                    "id": order_id,
-                    "number": data["number"].as_str().unwrap_or_default(),
-                    "url": format!("{base}/orders/{order_id}"),
-                    "total": data.get("total").map(money),
+                    "id": order.order_id,
+                    "number": order.number,
+                    "url": format!("{base}/orders/{}", order.order_id),
+                    "total": order.total.map(money),
                     "lines": lines,
-                    "payment_reference": data.get("payment_reference"),
-                    "reason": data.get("reason"),
-                    "carrier": data.get("carrier"),
-                    "tracking_number": data.get("tracking_number"),
-                    "refunded": refunded,
+                    "payment_reference": order.payment_reference,
+                    "reason": order.reason,
+                    "carrier": order.carrier,
+                    "tracking_number": order.tracking_number,
+                    "refunded": order.refunded.filter(|r| r.amount > 0).map(money),
                 });
             }
             ("welcome", _) => {}
@@ -260,14 +256,32 @@ struct Link {
     expires_at: DateTime<Utc>,
 }
 
-fn uuid_at(data: &Value, key: &str) -> Option<Uuid> {
-    data.get(key).and_then(Value::as_str).and_then(|v| Uuid::try_parse(v).ok())
+/// What a link event names (`user.email_verification_requested`, `user.password_reset_requested`).
+#[derive(Deserialize)]
+struct LinkFacts {
+    request_id: Uuid,
 }
 
-/// `{"amount": 1250, "currency": "EUR"}` as a person reads it: `€12.50`, `CHF 12.50`, `¥1250`.
-pub fn money(value: &Value) -> String {
-    let amount = value["amount"].as_i64().unwrap_or(0);
-    let code = value["currency"].as_str().unwrap_or("");
+/// What the order events carry that a message shows; each event carries some of it.
+#[derive(Deserialize)]
+struct OrderFacts {
+    order_id: Uuid,
+    #[serde(default)]
+    number: String,
+    #[serde(default)]
+    lines: Vec<OrderLine>,
+    total: Option<Money>,
+    payment_reference: Option<String>,
+    reason: Option<String>,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+    refunded: Option<Money>,
+}
+
+/// An amount as a person reads it: `€12.50`, `CHF 12.50`, `¥1250`.
+pub fn money(value: Money) -> String {
+    let amount = value.amount;
+    let code = value.currency.as_str();
     let currency = iso_currency::Currency::from_code(code);
     let exponent = currency.and_then(|c| c.exponent()).unwrap_or(2) as u32;
     let digits = amount.unsigned_abs().to_string();
@@ -291,15 +305,21 @@ pub fn money(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use platform::money::Currency;
+
     use super::*;
+
+    fn m(amount: i64, currency: &str) -> Money {
+        Money::new(amount, Currency::parse(currency).unwrap())
+    }
 
     #[test]
     fn money_reads_as_people_write_it() {
-        assert_eq!(money(&json!({"amount": 1250, "currency": "EUR"})), "€12.50");
-        assert_eq!(money(&json!({"amount": 5, "currency": "USD"})), "$0.05");
-        assert_eq!(money(&json!({"amount": 1250, "currency": "JPY"})), "¥1250");
-        assert_eq!(money(&json!({"amount": 12345, "currency": "KWD"})), "KWD 12.345");
-        assert_eq!(money(&json!({"amount": -200, "currency": "GBP"})), "-£2.00");
-        assert_eq!(money(&json!({"amount": 1999, "currency": "CHF"})), "CHF 19.99");
+        assert_eq!(money(m(1250, "EUR")), "€12.50");
+        assert_eq!(money(m(5, "USD")), "$0.05");
+        assert_eq!(money(m(1250, "JPY")), "¥1250");
+        assert_eq!(money(m(12345, "KWD")), "KWD 12.345");
+        assert_eq!(money(m(-200, "GBP")), "-£2.00");
+        assert_eq!(money(m(1999, "CHF")), "CHF 19.99");
     }
 }

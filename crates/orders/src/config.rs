@@ -149,11 +149,7 @@ impl Config {
     /// Checks what types alone cannot; each message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if let Some(url) = &self.database_url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
-        {
-            problems.push("orders.database_url must start with sqlite: or postgres:".to_owned());
-        }
+        problems.extend(platform::db::check_database_url("orders", self.database_url.as_deref()));
         for (key, url) in [("catalog_url", &self.catalog_url), ("cart_url", &self.cart_url)] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!("orders.{key} must be an http:// URL"));

@@ -463,6 +463,12 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The problem with `service`'s configured `database_url`, if it names neither backend.
+pub fn check_database_url(service: &str, url: Option<&str>) -> Option<String> {
+    url.filter(|url| !["sqlite:", "postgres:", "postgresql:"].iter().any(|scheme| url.starts_with(scheme)))
+        .map(|_| format!("{service}.database_url must start with sqlite: or postgres:"))
+}
+
 /// Whether the error means the database could not be reached (a 503), rather than a fault in
 /// what was asked of it.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

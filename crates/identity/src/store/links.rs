@@ -56,16 +56,7 @@ impl Store {
     /// link works.
     pub async fn insert_link_request(&self, tx: &mut Tx, request: &NewLinkRequest<'_>) -> Result<(), sqlx::Error> {
         if let Some(user_id) = request.user_id {
-            with_tx!(tx, |conn| sqlx::query(
-                "UPDATE link_requests SET superseded_at = $3
-                 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND superseded_at IS NULL"
-            )
-            .bind(user_id)
-            .bind(request.purpose)
-            .bind(request.now)
-            .execute(conn)
-            .await
-            .map(|_| ()))?;
+            self.close_link_requests(tx, user_id, request.purpose, request.now).await?;
         }
         with_tx!(tx, |conn| sqlx::query(
             "INSERT INTO link_requests (id, user_id, purpose, email, token_hash, created_at, expires_at)
@@ -112,7 +103,8 @@ impl Store {
         with_tx!(tx, |conn| sqlx::query_as(sql).bind(token_hash).bind(purpose).bind(now).fetch_optional(conn).await)
     }
 
-    /// Closes the other open requests of a user's purpose (a reset spends every reset link).
+    /// Closes the open requests of a user's purpose (a newer one replaces them; a reset spends
+    /// every reset link).
     pub async fn close_link_requests(
         &self,
         tx: &mut Tx,
