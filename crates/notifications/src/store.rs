@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::{
-    db::{ConnectError, Db, Tx, TxConn},
+    db::{Backend, ConnectError, Db, Tx},
     with_db, with_tx,
 };
 use sqlx::{migrate::Migrator, types::Json};
@@ -110,30 +110,22 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Delivery>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let claimed = match tx.conn() {
-            TxConn::Postgres(conn) => {
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "UPDATE deliveries SET leased_until = $2, attempts = attempts + 1
-                     WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE status = 'queued' AND next_attempt_at <= $1 AND (leased_until IS NULL OR leased_until <= $1)
-                       ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                     RETURNING {COLUMNS}"
-                ));
-                sqlx::query_as(sql).bind(now).bind(lease_until).bind(i64::from(limit)).fetch_all(&mut **conn).await?
-            }
-            TxConn::Sqlite(conn) => {
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "UPDATE deliveries SET leased_until = $2, attempts = attempts + 1
-                     WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE status = 'queued' AND next_attempt_at <= $1 AND (leased_until IS NULL OR leased_until <= $1)
-                       ORDER BY next_attempt_at LIMIT $3)
-                     RETURNING {COLUMNS}"
-                ));
-                sqlx::query_as(sql).bind(now).bind(lease_until).bind(i64::from(limit)).fetch_all(&mut **conn).await?
-            }
-        };
+        // SQLite has no row locks (its writes are serial anyway).
+        let skip_locked = if tx.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET leased_until = $2, attempts = attempts + 1
+             WHERE id IN (
+               SELECT id FROM deliveries
+               WHERE status = 'queued' AND next_attempt_at <= $1 AND (leased_until IS NULL OR leased_until <= $1)
+               ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+             RETURNING {COLUMNS}"
+        ));
+        let claimed = with_tx!(&mut tx, |conn| sqlx::query_as(sql)
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(limit))
+            .fetch_all(conn)
+            .await)?;
         tx.commit().await?;
         Ok(claimed)
     }

@@ -160,7 +160,7 @@ impl Accounts {
     }
 
     /// Proves the email a verification link was sent to.
-    pub async fn verify_email(&self, token: &str) -> Result<User, IdentityError> {
+    pub async fn verify_email(&self, token: &str) -> Result<(), IdentityError> {
         if !well_formed(token) {
             return Err(IdentityError::MalformedLinkToken);
         }
@@ -177,7 +177,7 @@ impl Accounts {
         }
         tx.commit().await?;
         metrics::counter!("identity_email_verifications_total").increment(1);
-        self.user(user_id).await
+        Ok(())
     }
 
     /// Asks for a password reset link for `email`. Answers alike whether or not an account has
