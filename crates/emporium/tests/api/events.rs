@@ -71,15 +71,11 @@ async fn user_registered_reaches_the_embedded_log_and_the_cli_shows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_registered_reaches_the_rabbitmq_stream() {
-    if !testkit::broker::broker_available().await {
-        return;
-    }
-    let _lock = testkit::broker::broker_shared().await;
+    let Some(broker) = testkit::broker::TestBroker::shared("identity-flow").await else { return };
     let Some(db) = TestDatabase::create(Backend::Postgres).await else { return };
-    let namespace = testkit::broker::unique_namespace("identity-flow");
     let shop = TestShop::start_with(db, |s| {
-        s.events.url = testkit::broker::amqp_url();
-        s.events.namespace = namespace.clone();
+        s.events.url = broker.url.clone();
+        s.events.namespace = broker.namespace.clone();
         s.catalog.replica_id = Some("replica-1".to_owned());
         s.cart.replica_id = Some("replica-1".to_owned());
     })
@@ -94,10 +90,6 @@ async fn user_registered_reaches_the_rabbitmq_stream() {
     let event = find_registration(&events.bus, &email).await.expect("the event reached the stream");
     assert_eq!(event.event_type, "user.registered");
     shop.stop().await;
-    if let events::Bus::Rabbit(bus) = &events.bus {
-        // The catalog's search index and the cart's prices consume on queues of this replica's own.
-        bus.delete_topology(&["catalog-search.replica-1", "cart-prices.replica-1"]).await.unwrap();
-    }
 }
 
 /// The operator's repair tools, as commands: list parked events, then requeue them.

@@ -309,16 +309,13 @@ async fn refused_mail_is_visible_and_can_be_sent_again(db: TestDatabase) {
 /// redelivered event makes one email, and an order's email arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emails_flow_over_rabbitmq() {
-    if !testkit::broker::broker_available().await {
-        return;
-    }
-    let _lock = testkit::broker::broker_shared().await;
+    let Some(broker) = testkit::broker::TestBroker::shared("notifications").await else { return };
     let Some(db) = TestDatabase::create(testkit::Backend::Postgres).await else { return };
     let Some(server) = smtp(Tls::StartTls).await else { return };
-    let namespace = testkit::broker::unique_namespace("notifications");
+    let (amqp_url, namespace) = (broker.url.clone(), broker.namespace.clone());
     let (port, ca_file) = (server.port, server.ca_file.clone());
     let shop = TestShop::start_with(db, move |settings| {
-        settings.events.url = testkit::broker::amqp_url();
+        settings.events.url = amqp_url;
         settings.events.namespace = namespace;
         let n = &mut settings.notifications;
         n.smtp.url = Some(format!("smtp://localhost:{port}"));

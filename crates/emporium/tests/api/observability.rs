@@ -60,13 +60,15 @@ struct Cluster {
     gateway: TestClient,
     redis_prefix: String,
     _dbs: Vec<TestDatabase>,
+    _broker: testkit::broker::TestBroker,
 }
 
 impl Cluster {
     async fn start(receiver: &OtlpReceiver) -> Option<Self> {
-        if !testkit::broker::broker_available().await || !testkit::redis_available().await {
+        if !testkit::redis_available().await {
             return None;
         }
+        let broker = testkit::broker::TestBroker::shared("observability").await?;
         let mut dbs = Vec::new();
         for _ in 0..4 {
             dbs.push(TestDatabase::create(testkit::Backend::Postgres).await?);
@@ -77,13 +79,12 @@ impl Cluster {
         let http: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (*s, port(s))).collect();
         let (catalog_grpc, cart_grpc) = (testkit::free_port(), testkit::free_port());
         let identity_grpc = testkit::free_port();
-        let namespace = testkit::broker::unique_namespace("observability");
         let redis_prefix = format!("test-obs-{}", uuid::Uuid::new_v4().simple());
         let url = |service: &str| format!("http://127.0.0.1:{}", http[service]);
         let common: Vec<(String, String)> = [
             ("EMPORIUM_DATA_DIR", dir.join("data").display().to_string()),
-            ("EMPORIUM_EVENTS__URL", testkit::broker::amqp_url()),
-            ("EMPORIUM_EVENTS__NAMESPACE", namespace),
+            ("EMPORIUM_EVENTS__URL", broker.url.clone()),
+            ("EMPORIUM_EVENTS__NAMESPACE", broker.namespace.clone()),
             ("EMPORIUM_AUTH__JWKS_URL", format!("{}/.well-known/jwks.json", url("identity"))),
             ("EMPORIUM_LOG__FORMAT", "json".to_owned()),
             ("RUST_LOG", "info".to_owned()),
@@ -191,7 +192,7 @@ impl Cluster {
             assert!(up, "{service} did not become ready");
         }
         let gateway = TestClient::new(url("gateway"));
-        Some(Self { dir, http, children, gateway, redis_prefix, _dbs: dbs })
+        Some(Self { dir, http, children, gateway, redis_prefix, _dbs: dbs, _broker: broker })
     }
 
     async fn metrics(&self) -> String {
@@ -339,7 +340,6 @@ async fn the_distributed_shop_is_observable_end_to_end() {
         return;
     };
     let Some(receiver) = OtlpReceiver::start().await else { return };
-    let _lock = testkit::broker::broker_shared().await;
     let Some(mut cluster) = Cluster::start(&receiver).await else { return };
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();

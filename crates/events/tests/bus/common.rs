@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use events::{Bus, BusConfig, CloudEvent, EventPayload, Relay, RelayConfig, Subscription, bus::RabbitBus};
 use platform::{db::Db, with_db, with_tx};
 use serde::{Deserialize, Serialize};
-use testkit::{Backend, TestDatabase, broker::BrokerLock};
+use testkit::{Backend, TestDatabase, broker::TestBroker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +34,14 @@ pub struct Harness {
     pub namespace: String,
     consumers: Vec<String>,
     data_dir: PathBuf,
-    _lock: Option<BrokerLock>,
+    broker: Option<TestBroker>,
     _database: TestDatabase,
 }
 
-pub fn quick_config(kind: BusKind, namespace: &str) -> BusConfig {
+/// The bus settings of a test: short retries; `broker` is the test's virtual host on RabbitMQ.
+pub fn quick_config(broker: Option<&TestBroker>, namespace: &str) -> BusConfig {
     BusConfig {
-        url: match kind {
-            BusKind::Embedded => "memory:".to_owned(),
-            BusKind::Rabbit => testkit::broker::amqp_url(),
-        },
+        url: broker.map_or_else(|| "memory:".to_owned(), |broker| broker.url.clone()),
         namespace: namespace.to_owned(),
         retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
         max_attempts: 4,
@@ -54,17 +52,13 @@ pub fn quick_config(kind: BusKind, namespace: &str) -> BusConfig {
 
 impl Harness {
     /// A service database (SQLite for the embedded bus, PostgreSQL for RabbitMQ) and the bus.
-    pub async fn start(kind: BusKind, test: &str, lock: Option<BrokerLock>) -> Option<Self> {
+    /// `broker` is given by a test that needs the broker to itself; others share it.
+    pub async fn start(kind: BusKind, test: &str, broker: Option<TestBroker>) -> Option<Self> {
         // Warnings (reconnects, retries) show in a failing test's output.
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn,events=info").try_init();
-        let lock = match (kind, lock) {
-            (BusKind::Rabbit, None) => {
-                if !testkit::broker::broker_available().await {
-                    return None;
-                }
-                Some(testkit::broker::broker_shared().await)
-            }
-            (_, lock) => lock,
+        let broker = match (kind, broker) {
+            (BusKind::Rabbit, None) => Some(TestBroker::shared(test).await?),
+            (_, broker) => broker,
         };
         let backend = if kind == BusKind::Embedded { Backend::Sqlite } else { Backend::Postgres };
         let database = TestDatabase::create(backend).await?;
@@ -80,10 +74,15 @@ impl Harness {
             }
         };
         with_db!(&db, |pool| sqlx::query(ddl).execute(pool).await.map(|_| ())).unwrap();
-        let namespace = testkit::broker::unique_namespace(test);
+        let namespace = broker.as_ref().map_or_else(|| format!("test-{test}"), |broker| broker.namespace.clone());
         let data_dir = testkit::temp_dir("bus");
-        let bus = Bus::connect(&quick_config(kind, &namespace), &data_dir).await.unwrap();
-        Some(Self { db, bus, namespace, consumers: Vec::new(), data_dir, _lock: lock, _database: database })
+        let bus = Bus::connect(&quick_config(broker.as_ref(), &namespace), &data_dir).await.unwrap();
+        Some(Self { db, bus, namespace, consumers: Vec::new(), data_dir, broker: broker, _database: database })
+    }
+
+    /// The test's virtual host on RabbitMQ.
+    pub fn amqp_url(&self) -> &str {
+        self.broker.as_ref().map_or("memory:", |broker| broker.url.as_str())
     }
 
     /// Remembers a consumer whose queues the harness deletes at the end.

@@ -32,12 +32,9 @@ impl Drop for BrokerRestarted {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_survive_a_broker_restart() {
-    if !testkit::broker::broker_available().await {
-        return;
-    }
     // Nobody else may use the broker while it is down.
-    let lock = testkit::broker::broker_exclusive().await;
-    let Some(mut h) = Harness::start(BusKind::Rabbit, "restart", Some(lock)).await else { return };
+    let Some(broker) = testkit::broker::TestBroker::exclusive("restart").await else { return };
+    let Some(mut h) = Harness::start(BusKind::Rabbit, "restart", Some(broker)).await else { return };
     let consumer = h.consumer("restart");
     let stop = CancellationToken::new();
     let subscription = {
@@ -98,7 +95,7 @@ async fn ten_thousand_events_survive_a_broker_restart() {
 async fn two_relays_on_one_outbox_publish_each_event_once_in_subject_order() {
     let Some(h) = Harness::start(BusKind::Rabbit, "relays", None).await else { return };
     // A plain queue bound to everything sees every publish, duplicates included.
-    let connection = Connection::connect(&testkit::broker::amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let connection = Connection::connect(h.amqp_url(), ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let witness = format!("{}.witness", h.namespace);
     let exchange = format!("{}.events", h.namespace);
