@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use events::{CloudEvent, payloads::CartCheckedOut};
 use platform::money::{Currency, Money};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -218,12 +219,25 @@ impl Carts {
         )
     }
 
-    /// Empties the cart once for `order_id`; `false` when that order emptied it before.
-    pub async fn complete_checkout(&self, cart: CartRef, order_id: Uuid) -> Result<bool, CartError> {
+    /// Empties the cart once for `order_id`, which `user` placed, and publishes
+    /// `cart.checked_out`; `false` (and no event) when that order emptied it before.
+    pub async fn complete_checkout(&self, cart: CartRef, user: Uuid, order_id: Uuid) -> Result<bool, CartError> {
         observe(
             "checkout",
             async {
-                self.store.complete_checkout(cart, order_id, self.ttl(cart)).await?.ok_or(CartError::CartNotFound)
+                let payload = CartCheckedOut {
+                    order_id,
+                    user_id: user,
+                    cart: cart.owner().to_owned(),
+                    at: platform::time::now(),
+                };
+                let event =
+                    CloudEvent::new(crate::SERVICE, &payload, platform::telemetry::trace::current_traceparent())
+                        .map_err(|e| CartError::Internal(e.to_string()))?;
+                self.store
+                    .complete_checkout(cart, order_id, &event, self.ttl(cart))
+                    .await?
+                    .ok_or(CartError::CartNotFound)
             }
             .await,
         )

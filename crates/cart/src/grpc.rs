@@ -18,13 +18,15 @@ impl CartsService {
     }
 }
 
-/// The cart a checkout names: the user's own (no cart id) or a guest cart by its secret id.
-fn cart_of(user_id: &str, cart_id: &str) -> Result<CartRef, Status> {
+/// The user checking out, and the cart they name: their own (no cart id) or a guest cart by its
+/// secret id.
+fn cart_of(user_id: &str, cart_id: &str) -> Result<(Uuid, CartRef), Status> {
     let user = Uuid::try_parse(user_id).map_err(|_| Status::invalid_argument("user_id must be a UUID"))?;
     if cart_id.is_empty() || cart_id == "me" {
-        return Ok(CartRef::User(user));
+        return Ok((user, CartRef::User(user)));
     }
-    Uuid::try_parse(cart_id).map(CartRef::Guest).map_err(|_| Status::not_found("no such cart"))
+    let cart = Uuid::try_parse(cart_id).map(CartRef::Guest).map_err(|_| Status::not_found("no such cart"))?;
+    Ok((user, cart))
 }
 
 fn money(m: Option<platform::money::Money>) -> Option<pb::Money> {
@@ -38,7 +40,7 @@ impl pb::carts_server::Carts for CartsService {
         request: Request<pb::GetForCheckoutRequest>,
     ) -> Result<Response<pb::CheckoutCart>, Status> {
         let request = request.into_inner();
-        let cart = cart_of(&request.user_id, &request.cart_id)?;
+        let (_, cart) = cart_of(&request.user_id, &request.cart_id)?;
         let view = self.carts.read(cart).await?;
         if view.prices_stale {
             // A checkout must not charge yesterday's prices.
@@ -68,10 +70,10 @@ impl pb::carts_server::Carts for CartsService {
         request: Request<pb::CompleteCheckoutRequest>,
     ) -> Result<Response<pb::CompleteCheckoutResponse>, Status> {
         let request = request.into_inner();
-        let cart = cart_of(&request.user_id, &request.cart_id)?;
+        let (user, cart) = cart_of(&request.user_id, &request.cart_id)?;
         let order =
             Uuid::try_parse(&request.order_id).map_err(|_| Status::invalid_argument("order_id must be a UUID"))?;
-        let emptied = self.carts.complete_checkout(cart, order).await?;
+        let emptied = self.carts.complete_checkout(cart, user, order).await?;
         Ok(Response::new(pb::CompleteCheckoutResponse { emptied }))
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Its surface is the one every service has: [`Config`], [`build`] (the returned [`Server`]
 //! runs until stopped) and [`migrate`]. The HTTP API serves shoppers; the gRPC service serves
-//! orders at checkout.
+//! orders at checkout, and a checkout that empties a cart publishes `cart.checked_out`.
 #![forbid(unsafe_code)]
 
 pub mod carts;
@@ -65,6 +65,7 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     let subscription = consumer::subscription(&replica, per_replica, catalog.clone());
     events.bus.prepare(&subscription).await.map_err(StartError::dependency("event bus"))?;
     let carts = Arc::new(Carts::new(store.clone(), catalog, config.guest_ttl, config.user_ttl));
+    let relay = Relay::of(&store, events);
 
     let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
     let health = Health::new()
@@ -80,5 +81,28 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
         .await?
         .grpc(config.grpc_listen, grpc)
         .await?
-        .task(events.consumer(subscription)))
+        .task(events.consumer(subscription))
+        .task(move |stop| relay.run_until_stopped(stop)))
+}
+
+/// What publishes the events checkouts wrote: the SQL outbox's relay, or the Redis streams'.
+enum Relay {
+    Sql(events::Relay),
+    Redis(store::RedisOutbox, events::Bus, events::RelayConfig),
+}
+
+impl Relay {
+    fn of(store: &store::CartStore, events: &events::Events) -> Self {
+        match store {
+            store::CartStore::Sql(sql) => Self::Sql(events.relay(SERVICE, sql.db().clone())),
+            store::CartStore::Redis(redis) => Self::Redis(redis.outbox(), events.bus.clone(), events.relay.clone()),
+        }
+    }
+
+    async fn run_until_stopped(self, stop: tokio_util::sync::CancellationToken) {
+        match self {
+            Self::Sql(relay) => relay.run_until_stopped(stop).await,
+            Self::Redis(outbox, bus, config) => outbox.run_until_stopped(bus, config, stop).await,
+        }
+    }
 }

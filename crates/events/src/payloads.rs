@@ -122,15 +122,17 @@ pub struct InventoryChanged {
 }
 event!(InventoryChanged, "inventory.changed", |e| e.sku.clone());
 
-/// A cart was turned into an order and emptied.
+/// A checkout emptied a cart into an order. A guest cart's id is the secret that opens it, so the
+/// event never names it: `cart` says whose cart it was, and `user_id` who checked out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartCheckedOut {
-    pub cart_id: String,
     pub order_id: Uuid,
-    pub user_id: Option<Uuid>,
+    pub user_id: Uuid,
+    /// `user` for the user's own cart, `guest` for a guest cart the user checked out.
+    pub cart: String,
     pub at: DateTime<Utc>,
 }
-event!(CartCheckedOut, "cart.checked_out", |e| e.cart_id.clone());
+event!(CartCheckedOut, "cart.checked_out", |e| e.user_id.to_string());
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {

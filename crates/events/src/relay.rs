@@ -145,22 +145,9 @@ impl Relay {
             return Ok(count);
         }
         let events: Vec<Outgoing> = publishable.into_iter().map(|c| c.event).collect();
-        let spans = crate::observe::publishing(self.service, &events);
-        let started = Instant::now();
-        let publishing = self.bus.publish_encoded(&events);
-        let published = match spans.first() {
-            Some(span) => publishing.instrument(span.clone()).await,
-            None => publishing.await,
-        };
-        crate::observe::published(self.service, &events, &spans, started, published.is_ok());
-        drop(spans);
-        published?;
+        publish_observed(&self.bus, self.service, &events).await?;
         mark_sent(&mut tx, &seqs, platform::time::now()).await?;
         tx.commit().await?;
-        for event in &events {
-            metrics::counter!("events_published_total", "service" => self.service, "type" => event.event_type.clone())
-                .increment(1);
-        }
         Ok(count)
     }
 
@@ -192,6 +179,26 @@ impl Relay {
             tracing::warn!(service = self.service, error = %error, "could not prune the outbox or inbox");
         }
     }
+}
+
+/// Publishes events of `service` that an outbox holds, with the spans and metrics of every relay:
+/// this one, and the cart's over its Redis streams.
+pub async fn publish_observed(bus: &Bus, service: &'static str, events: &[Outgoing]) -> Result<(), BusError> {
+    let spans = crate::observe::publishing(service, events);
+    let started = Instant::now();
+    let publishing = bus.publish_encoded(events);
+    let published = match spans.first() {
+        Some(span) => publishing.instrument(span.clone()).await,
+        None => publishing.await,
+    };
+    crate::observe::published(service, events, &spans, started, published.is_ok());
+    drop(spans);
+    published?;
+    for event in events {
+        metrics::counter!("events_published_total", "service" => service, "type" => event.event_type.clone())
+            .increment(1);
+    }
+    Ok(())
 }
 
 async fn claim(tx: &mut Tx, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {

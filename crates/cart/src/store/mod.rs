@@ -1,7 +1,8 @@
 //! Where carts live: Redis (distributed: one hash of lines and one of metadata per cart, every
 //! change one Lua script) or SQL (embedded SQLite: every change one transaction). Both keep the
 //! same rules in the same atomic step: the per-line cap, the stock check, one currency per cart,
-//! and TTLs that activity renews.
+//! and TTLs that activity renews. A checkout's `cart.checked_out` event is written in the step
+//! that empties the cart: to the outbox table in SQL, to an outbox stream in Redis.
 
 mod redis;
 mod sql;
@@ -11,12 +12,13 @@ mod tests;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use events::CloudEvent;
 use uuid::Uuid;
 
 use crate::rules;
 
 pub use self::{
-    redis::{CHANGE_LINE_LUA, RedisCarts},
+    redis::{CHANGE_LINE_LUA, RedisCarts, RedisOutbox},
     sql::SqlCarts,
 };
 
@@ -41,6 +43,14 @@ impl CartRef {
             Self::Guest(_) => "guest",
             Self::User(_) => "user",
         }
+    }
+
+    /// Which of the Redis store's [`redis::SHARDS`] the cart belongs to: its keys share a Redis
+    /// Cluster slot with that shard's outbox stream. Ids are random in their low bits (v4 and v7
+    /// UUIDs alike), so carts spread evenly.
+    pub fn shard(&self) -> u32 {
+        let (Self::Guest(id) | Self::User(id)) = self;
+        (id.as_u128() % u128::from(redis::SHARDS)) as u32
     }
 }
 
@@ -172,15 +182,17 @@ impl CartStore {
         dispatch!(self, s => s.merge(merge).await)
     }
 
-    /// Empties the cart for `order_id`; `Some(false)` when that order emptied it before, `None`
-    /// when the cart does not exist.
+    /// Empties the cart for `order_id` and records `event` for publication in the same atomic
+    /// step; `Some(false)` (and no event) when that order emptied it before, `None` when the cart
+    /// does not exist.
     pub async fn complete_checkout(
         &self,
         cart: CartRef,
         order_id: Uuid,
+        event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
-        dispatch!(self, s => s.complete_checkout(cart, order_id, ttl).await)
+        dispatch!(self, s => s.complete_checkout(cart, order_id, event, ttl).await)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

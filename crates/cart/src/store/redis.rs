@@ -1,12 +1,21 @@
-//! Carts in Redis: `{prefix}cart:{key}:meta` (a hash: id, owner, currency, timestamps, retired,
-//! the orders that emptied it) and `{prefix}cart:{key}:lines` (a hash: SKU → quantity). The
-//! braces make both keys of a cart hash to one Redis Cluster slot. Every change is one Lua
-//! script, so concurrent changes never lose one and the rules hold in the same atomic step.
+//! Carts in Redis: `{prefix}cart:{sN}:{key}:meta` (a hash: id, owner, currency, timestamps,
+//! retired, the orders that emptied it) and `{prefix}cart:{sN}:{key}:lines` (a hash: SKU →
+//! quantity), where `N` is the cart's shard. Every change is one Lua script, so concurrent changes
+//! never lose one and the rules hold in the same atomic step.
+//!
+//! The script that empties a cart at checkout also appends the `cart.checked_out` event to its
+//! shard's outbox stream, `{prefix}cart:{sN}:outbox`, and [`RedisOutbox`] publishes what the
+//! streams hold, then deletes it. The braces put a cart's keys and its shard's stream in one Redis
+//! Cluster slot, which a script needs; one stream for every cart would not be, and a stream per
+//! cart could not be found again without an index outside the script.
 
-use std::{collections::HashMap, sync::LazyLock, time::Duration};
+use std::{collections::HashMap, sync::Arc, sync::LazyLock, time::Duration};
 
 use chrono::{DateTime, Utc};
+use events::{Bus, BusError, CloudEvent, RelayConfig, bus::Outgoing};
 use redis::{Script, aio::ConnectionManager};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{CartRef, LineChange, LineOutcome, Merge, MergeOutcome, StoreError, StoredCart};
@@ -108,26 +117,33 @@ return {'ok', ''}
     )
 });
 
-/// Empties the cart once per order id.
+/// Empties the cart once per order id, appending the event (`ARGV[4]`) to the outbox stream.
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local meta, lines = KEYS[1], KEYS[2]
+local meta, lines, outbox = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local field = 'order:' .. ARGV[1]
 if redis.call('HEXISTS', meta, field) == 1 then return 0 end
 redis.call('DEL', lines)
 redis.call('HSET', meta, field, ARGV[2], 'updated_at', ARGV[2])
 redis.call('EXPIRE', meta, tonumber(ARGV[3]))
+redis.call('XADD', outbox, '*', 'event', ARGV[4])
 return 1
 "#,
     )
 });
 
+/// How many outbox streams carts are spread over: each is one Redis Cluster slot, so this many
+/// slots share the carts. Changing it moves every cart to other keys.
+pub const SHARDS: u32 = 64;
+
 #[derive(Clone)]
 pub struct RedisCarts {
     connection: ConnectionManager,
     prefix: String,
+    /// Raised when a checkout appended an event, so that this replica's relay publishes it at once.
+    written: Arc<Notify>,
 }
 
 fn now() -> String {
@@ -155,7 +171,17 @@ impl RedisCarts {
     pub fn open(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         platform::telemetry::calls::register_redis(
             crate::SERVICE,
-            &["create", "get", "change_line", "remove_line", "merge", "complete_checkout", "PING"],
+            &[
+                "create",
+                "get",
+                "change_line",
+                "remove_line",
+                "merge",
+                "complete_checkout",
+                "outbox_read",
+                "outbox_delete",
+                "PING",
+            ],
         );
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -164,7 +190,12 @@ impl RedisCarts {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { connection, prefix: format!("{prefix}:") })
+        Ok(Self { connection, prefix: format!("{prefix}:"), written: Arc::new(Notify::new()) })
+    }
+
+    /// The relay of this store's outbox streams.
+    pub fn outbox(&self) -> RedisOutbox {
+        RedisOutbox { carts: self.clone() }
     }
 
     /// What every key of this store starts with.
@@ -174,8 +205,12 @@ impl RedisCarts {
     }
 
     fn keys(&self, cart: CartRef) -> (String, String) {
-        let key = cart.key();
-        (format!("{}cart:{{{key}}}:meta", self.prefix), format!("{}cart:{{{key}}}:lines", self.prefix))
+        let cart_keys = format!("{}cart:{{s{}}}:{}", self.prefix, cart.shard(), cart.key());
+        (format!("{cart_keys}:meta"), format!("{cart_keys}:lines"))
+    }
+
+    fn outbox_key(&self, shard: u32) -> String {
+        format!("{}cart:{{s{shard}}}:outbox", self.prefix)
     }
 
     pub async fn create(&self, cart: CartRef, id: Uuid, ttl: Duration) -> Result<(), StoreError> {
@@ -327,17 +362,28 @@ impl RedisCarts {
         &self,
         cart: CartRef,
         order_id: Uuid,
+        event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
         let (meta, lines) = self.keys(cart);
+        let envelope = serde_json::to_string(event).map_err(|e| StoreError::Broken(e.to_string()))?;
         let mut connection = self.connection.clone();
         let mut invocation = COMPLETE.key(&meta);
-        invocation.key(&lines).arg(order_id.to_string()).arg(now()).arg(secs(ttl));
+        invocation
+            .key(&lines)
+            .key(self.outbox_key(cart.shard()))
+            .arg(order_id.to_string())
+            .arg(now())
+            .arg(secs(ttl))
+            .arg(envelope);
         let outcome: i64 = bounded("complete_checkout", invocation.invoke_async(&mut connection)).await?;
         Ok(match outcome {
             -1 => None,
             0 => Some(false),
-            _ => Some(true),
+            _ => {
+                self.written.notify_one();
+                Some(true)
+            }
         })
     }
 
@@ -345,4 +391,117 @@ impl RedisCarts {
         let mut connection = self.connection.clone();
         bounded("PING", redis::cmd("PING").query_async::<String>(&mut connection)).await.map(|_| ())
     }
+}
+
+/// Publishes the events checkouts appended to the outbox streams, each stream in order, and
+/// deletes them once the broker confirmed them. Replicas may each relay: an event two of them read
+/// at once is published twice, which consumers absorb by its id.
+#[derive(Clone)]
+pub struct RedisOutbox {
+    carts: RedisCarts,
+}
+
+impl RedisOutbox {
+    /// Relays until `stop`, waking at once after a checkout of this replica and polling for the
+    /// others'; Redis or the broker being down delays events and loses none.
+    pub async fn run_until_stopped(self, bus: Bus, config: RelayConfig, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (wait, failed) = match self.relay_once(&bus, config.batch_size).await {
+                Ok(full) if full => (Duration::ZERO, false),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    (config.poll_interval, false)
+                }
+                Err(error) => {
+                    tracing::warn!(service = crate::SERVICE, error = %platform::http::problem::error_chain(&error), retry_in = ?backoff, "cart outbox relay round failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    (wait, true)
+                }
+            };
+            if wait.is_zero() && !stop.is_cancelled() {
+                continue;
+            }
+            // After a failure, new events must not cut the backoff short.
+            let written =
+                async { if failed { std::future::pending().await } else { self.carts.written.notified().await } };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = written => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One round over every shard: read up to `batch` events of each stream, publish the oldest
+    /// `batch` of them in the order they were appended, delete those. Whether more may be waiting.
+    pub async fn relay_once(&self, bus: &Bus, batch: u32) -> Result<bool, OutboxError> {
+        let keys: Vec<String> = (0..SHARDS).map(|shard| self.carts.outbox_key(shard)).collect();
+        let mut read = redis::pipe();
+        for key in &keys {
+            read.cmd("XRANGE").arg(key).arg("-").arg("+").arg("COUNT").arg(batch);
+            read.cmd("XLEN").arg(key);
+        }
+        let mut connection = self.carts.connection.clone();
+        let answers: Vec<redis::Value> = bounded("outbox_read", read.query_async(&mut connection)).await?;
+        let (mut waiting, mut pending, mut full) = (Vec::new(), 0_u64, false);
+        for (key, answer) in keys.iter().zip(answers.chunks_exact(2)) {
+            let entries: Vec<(String, HashMap<String, String>)> = parse(&answer[0])?;
+            pending += parse::<u64>(&answer[1])?;
+            full |= entries.len() >= batch as usize;
+            waiting.extend(entries.into_iter().map(|(id, fields)| (entry_order(&id), key, id, fields)));
+        }
+        // A user's checkouts may sit in several shards: appending order keeps their subject's order.
+        waiting.sort_unstable_by_key(|(order, ..)| *order);
+        full |= waiting.len() > batch as usize;
+        waiting.truncate(batch as usize);
+        // Set before publishing: while the broker is down, these show the events waiting.
+        metrics::gauge!("outbox_pending", "service" => crate::SERVICE).set(pending as f64);
+        let age = waiting.first().map_or(0.0, |((ms, _), ..)| {
+            (platform::time::now().timestamp_millis() - *ms as i64).max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("outbox_oldest_pending_age_seconds", "service" => crate::SERVICE).set(age);
+        if waiting.is_empty() {
+            return Ok(false);
+        }
+
+        let events = waiting
+            .iter()
+            .map(|(_, key, id, fields)| {
+                let malformed = || OutboxError::Malformed(format!("{key} entry {id}"));
+                let event: CloudEvent =
+                    serde_json::from_str(fields.get("event").ok_or_else(malformed)?).map_err(|_| malformed())?;
+                Ok(Outgoing::encode(&event)?)
+            })
+            .collect::<Result<Vec<_>, OutboxError>>()?;
+        events::relay::publish_observed(bus, crate::SERVICE, &events).await?;
+        let mut delete = redis::pipe();
+        for (_, key, id, _) in &waiting {
+            delete.cmd("XDEL").arg(*key).arg(id).ignore();
+        }
+        bounded("outbox_delete", delete.query_async::<()>(&mut connection)).await?;
+        Ok(full)
+    }
+}
+
+/// A stream entry id, `{milliseconds}-{sequence}`, as numbers that sort in appending order.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+fn parse<T: redis::FromRedisValue>(value: &redis::Value) -> Result<T, StoreError> {
+    redis::from_redis_value_ref(value).map_err(|e| StoreError::Broken(format!("unexpected answer from Redis: {e}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cart outbox")]
+    Store(#[from] StoreError),
+    #[error("bus")]
+    Bus(#[from] BusError),
+    /// Never written by this code: the relay stops at it rather than lose or skip it.
+    #[error("{0} holds no event")]
+    Malformed(String),
 }

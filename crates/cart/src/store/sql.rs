@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use events::CloudEvent;
 use platform::{
     db::{ConnectError, Db, PoolConfig, Tx},
     with_db, with_tx,
@@ -42,8 +43,9 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 }
 
 impl SqlCarts {
+    /// Connects and migrates the carts and the outbox.
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, ConnectError> {
-        let db = Db::open(url, pool, &POSTGRES, &SQLITE).await?;
+        let db = events::open_database(url, pool, &POSTGRES, &SQLITE).await?;
         db.observe_as(crate::SERVICE);
         Ok(Self { db })
     }
@@ -342,10 +344,16 @@ impl SqlCarts {
         Ok(MergeOutcome::Merged)
     }
 
+    /// The database, whose outbox the relay publishes.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub async fn complete_checkout(
         &self,
         cart: CartRef,
         order_id: Uuid,
+        event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
         let key = cart.key();
@@ -372,6 +380,7 @@ impl SqlCarts {
             .await
             .map(|_| ()))?;
         self.touch(&mut tx, &key, None, now, ttl).await?;
+        events::enqueue(&mut tx, event).await?;
         tx.commit().await?;
         Ok(Some(true))
     }

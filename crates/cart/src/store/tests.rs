@@ -1,10 +1,14 @@
 //! One table of cases for the cart's rules, run against the rules themselves (`crate::rules`),
 //! the Redis store (whose Lua scripts spell the rules out again) and the SQL store on SQLite and
-//! PostgreSQL: if one implementation drifts from the others, a case here fails.
+//! PostgreSQL: if one implementation drifts from the others, a case here fails. The same goes for
+//! the event a checkout writes and its relay.
 
 use std::time::Duration;
 
+use chrono::Utc;
+use events::{Bus, BusConfig, CloudEvent, Relay, RelayConfig, TailFrom, payloads::CartCheckedOut};
 use testkit::{Backend, TestDatabase};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{CartRef, CartStore, LineChange, LineOutcome, Merge, MergeOutcome, RedisCarts, SqlCarts};
@@ -351,6 +355,79 @@ async fn merges_follow_the_same_rules_everywhere() {
                 }
             }
         }
+    }
+    cleanup(stores).await;
+}
+
+fn checked_out(user: Uuid, order: Uuid, cart: CartRef) -> CloudEvent {
+    let payload = CartCheckedOut { order_id: order, user_id: user, cart: cart.owner().to_owned(), at: Utc::now() };
+    CloudEvent::new(crate::SERVICE, &payload, None).unwrap()
+}
+
+/// Relays what the store's outbox holds to `bus`, as the service does.
+async fn relay(store: &CartStore, bus: &Bus) {
+    match store {
+        CartStore::Redis(redis) => {
+            redis.outbox().relay_once(bus, 100).await.unwrap();
+        }
+        CartStore::Sql(sql) => {
+            Relay::new(crate::SERVICE, sql.db().clone(), bus.clone(), RelayConfig::default())
+                .relay_once()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Every `cart.checked_out` event the bus's log holds.
+async fn published(bus: &Bus) -> Vec<CloudEvent> {
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopper.cancel();
+    });
+    let mut seen = Vec::new();
+    bus.tail(TailFrom::Start, "cart.checked_out", stop, |event| {
+        seen.push(event);
+        true
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// A checkout empties the cart and writes its event in the same step, once per order, and the
+/// relay publishes it once; a retry of the checkout, or a cart that is not there, writes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_publishes_its_event_once_everywhere() {
+    let stores = stores().await;
+    for (name, store, _) in &stores {
+        let data_dir = testkit::temp_dir("cart-outbox");
+        let config = BusConfig { url: "memory:".to_owned(), ..BusConfig::default() };
+        let bus = Bus::connect(&config, &data_dir).await.unwrap();
+        let (user, guest) = (Uuid::new_v4(), Uuid::new_v4());
+        let (mine, theirs) = (CartRef::User(user), CartRef::Guest(guest));
+        fill(store, mine, &[("A", 2, "EUR")]).await;
+        fill(store, theirs, &[("B", 1, "EUR")]).await;
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let event = checked_out(user, first, mine);
+        assert_eq!(store.complete_checkout(mine, first, &event, TTL).await.unwrap(), Some(true), "{name}");
+        assert!(store.get(mine, TTL).await.unwrap().unwrap().lines.is_empty(), "{name}: emptied");
+        let retried = checked_out(user, first, mine);
+        assert_eq!(store.complete_checkout(mine, first, &retried, TTL).await.unwrap(), Some(false), "{name}");
+        let nowhere = CartRef::Guest(Uuid::new_v4());
+        let lost = checked_out(user, second, nowhere);
+        assert_eq!(store.complete_checkout(nowhere, second, &lost, TTL).await.unwrap(), None, "{name}");
+        let guest_event = checked_out(user, second, theirs);
+        assert_eq!(store.complete_checkout(theirs, second, &guest_event, TTL).await.unwrap(), Some(true), "{name}");
+
+        relay(store, &bus).await;
+        // Published events leave the outbox: a second round publishes nothing again.
+        relay(store, &bus).await;
+        let ids: Vec<Uuid> = published(&bus).await.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [event.id, guest_event.id], "{name}: each checkout's event once, in order");
+        let _ = std::fs::remove_dir_all(data_dir);
     }
     cleanup(stores).await;
 }

@@ -9,6 +9,7 @@ use testkit::{TestDatabase, on_both_backends};
 use crate::{
     catalog::{create, product_body},
     common::*,
+    orders::{add_to_cart, checkout, checkout_body},
 };
 
 on_both_backends!(
@@ -17,6 +18,7 @@ on_both_backends!(
     merging_a_guest_cart_into_mine,
     a_price_change_shows_on_the_next_read,
     idle_carts_expire,
+    a_checkout_publishes_cart_checked_out_once,
 );
 
 /// On PostgreSQL runs the distributed set-up: carts in Redis under a key prefix of the test's own.
@@ -480,4 +482,69 @@ fn start_redis(port: u16) -> Option<std::process::Child> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(child)
+}
+
+/// Every `cart.checked_out` event the shop's bus has published so far.
+async fn checked_out_events(shop: &TestShop) -> Vec<events::CloudEvent> {
+    let bus = shop.settings.events().await.unwrap().bus;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopper.cancel();
+    });
+    let mut seen = Vec::new();
+    bus.tail(events::TailFrom::Start, "cart.checked_out", stop, |event| {
+        seen.push(event);
+        true
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// A checkout that empties a cart publishes `cart.checked_out` once (a replayed checkout does not
+/// publish again); a declined one keeps the cart and publishes nothing. A guest cart's id, its
+/// secret, never appears in the event.
+async fn a_checkout_publishes_cart_checked_out_once(db: TestDatabase) {
+    let (shop, prefix) = start(db, |_| {}).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("CHECKEDOUT");
+    create(&shop, &admin, &product_body("Checked Out", &sku, 1_250, 20)).await;
+    let registered = shop.register(&unique_email("checkout")).await;
+    let (user, user_id) = (token(&registered), registered["user"]["id"].as_str().unwrap().to_owned());
+
+    add_to_cart(&shop, &user, &sku, 2).await;
+    let declined = checkout(&shop, &user, "declined", &checkout_body("me", "pm_card_chargeDeclined")).await;
+    assert_eq!(declined.status, 402, "{}", String::from_utf8_lossy(&declined.body));
+    let placed = checkout(&shop, &user, "placed", &checkout_body("me", "pm_card_visa")).await;
+    assert_eq!(placed.status, 201, "{}", String::from_utf8_lossy(&placed.body));
+    let replayed = checkout(&shop, &user, "placed", &checkout_body("me", "pm_card_visa")).await;
+    assert_eq!(replayed.status, 201);
+
+    let guest = new_cart(&shop).await;
+    assert_eq!(add(&shop, &guest, &sku, 1).await.status, 200);
+    let from_guest = checkout(&shop, &user, "guest", &checkout_body(&guest, "pm_card_visa")).await;
+    assert_eq!(from_guest.status, 201, "{}", String::from_utf8_lossy(&from_guest.body));
+
+    let order_ids = [placed.json()["id"].clone(), from_guest.json()["id"].clone()];
+    let arrived =
+        testkit::eventually(Duration::from_secs(10), || async { checked_out_events(&shop).await.len() >= 2 }).await;
+    assert!(arrived, "both checkouts published");
+    // Nothing more arrives: not for the declined checkout, not for the replay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = checked_out_events(&shop).await;
+    let found: Vec<(&Value, &Value)> = events.iter().map(|e| (&e.data["order_id"], &e.data["cart"])).collect();
+    assert_eq!(found, [(&order_ids[0], &json!("user")), (&order_ids[1], &json!("guest"))]);
+    for event in &events {
+        assert_eq!(event.source, "/emporium/cart");
+        assert_eq!(event.subject.as_deref(), Some(user_id.as_str()));
+        assert_eq!(event.data["user_id"], user_id.as_str());
+        assert!(!serde_json::to_string(event).unwrap().contains(&guest), "the guest cart's id stays secret");
+    }
+    // The services of the one-process shop share one metrics registry.
+    let metrics = String::from_utf8(shop.orders.get("/metrics").send().await.body.to_vec()).unwrap();
+    assert!(metrics.contains(r#"events_published_total{service="cart",type="cart.checked_out"}"#), "{metrics}");
+    assert!(metrics.contains(r#"outbox_pending{service="cart"}"#), "{metrics}");
+    finish(shop, prefix).await;
 }

@@ -375,6 +375,7 @@ async fn one_trace_from_the_gateway_to_the_consumers(receiver: &OtlpReceiver, tr
             && has("catalog", SERVER, "catalog.v1.Inventory/Reserve")
             && has("orders", CLIENT, "sandbox charge")
             && has("cart", SERVER, "cart.v1")
+            && has("cart", PRODUCER, "publish cart.checked_out")
             && has("orders", CLIENT, "transaction orders")
             && spans.iter().any(|s| s["kind"] == PRODUCER)
             && spans.iter().any(|s| s["kind"] == CONSUMER)

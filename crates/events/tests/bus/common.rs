@@ -77,7 +77,7 @@ impl Harness {
         let namespace = broker.as_ref().map_or_else(|| format!("test-{test}"), |broker| broker.namespace.clone());
         let data_dir = testkit::temp_dir("bus");
         let bus = Bus::connect(&quick_config(broker.as_ref(), &namespace), &data_dir).await.unwrap();
-        Some(Self { db, bus, namespace, consumers: Vec::new(), data_dir, broker: broker, _database: database })
+        Some(Self { db, bus, namespace, consumers: Vec::new(), data_dir, broker, _database: database })
     }
 
     /// The test's virtual host on RabbitMQ.
