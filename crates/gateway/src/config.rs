@@ -19,6 +19,7 @@ pub struct Config {
     #[serde(deserialize_with = "upstreams_with_defaults")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub rate_limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
                 // Providers sign their notifications; they carry no token.
                 RouteConfig::new("/api/v1/payments", "orders", AuthPolicy::None),
             ],
+            rate_limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -175,6 +177,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.rate_limits.validate());
         for origin in &self.cors.allowed_origins {
             if origin != "*" && origin.parse::<http::HeaderValue>().is_err() {
                 problems.push(format!("gateway.cors.allowed_origins: {origin:?} is not a valid origin"));

@@ -1,10 +1,11 @@
 //! The API gateway: the one public entry point. It routes by path prefix to upstream pools,
-//! refuses bad tokens before they reach a service, sets request ids and trace context, applies
-//! CORS and the body limit, turns a down or slow upstream into a prompt 503 or 504, and serves
-//! the merged OpenAPI document.
+//! refuses bad tokens before they reach a service, applies rate limits, sets request ids and
+//! trace context, applies CORS and the body limit, turns a down or slow upstream into a prompt 503
+//! or 504, and serves the merged OpenAPI document.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod limits;
 mod openapi;
 mod proxy;
 
@@ -26,6 +27,7 @@ use platform::{
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
+use limits::{Budget, Client, Limiter};
 use proxy::Upstream;
 
 pub const SERVICE: &str = platform::service::names::GATEWAY;
@@ -34,6 +36,7 @@ struct Route {
     upstream: Arc<Upstream>,
     auth: AuthPolicy,
     verifier: Arc<Verifier>,
+    limiter: Arc<Limiter>,
     body_limit: usize,
 }
 
@@ -47,6 +50,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
         }
     }
     let verifier = Verifier::remote(&shared.auth, platform::http::client::client(std::time::Duration::from_secs(1)));
+    let limiter = Arc::new(Limiter::new(&config.rate_limits).map_err(StartError::Config)?);
     let upstreams: Vec<(String, Arc<Upstream>)> =
         config.upstreams.iter().map(|(name, up)| (name.clone(), Arc::new(Upstream::new(name, up)))).collect();
 
@@ -59,6 +63,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
             upstream: upstream.clone(),
             auth: route.auth,
             verifier: verifier.clone(),
+            limiter: limiter.clone(),
             body_limit: config.body_limit,
         });
         let handler = any(forward).with_state(target);
@@ -71,18 +76,41 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     Server::bind(SERVICE, config.listen, router).await
 }
 
-/// Checks the caller's token as the route demands, then forwards.
+/// Checks the caller's token as the route demands and spends a request of the caller's budget,
+/// then forwards.
 async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
     let check = match route.auth {
         AuthPolicy::None => false,
         AuthPolicy::Required => true,
         AuthPolicy::Optional => request.headers().contains_key(http::header::AUTHORIZATION),
     };
-    if check && let Err(error) = route.verifier.verify_headers(request.headers()).await {
-        tracing::debug!(reason = %error, "token refused at the gateway");
-        return error.to_problem().into_response();
+    let caller = if check { Some(route.verifier.verify_headers(request.headers()).await) } else { None };
+    let budget = Budget::of(request.method(), request.uri().path());
+    let client = match &caller {
+        Some(Ok(caller)) => Some(Client::User(caller.user_id)),
+        // Refused tokens count against the address too: they cost the gateway work.
+        _ => route.limiter.address(request.headers(), request.extensions().get()).map(Client::Address),
+    };
+    let decision = match &client {
+        Some(client) => route.limiter.check(budget, client).await,
+        None => None,
+    };
+    if let Some(decision) = &decision
+        && !decision.allowed()
+    {
+        return decision.refusal();
     }
-    route.upstream.forward(request, route.body_limit).await
+    let mut response = match caller {
+        Some(Err(error)) => {
+            tracing::debug!(reason = %error, "token refused at the gateway");
+            error.to_problem().into_response()
+        }
+        _ => route.upstream.forward(request, route.body_limit).await,
+    };
+    if let Some(decision) = decision {
+        decision.add_headers(response.headers_mut());
+    }
+    response
 }
 
 fn cors(config: &config::CorsConfig) -> CorsLayer {
@@ -98,6 +126,9 @@ fn cors(config: &config::CorsConfig) -> CorsLayer {
             ["authorization", "content-type", "idempotency-key", "if-none-match", "traceparent", "x-request-id"]
                 .map(HeaderName::from_static),
         )
-        .expose_headers(["x-request-id", "retry-after", "etag", "location"].map(HeaderName::from_static))
+        .expose_headers(
+            ["x-request-id", "retry-after", "etag", "location", "ratelimit", "ratelimit-policy"]
+                .map(HeaderName::from_static),
+        )
         .max_age(config.max_age)
 }

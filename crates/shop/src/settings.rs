@@ -122,6 +122,9 @@ mod tests {
         assert_eq!(settings.identity.database_url.as_deref(), Some("postgres://emporium@db:5432/identity"));
         assert_eq!(settings.gateway.upstreams["identity"].urls.len(), 2);
         assert_eq!(settings.gateway.routes.len(), 11);
+        let limits = &settings.gateway.rate_limits;
+        assert_eq!(limits.redis_url.as_deref(), Some("redis://redis:6379/0"));
+        assert_eq!((limits.auth.requests, limits.auth.per), (30, std::time::Duration::from_secs(60)));
         assert_eq!(settings.notifications.smtp.url.as_deref(), Some("smtp://smtp.example.com:587"));
         assert_eq!(settings.identity.links.reset_password_ttl, std::time::Duration::from_secs(30 * 60));
         assert_eq!(settings.orders.database_url.as_deref(), Some("postgres://emporium@db:5432/orders"));

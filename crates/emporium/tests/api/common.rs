@@ -36,6 +36,10 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.orders.rpc_timeout = std::time::Duration::from_secs(1);
     settings.orders.payments.timeout = std::time::Duration::from_secs(2);
     settings.orders.saga_lease = std::time::Duration::from_secs(3);
+    // Tests send far more than a shopper from one address; the limits' own tests set tight ones.
+    let plenty = gateway::limits::Quota { requests: 1_000_000, per: std::time::Duration::from_secs(60) };
+    let limits = &mut settings.gateway.rate_limits;
+    (limits.auth, limits.write, limits.read) = (plenty, plenty, plenty);
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
     settings
@@ -45,6 +49,7 @@ pub struct TestShop {
     pub gateway: TestClient,
     pub identity: TestClient,
     pub catalog: TestClient,
+    pub cart: TestClient,
     pub orders: TestClient,
     pub notifications: TestClient,
     /// Identity's gRPC service for notifications.
@@ -88,6 +93,7 @@ impl TestShop {
         let gateway = TestClient::new(format!("http://{}", shop.gateway.unwrap()));
         let identity = TestClient::new(format!("http://{}", shop.identity.unwrap()));
         let catalog = TestClient::new(format!("http://{}", shop.catalog.unwrap()));
+        let cart = TestClient::new(format!("http://{}", shop.cart.unwrap()));
         let orders = TestClient::new(format!("http://{}", shop.orders.unwrap()));
         let notifications = TestClient::new(format!("http://{}", shop.notifications.unwrap()));
         let identity_grpc = format!("http://{}", shop.identity_grpc.unwrap());
@@ -97,6 +103,7 @@ impl TestShop {
             gateway,
             identity,
             catalog,
+            cart,
             orders,
             notifications,
             identity_grpc,

@@ -8,6 +8,7 @@ mod distributed;
 mod events;
 mod identity;
 mod inventory;
+mod limits;
 mod links;
 mod notifications;
 mod observability;
