@@ -37,7 +37,7 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.orders.payments.timeout = std::time::Duration::from_secs(2);
     settings.orders.saga_lease = std::time::Duration::from_secs(3);
     // Tests send far more than a shopper from one address; the limits' own tests set tight ones.
-    let plenty = gateway::limits::Quota { requests: 1_000_000, per: std::time::Duration::from_secs(60) };
+    let plenty = gateway::limits::Quota { requests: 60_000, per: std::time::Duration::from_secs(60) };
     let limits = &mut settings.gateway.rate_limits;
     (limits.auth, limits.write, limits.read) = (plenty, plenty, plenty);
     settings.identity.bootstrap_admin =
