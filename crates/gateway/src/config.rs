@@ -108,9 +108,22 @@ pub struct UpstreamConfig {
     /// Time allowed to open a connection (the replica counts as down beyond).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// How long a replica that refused a connection is skipped.
+    /// How long a replica that refused a connection, timed out or failed its readiness probe is
+    /// skipped the first time; each failure in a row doubles it, up to `max_down_for`.
     #[serde(with = "humantime_serde")]
     pub down_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_down_for: Duration,
+    /// Where replicas answer whether they are ready (200) or not; `None` turns probing off.
+    pub health_path: Option<String>,
+    /// How often every replica's readiness is probed; a replica that is skipped comes back as
+    /// soon as a probe finds it ready.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Retries of requests that reached a replica, as a share of requests (0.2: at most 20%
+    /// extra load), on top of `min_retries_per_second`.
+    pub retry_budget: f64,
+    pub min_retries_per_second: u32,
     /// Where the service publishes its OpenAPI document; `None` when it has none.
     pub openapi_path: Option<String>,
 }
@@ -122,6 +135,11 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             down_for: Duration::from_secs(2),
+            max_down_for: Duration::from_secs(30),
+            health_path: Some("/health/ready".to_owned()),
+            probe_interval: Duration::from_secs(5),
+            retry_budget: 0.2,
+            min_retries_per_second: 5,
             openapi_path: Some("/openapi.json".to_owned()),
         }
     }
@@ -167,6 +185,15 @@ impl Config {
         for (name, upstream) in &self.upstreams {
             if upstream.urls.is_empty() {
                 problems.push(format!("gateway.upstreams.{name}.urls is empty"));
+            }
+            if !(0.0..=1.0).contains(&upstream.retry_budget) {
+                problems.push(format!("gateway.upstreams.{name}.retry_budget must be between 0 and 1"));
+            }
+            if upstream.probe_interval.is_zero() || upstream.down_for.is_zero() {
+                problems.push(format!("gateway.upstreams.{name}: probe_interval and down_for must be positive"));
+            }
+            if upstream.health_path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                problems.push(format!("gateway.upstreams.{name}.health_path must start with /"));
             }
             for url in &upstream.urls {
                 match url.parse::<http::Uri>() {

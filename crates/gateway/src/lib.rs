@@ -73,7 +73,10 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     api = api.merge(openapi::router(documents));
 
     let router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
-    Server::bind(SERVICE, config.listen, router).await
+    let probed: Vec<Arc<Upstream>> = upstreams.into_iter().map(|(_, upstream)| upstream).collect();
+    Ok(Server::bind(SERVICE, config.listen, router).await?.task(move |stop| async move {
+        futures_util::future::join_all(probed.iter().map(|upstream| upstream.probe_until_stopped(stop.clone()))).await;
+    }))
 }
 
 /// Checks the caller's token as the route demands and spends a request of the caller's budget,

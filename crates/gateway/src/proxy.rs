@@ -1,9 +1,14 @@
 //! Forwarding requests to upstream pools.
 //!
-//! Replicas are chosen round-robin; one that refuses a connection is skipped for a short while
-//! and the request goes to the next — safe for every method, because a request whose connection
-//! was never opened was never seen. Small request bodies are buffered so that this retry can
-//! resend them; large or chunked bodies stream through once. Response bodies always stream.
+//! Replicas are chosen round-robin. One that refuses a connection, times out or fails its
+//! readiness probe is skipped for a back-off that grows while it keeps failing, until a probe
+//! finds it ready again; a refused connection goes on to the next replica at once — safe for
+//! every method, because a request whose connection was never opened was never seen. A request
+//! that did reach a replica is tried on another only when repeating it is harmless (GET, HEAD,
+//! OPTIONS, PUT, DELETE, or a POST or PATCH with an `Idempotency-Key`) and the replica answered
+//! 503 or dropped the connection, within a retry budget that bounds the extra load. Small request
+//! bodies are buffered so that they can be resent; large or chunked bodies stream through once,
+//! never retried. Response bodies always stream.
 
 use std::{
     net::SocketAddr,
@@ -20,7 +25,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header, uri::PathAndQuery};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header, uri::PathAndQuery};
 use http_body_util::{BodyExt, Limited};
 use platform::{
     ErrorCode, Problem,
@@ -51,24 +56,86 @@ const HOP_BY_HOP: [&str; 8] = [
 
 struct Replica {
     base: Uri,
-    down_until: Mutex<Option<Instant>>,
+    health: Mutex<ReplicaHealth>,
+}
+
+#[derive(Default)]
+struct ReplicaHealth {
+    down_until: Option<Instant>,
+    /// Failures in a row: each doubles the time the replica is skipped.
+    strikes: u32,
 }
 
 impl Replica {
-    fn is_down(&self, now: Instant) -> bool {
-        self.down_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| until > now)
+    fn health(&self) -> std::sync::MutexGuard<'_, ReplicaHealth> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn mark_down(&self, for_: Duration) {
-        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + for_);
+    fn is_down(&self, now: Instant) -> bool {
+        self.health().down_until.is_some_and(|until| until > now)
+    }
+
+    /// Skips the replica for `down_for`, doubled for each failure in a row before this one, and
+    /// at least `at_least`.
+    fn eject(&self, config: &UpstreamConfig, at_least: Duration) -> Duration {
+        let mut health = self.health();
+        let doubled = config.down_for.saturating_mul(1 << health.strikes.min(16));
+        health.strikes = health.strikes.saturating_add(1);
+        let skipped = doubled.min(config.max_down_for).max(at_least);
+        health.down_until = Some(Instant::now() + skipped);
+        skipped
     }
 
     fn mark_up(&self) {
-        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        if down.is_some() {
-            *down = None;
+        let mut health = self.health();
+        if health.down_until.is_some() || health.strikes > 0 {
+            *health = ReplicaHealth::default();
         }
     }
+}
+
+/// Retries allowed: each request adds `ratio` of one, time adds `per_second`, a retry takes one.
+struct RetryBudget {
+    ratio: f64,
+    per_second: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    fn new(config: &UpstreamConfig) -> Self {
+        let per_second = f64::from(config.min_retries_per_second);
+        Self { ratio: config.retry_budget, per_second, state: Mutex::new((per_second, Instant::now())) }
+    }
+
+    /// What a burst may draw on: ten retries, or a second's worth of the floor.
+    fn cap(&self) -> f64 {
+        self.per_second.max(10.0)
+    }
+
+    fn deposit(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = (state.0 + self.ratio).min(self.cap());
+    }
+
+    fn withdraw(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.per_second).min(self.cap());
+        state.1 = now;
+        if state.0 >= 1.0 {
+            state.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether a request may be sent again after it reached a replica: the method says repeating it
+/// changes nothing, or the client gave the key that makes the service answer a repeat alike.
+fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+        || headers.contains_key("idempotency-key")
 }
 
 /// A pool of replicas of one service.
@@ -78,9 +145,13 @@ pub struct Upstream {
     next: AtomicUsize,
     config: UpstreamConfig,
     client: HttpClient,
+    retry_budget: RetryBudget,
     ok: metrics::Counter,
     errors: metrics::Counter,
     latency: metrics::Histogram,
+    retried: metrics::Counter,
+    ejected: metrics::Counter,
+    ready: metrics::Gauge,
 }
 
 /// How a forwarded request failed.
@@ -99,7 +170,7 @@ impl Upstream {
             .urls
             .iter()
             .filter_map(|url| url.trim_end_matches('/').parse::<Uri>().ok())
-            .map(|base| Replica { base, down_until: Mutex::new(None) })
+            .map(|base| Replica { base, health: Mutex::default() })
             .collect();
         // Handles are registered once: the hot path then only bumps them.
         let upstream = name.to_owned();
@@ -109,9 +180,71 @@ impl Upstream {
             next: AtomicUsize::new(0),
             config: config.clone(),
             client: client(config.connect_timeout),
+            retry_budget: RetryBudget::new(config),
             ok: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "ok"),
             errors: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "error"),
-            latency: metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => upstream),
+            latency: metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => upstream.clone()),
+            retried: metrics::counter!("gateway_upstream_retries_total", "upstream" => upstream.clone()),
+            ejected: metrics::counter!("gateway_upstream_ejections_total", "upstream" => upstream.clone()),
+            ready: metrics::gauge!("gateway_upstream_replicas_ready", "upstream" => upstream),
+        }
+    }
+
+    /// Takes `replica` out of rotation for a while; `why` is logged.
+    fn eject(&self, replica: &Replica, why: &str, at_least: Duration) {
+        let skipped = self.eject_quietly(replica, at_least);
+        tracing::warn!(upstream = %self.name, replica = %replica.base, skipped_for = ?skipped, "{why}");
+    }
+
+    fn eject_quietly(&self, replica: &Replica, at_least: Duration) -> Duration {
+        self.ejected.increment(1);
+        replica.eject(&self.config, at_least)
+    }
+
+    /// Probes every replica's readiness every `probe_interval` until `stop`: a replica that is not
+    /// ready is skipped until a probe finds it ready, one that was skipped is back once it is.
+    pub async fn probe_until_stopped(&self, stop: tokio_util::sync::CancellationToken) {
+        self.ready.set(self.replicas.len() as f64);
+        let Some(path) = self.config.health_path.as_deref().and_then(|p| p.parse::<PathAndQuery>().ok()) else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(self.config.probe_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let probes = self.replicas.iter().map(|replica| self.probe(replica, &path));
+            futures_util::future::join_all(probes).await;
+            let now = Instant::now();
+            self.ready.set(self.replicas.iter().filter(|r| !r.is_down(now)).count() as f64);
+        }
+    }
+
+    async fn probe(&self, replica: &Replica, path: &PathAndQuery) {
+        let Some(uri) = join(&replica.base, Some(path.clone())) else { return };
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        let answer = tokio::time::timeout(self.config.connect_timeout * 2, self.client.request(request)).await;
+        match answer {
+            Ok(Ok(response)) if response.status().is_success() => {
+                if replica.is_down(Instant::now()) {
+                    tracing::info!(upstream = %self.name, replica = %replica.base, "replica is ready again");
+                }
+                replica.mark_up();
+            }
+            _ => {
+                let was_down = replica.is_down(Instant::now());
+                // Until the next probe at least: only a probe brings a replica that is not ready back.
+                let at_least = self.config.probe_interval + Duration::from_secs(1);
+                if was_down {
+                    self.eject_quietly(replica, at_least);
+                } else {
+                    self.eject(replica, "replica failed its readiness probe", at_least);
+                }
+            }
         }
     }
 
@@ -202,9 +335,12 @@ impl Upstream {
             _ => (None, Some(Body::new(Limited::new(body, body_limit)))),
         };
 
+        let retryable = buffered.is_some() && idempotent(&parts.method, &parts.headers);
+        self.retry_budget.deposit();
         let candidates = self.candidates();
         let last = candidates.len().saturating_sub(1);
         for (attempt, base) in candidates.into_iter().enumerate() {
+            let may_retry = || retryable && attempt < last && self.retry_budget.withdraw();
             let body = match (&buffered, streamed.take()) {
                 (Some(bytes), _) => Body::from(bytes.clone()),
                 (None, Some(stream)) => stream,
@@ -225,10 +361,21 @@ impl Upstream {
             *upstream_request.headers_mut() =
                 if attempt == last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
             let sent = tokio::time::timeout(self.config.timeout, self.client.request(upstream_request)).await;
+            let replica = self.replica(base);
             match sent {
-                Err(_) => return Err(Failure::TimedOut),
+                Err(_) => {
+                    if let Some(replica) = replica {
+                        self.eject(replica, "upstream replica did not answer in time", Duration::ZERO);
+                    }
+                    return Err(Failure::TimedOut);
+                }
                 Ok(Ok(response)) => {
-                    if let Some(replica) = self.replica(base) {
+                    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE && may_retry() {
+                        tracing::debug!(upstream = %self.name, replica = %base, "replica answered 503: trying another");
+                        self.retried.increment(1);
+                        continue;
+                    }
+                    if let Some(replica) = replica {
                         replica.mark_up();
                     }
                     let (mut parts, body) = response.into_parts();
@@ -236,9 +383,8 @@ impl Upstream {
                     return Ok(Response::from_parts(parts, Body::new(body)));
                 }
                 Ok(Err(error)) if error.is_connect() => {
-                    tracing::warn!(upstream = %self.name, replica = %base, "upstream refused the connection");
-                    if let Some(replica) = self.replica(base) {
-                        replica.mark_down(self.config.down_for);
+                    if let Some(replica) = replica {
+                        self.eject(replica, "upstream replica refused the connection", Duration::ZERO);
                     }
                     continue;
                 }
@@ -246,7 +392,14 @@ impl Upstream {
                     if is_body_too_large(&error) {
                         return Err(Failure::BodyTooLarge);
                     }
-                    tracing::warn!(upstream = %self.name, error = %platform::http::problem::error_chain(&error), "upstream request failed");
+                    tracing::warn!(upstream = %self.name, replica = %base, error = %platform::http::problem::error_chain(&error), "upstream request failed");
+                    if let Some(replica) = replica {
+                        self.eject_quietly(replica, Duration::ZERO);
+                    }
+                    if may_retry() {
+                        self.retried.increment(1);
+                        continue;
+                    }
                     return Err(Failure::Broken);
                 }
             }
@@ -373,6 +526,42 @@ mod tests {
     }
 
     #[test]
+    fn failures_in_a_row_skip_a_replica_longer_up_to_the_limit() {
+        let config = UpstreamConfig {
+            urls: vec!["http://a:1".into()],
+            down_for: Duration::from_secs(2),
+            max_down_for: Duration::from_secs(10),
+            ..UpstreamConfig::default()
+        };
+        let replica = Replica { base: "http://a:1".parse().unwrap(), health: Mutex::default() };
+        let skipped: Vec<u64> = (0..5).map(|_| replica.eject(&config, Duration::ZERO).as_secs()).collect();
+        assert_eq!(skipped, [2, 4, 8, 10, 10]);
+        assert!(replica.is_down(Instant::now()));
+        replica.mark_up();
+        assert!(!replica.is_down(Instant::now()));
+        assert_eq!(replica.eject(&config, Duration::from_secs(6)).as_secs(), 6, "a probe's floor");
+    }
+
+    #[test]
+    fn retries_stay_within_the_budget() {
+        let config = UpstreamConfig { retry_budget: 0.2, min_retries_per_second: 0, ..UpstreamConfig::default() };
+        let budget = RetryBudget::new(&config);
+        let mut retries = 0;
+        for _ in 0..1000 {
+            budget.deposit();
+            if budget.withdraw() {
+                retries += 1;
+            }
+        }
+        assert!((195..=200).contains(&retries), "{retries} retries for 1000 requests");
+        assert!(idempotent(&Method::PUT, &HeaderMap::new()));
+        assert!(!idempotent(&Method::POST, &HeaderMap::new()));
+        let mut keyed = HeaderMap::new();
+        keyed.insert("idempotency-key", HeaderValue::from_static("k"));
+        assert!(idempotent(&Method::POST, &keyed));
+    }
+
+    #[test]
     fn joins_base_and_path() {
         let base: Uri = "http://127.0.0.1:8081".parse().unwrap();
         assert_eq!(
@@ -389,7 +578,8 @@ mod tests {
         let first: Vec<String> = upstream.candidates().iter().map(|u| u.to_string()).collect();
         let second: Vec<String> = upstream.candidates().iter().map(|u| u.to_string()).collect();
         assert_ne!(first[0], second[0], "round robin alternates");
-        upstream.replicas[0].mark_down(Duration::from_secs(60));
+        upstream.replicas[0]
+            .eject(&UpstreamConfig { down_for: Duration::from_secs(60), ..config.clone() }, Duration::ZERO);
         for _ in 0..3 {
             assert_eq!(upstream.candidates()[0].to_string(), "http://b:2/");
         }

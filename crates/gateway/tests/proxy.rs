@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -14,6 +14,8 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
     routing::{any, get},
 };
 use gateway::{AuthPolicy, Config, RouteConfig, UpstreamConfig};
@@ -29,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 struct Seen {
     hits: Arc<AtomicUsize>,
     last: Arc<Mutex<Option<Value>>>,
+    /// Answer every request 503 (after counting it).
+    unavailable: Arc<AtomicBool>,
+    /// Answer the readiness probe 503.
+    not_ready: Arc<AtomicBool>,
 }
 
 struct Key {
@@ -54,8 +60,11 @@ fn token(key: &Key, exp_offset: i64) -> String {
 }
 
 /// Echoes what it received: method, path, query, headers and body.
-async fn echo(State(seen): State<Seen>, request: Request) -> Json<Value> {
+async fn echo(State(seen): State<Seen>, request: Request) -> Response {
     seen.hits.fetch_add(1, Ordering::SeqCst);
+    if seen.unavailable.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     let (parts, body) = request.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let headers: serde_json::Map<String, Value> = parts
@@ -71,7 +80,11 @@ async fn echo(State(seen): State<Seen>, request: Request) -> Json<Value> {
         "body_len": body.len(),
     });
     *seen.last.lock().unwrap() = Some(echoed.clone());
-    Json(echoed)
+    Json(echoed).into_response()
+}
+
+async fn readiness(State(seen): State<Seen>) -> StatusCode {
+    if seen.not_ready.load(Ordering::SeqCst) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
 }
 
 async fn upstream(key: &Key, seen: Seen) -> SocketAddr {
@@ -98,6 +111,7 @@ async fn upstream(key: &Key, seen: Seen) -> SocketAddr {
                 Body::from_stream(futures_util::stream::iter(chunks))
             }),
         )
+        .route("/health/ready", get(readiness))
         .fallback(any(echo))
         .with_state(seen);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -120,6 +134,7 @@ struct Fixture {
 }
 
 async fn start(configure: impl FnOnce(&mut Config, SocketAddr)) -> Fixture {
+    platform::metrics::install();
     let key = key();
     let seen = Seen::default();
     let addr = upstream(&key, seen.clone()).await;
@@ -323,4 +338,88 @@ async fn merges_openapi_documents_and_renders_docs() {
     assert!(!html.contains("https://"), "no assets from a CDN: /docs works offline");
     let config = f.client.get("/docs/swagger-initializer.js").send().await;
     assert!(String::from_utf8_lossy(&config.body).contains("/api/v1/openapi.json"));
+}
+
+/// A second fixture upstream, for pools of two replicas.
+async fn other_replica() -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    (upstream(&key(), seen.clone()).await, seen)
+}
+
+fn pool(config: &mut Config, urls: [SocketAddr; 2], tune: impl FnOnce(&mut UpstreamConfig)) {
+    let things = config.upstreams.get_mut("things").unwrap();
+    things.urls = urls.iter().map(|a| format!("http://{a}")).collect();
+    // Probes stay out of the way unless a test asks for them.
+    things.probe_interval = Duration::from_secs(3600);
+    tune(things);
+}
+
+#[tokio::test]
+async fn only_requests_safe_to_repeat_are_retried_on_another_replica() {
+    let (draining, refusing) = other_replica().await;
+    refusing.unavailable.store(true, Ordering::SeqCst);
+    let f = start(|config, live| pool(config, [draining, live], |_| {})).await;
+    for _ in 0..4 {
+        assert_eq!(f.client.get("/api/v1/things/1").send().await.status, 200);
+        let keyed = f.client.post("/api/v1/things").header("idempotency-key", "k-1").json(&json!({})).send().await;
+        assert_eq!(keyed.status, 200);
+    }
+    assert_eq!(f.seen.hits.load(Ordering::SeqCst), 8, "every one answered by the live replica");
+    let retried = refusing.hits.load(Ordering::SeqCst);
+    assert!((2..=6).contains(&retried), "round robin sent some to the draining replica first: {retried}");
+
+    // A POST without a key may have had an effect: its 503 is the client's to see.
+    let (before_live, before_draining) = (f.seen.hits.load(Ordering::SeqCst), refusing.hits.load(Ordering::SeqCst));
+    let mut unavailable = 0;
+    for _ in 0..4 {
+        let answer = f.client.post("/api/v1/things").json(&json!({})).send().await;
+        if answer.status == 503 {
+            unavailable += 1;
+        }
+    }
+    let draining_saw = refusing.hits.load(Ordering::SeqCst) - before_draining;
+    assert_eq!(unavailable, draining_saw, "each POST the draining replica saw came back 503, none retried");
+    assert_eq!(f.seen.hits.load(Ordering::SeqCst) - before_live + draining_saw, 4, "each POST sent once");
+    let metrics = String::from_utf8(f.client.get("/metrics").send().await.body.to_vec()).unwrap();
+    assert!(metrics.contains("gateway_upstream_retries_total{upstream=\"things\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn retries_stay_within_their_budget() {
+    let (first, first_seen) = other_replica().await;
+    let f = start(|config, live| {
+        pool(config, [first, live], |things| {
+            (things.retry_budget, things.min_retries_per_second) = (0.1, 0);
+        })
+    })
+    .await;
+    first_seen.unavailable.store(true, Ordering::SeqCst);
+    f.seen.unavailable.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        assert_eq!(f.client.get("/api/v1/things").send().await.status, 503);
+    }
+    let sent = first_seen.hits.load(Ordering::SeqCst) + f.seen.hits.load(Ordering::SeqCst);
+    assert!((100..=111).contains(&sent), "100 requests and at most 10% retries went upstream: {sent}");
+}
+
+#[tokio::test]
+async fn a_replica_that_is_not_ready_gets_no_traffic_until_a_probe_finds_it_ready() {
+    let (other, other_seen) = other_replica().await;
+    let f = start(|config, live| {
+        pool(config, [other, live], |things| things.probe_interval = Duration::from_millis(100));
+    })
+    .await;
+    other_seen.not_ready.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..6 {
+        assert_eq!(f.client.get("/api/v1/things").send().await.status, 200);
+    }
+    assert_eq!(other_seen.hits.load(Ordering::SeqCst), 0, "the replica that is not ready was skipped");
+
+    other_seen.not_ready.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..6 {
+        assert_eq!(f.client.get("/api/v1/things").send().await.status, 200);
+    }
+    assert_eq!(other_seen.hits.load(Ordering::SeqCst), 3, "back in the rotation once ready");
 }
