@@ -43,8 +43,9 @@ pub struct Config {
     pub number_prefix: String,
     pub pricing: Pricing,
     pub payments: PaymentsConfig,
-    /// How long a process may work on one saga step before another may take it over. Longer
-    /// than any single call it makes (rpc and payment timeouts).
+    /// How long a saga stays with the process driving it without word from it: the process
+    /// renews the lease every third of it while a step runs, so a step may take longer, and a
+    /// process that died leaves its sagas to the others this long after.
     #[serde(with = "humantime_serde")]
     pub saga_lease: Duration,
     /// How often unfinished sagas whose lease ran out are looked for.
@@ -54,7 +55,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
     /// How long a request that repeats a key still in progress waits for the first one's answer
-    /// before it answers 409.
+    /// before it answers 409 with `Retry-After`: well inside the gateway's timeout, so that the
+    /// client gets that answer and not a 504.
     #[serde(with = "humantime_serde")]
     pub idempotency_wait: Duration,
     /// Fault injection for crash-recovery tests: the process exits right after this saga step's
@@ -75,10 +77,10 @@ impl Default for Config {
             number_prefix: "EM-".to_owned(),
             pricing: Pricing::default(),
             payments: PaymentsConfig::default(),
-            saga_lease: Duration::from_secs(30),
-            sweep_interval: Duration::from_secs(2),
+            saga_lease: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),
-            idempotency_wait: Duration::from_secs(10),
+            idempotency_wait: Duration::from_secs(3),
             crash_after: None,
         }
     }
@@ -158,10 +160,8 @@ impl Config {
         if self.rpc_timeout.is_zero() || self.payments.timeout.is_zero() {
             problems.push("orders.rpc_timeout and orders.payments.timeout must be positive".to_owned());
         }
-        if self.saga_lease <= self.rpc_timeout.max(self.payments.timeout) {
-            problems.push(
-                "orders.saga_lease must be longer than orders.rpc_timeout and orders.payments.timeout".to_owned(),
-            );
+        if self.saga_lease < Duration::from_millis(300) {
+            problems.push("orders.saga_lease must be at least 300ms (it is renewed every third of it)".to_owned());
         }
         if self.sweep_interval.is_zero() || self.reservation_ttl < Duration::from_secs(1) {
             problems.push("orders.sweep_interval and orders.reservation_ttl must be positive".to_owned());

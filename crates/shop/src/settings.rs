@@ -73,6 +73,13 @@ impl Settings {
         settings.notifications.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
+        if let Some(orders) = settings.gateway.upstreams.get(orders::SERVICE)
+            && settings.orders.idempotency_wait >= orders.timeout
+        {
+            // Else a repeated checkout still in progress is cut off by the gateway with a 504
+            // before orders can answer it 409 with Retry-After.
+            anyhow::bail!("orders.idempotency_wait must be shorter than gateway.upstreams.orders.timeout");
+        }
         Ok(settings)
     }
 

@@ -165,7 +165,7 @@ impl Sagas {
                 return outcome;
             }
             let span = tracing::info_span!("saga_step", "saga.kind" = saga.kind.as_str(), "saga.step" = step.as_str());
-            let result = self.step(&saga, step, resumed, &mut placed).instrument(span).await;
+            let result = self.renewing(&saga, self.step(&saga, step, resumed, &mut placed).instrument(span)).await;
             let label = match &result {
                 Ok(Next::Stop) => "stopped",
                 Ok(_) => "ok",
@@ -214,6 +214,24 @@ impl Sagas {
                 Step::Refunding => self.refund(saga).await,
                 Step::Returning => self.return_stock(saga).await,
             }
+        }
+    }
+
+    /// Runs `work` while renewing the saga's lease every third of it: a slow step keeps its
+    /// saga, and only a process that stopped renewing loses it.
+    async fn renewing<T>(&self, saga: &Saga, work: impl Future<Output = T>) -> T {
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.settings.lease / 3).await;
+                if let Err(error) = self.store.renew(saga.order_id, saga.kind, self.lease_end()).await {
+                    tracing::warn!(order_id = %saga.order_id, error = %error, "could not renew a saga's lease");
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            done = work => done,
+            () = renew => unreachable!("renewing goes on until the work is done"),
         }
     }
 

@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -212,6 +212,8 @@ struct MemoryPayments {
     charges: Mutex<HashMap<String, ChargeOutcome>>,
     refunds: Mutex<HashMap<String, i64>>,
     charge_calls: AtomicUsize,
+    /// How long each charge takes, in ms.
+    charge_delay_ms: AtomicU64,
     down: AtomicBool,
     refuse_charges: AtomicBool,
     refuse_refunds: AtomicBool,
@@ -239,6 +241,7 @@ impl Payments for MemoryPayments {
     fn charge<'a>(&'a self, request: &'a ChargeRequest) -> BoxFuture<'a, Result<ChargeOutcome, PaymentError>> {
         Box::pin(async move {
             self.charge_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(self.charge_delay_ms.load(Ordering::SeqCst))).await;
             if self.down.load(Ordering::SeqCst) {
                 return Err(PaymentError::Unavailable("processor down".to_owned()));
             }
@@ -283,6 +286,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(db: TestDatabase) -> Self {
+        Self::with_lease(db, Duration::from_secs(30)).await
+    }
+
+    async fn with_lease(db: TestDatabase, lease: Duration) -> Self {
         let store = Store::open(&db.url, &Default::default()).await.expect("the store opens");
         let inventory = Arc::new(MemoryInventory::with(&[("A", 5), ("B", 5)]));
         let carts = Arc::new(MemoryCarts::default());
@@ -290,7 +297,7 @@ impl Fixture {
         let peers = Peers { inventory: inventory.clone(), carts: carts.clone(), payments: payments.clone() };
         let settings = Settings {
             number_prefix: "T-".to_owned(),
-            lease: Duration::from_secs(30),
+            lease,
             reservation_ttl: Duration::from_secs(60),
             crash_after: None,
         };
@@ -377,6 +384,7 @@ on_both_backends!(
     a_refund_the_provider_refuses_counts_as_stuck,
     two_processes_driving_one_saga_move_it_once,
     a_saga_this_version_cannot_read_is_set_aside,
+    a_step_that_outlasts_the_lease_keeps_its_saga,
 );
 
 async fn a_paid_checkout_holds_charges_sells_and_empties(db: TestDatabase) {
@@ -668,4 +676,34 @@ async fn a_saga_this_version_cannot_read_is_set_aside(db: TestDatabase) {
     let reason = f.store.last_error(unreadable.order_id).await.unwrap().unwrap_or_default();
     assert!(reason.contains("teleporting"), "{reason}");
     assert_eq!(f.sagas.recover().await.unwrap(), 0, "set aside, not retried at once");
+}
+
+/// A charge that takes three leases does not lose its saga: the lease is renewed while it runs,
+/// so no other process takes the saga over and charges again. Once the process stops renewing,
+/// the saga is due within a lease.
+async fn a_step_that_outlasts_the_lease_keeps_its_saga(db: TestDatabase) {
+    let lease = Duration::from_millis(300);
+    let f = Fixture::with_lease(db, lease).await;
+    let (saga, _) = f.claimed(f.plan(&[("A", 1)], "pm_card_visa")).await;
+    f.payments.charge_delay_ms.store(900, Ordering::SeqCst);
+    let driving = f.sagas.drive(saga.clone(), false);
+    let sweeping = async {
+        let mut taken_over = 0;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            taken_over += f.sagas.recover().await.unwrap();
+        }
+        taken_over
+    };
+    let (outcome, taken_over) = tokio::join!(driving, sweeping);
+    assert!(matches!(outcome, Some(CheckoutOutcome::Paid { .. })), "{outcome:?}");
+    assert_eq!(taken_over, 0, "the sweeper found nothing due while the charge ran");
+    assert_eq!(f.payments.charge_calls.load(Ordering::SeqCst), 1);
+
+    // A process that stops (here: a saga left mid-way with a fresh lease) is taken over after one.
+    let (stopped, _) = f.claimed(f.plan(&[("B", 1)], "pm_card_visa")).await;
+    f.store.set_raw(stopped.order_id, Step::Reserving.as_str(), f.sagas.lease_end()).await.unwrap();
+    assert_eq!(f.sagas.recover().await.unwrap(), 0, "its lease still runs");
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    assert_eq!(f.sagas.recover().await.unwrap(), 1);
 }

@@ -169,6 +169,20 @@ impl Store {
         row.map(Saga::try_from).transpose()
     }
 
+    /// Extends the lease of an unfinished saga that this process is driving.
+    pub async fn renew(&self, order_id: Uuid, kind: Kind, lease_until: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE sagas SET lease_until = $1 WHERE order_id = $2 AND kind = $3 AND step NOT IN {FINAL_STEPS}"
+        );
+        Ok(with_db!(&self.db, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lease_until)
+            .bind(order_id)
+            .bind(kind.as_str())
+            .execute(pool)
+            .await
+            .map(|_| ()))?)
+    }
+
     /// Records why a step could not be taken, and when to try again.
     pub async fn postpone(
         &self,
