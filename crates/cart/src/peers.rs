@@ -9,7 +9,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use platform::grpc::Channel;
+use platform::grpc::Replicas;
 use platform::service::StartError;
 use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
 
@@ -37,8 +37,7 @@ pub struct Prices {
 }
 
 pub struct Catalog {
-    client: InventoryClient<Channel>,
-    timeout: Duration,
+    catalog: Replicas,
     ttl: Duration,
     /// The answer, when it was fetched, and the wall-clock time its fetch began.
     fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant, DateTime<Utc>)>,
@@ -50,8 +49,7 @@ const CACHED_SKUS: usize = 100_000;
 impl Catalog {
     pub fn new(url: &str, timeout: Duration, ttl: Duration) -> Result<Self, StartError> {
         Ok(Self {
-            client: InventoryClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?),
-            timeout,
+            catalog: Replicas::new(crate::SERVICE, url, timeout)?,
             ttl,
             fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
             last_known: quick_cache::sync::Cache::new(CACHED_SKUS),
@@ -125,9 +123,14 @@ impl Catalog {
 
     async fn fetch(&self, skus: &[String]) -> Result<Vec<VariantPrice>, String> {
         let started = Instant::now();
-        let mut client = self.client.clone();
-        let request = platform::grpc::request(GetVariantsRequest { skus: skus.to_vec() }, self.timeout);
-        let result = platform::grpc::within(self.timeout, client.get_variants(request)).await;
+        let message = GetVariantsRequest { skus: skus.to_vec() };
+        let result = self
+            .catalog
+            .call(|channel, left| {
+                let request = platform::grpc::request(message.clone(), left);
+                async move { InventoryClient::new(channel).get_variants(request).await }
+            })
+            .await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("cart_catalog_request_duration_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use platform::{grpc::Channel, service::StartError};
+use platform::{grpc::Replicas, service::StartError};
 use rpc::identity::v1::{GetContactRequest, GetOneTimeLinkRequest, identity_client::IdentityClient};
 use tonic::Code;
 use uuid::Uuid;
@@ -32,25 +32,34 @@ fn error(status: tonic::Status) -> PeerError {
 
 #[derive(Clone)]
 pub struct Identity {
-    client: IdentityClient<Channel>,
-    timeout: Duration,
+    replicas: Replicas,
 }
 
 impl Identity {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StartError> {
-        Ok(Self { client: IdentityClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?), timeout })
+    /// `urls`: every replica's gRPC URL, comma-separated; reads are safe to send to the next.
+    pub fn new(urls: &str, timeout: Duration) -> Result<Self, StartError> {
+        Ok(Self { replicas: Replicas::new(crate::SERVICE, urls, timeout)? })
     }
 
     pub async fn contact(&self, user_id: Uuid) -> Result<Contact, PeerError> {
-        let request = platform::grpc::request(GetContactRequest { user_id: user_id.to_string() }, self.timeout);
-        let mut client = self.client.clone();
-        platform::grpc::within(self.timeout, client.get_contact(request)).await.map_err(error)
+        let message = GetContactRequest { user_id: user_id.to_string() };
+        self.replicas
+            .call(|channel, left| {
+                let request = platform::grpc::request(message.clone(), left);
+                async move { IdentityClient::new(channel).get_contact(request).await }
+            })
+            .await
+            .map_err(error)
     }
 
     pub async fn link(&self, request_id: Uuid) -> Result<OneTimeLink, PeerError> {
-        let request =
-            platform::grpc::request(GetOneTimeLinkRequest { request_id: request_id.to_string() }, self.timeout);
-        let mut client = self.client.clone();
-        platform::grpc::within(self.timeout, client.get_one_time_link(request)).await.map_err(error)
+        let message = GetOneTimeLinkRequest { request_id: request_id.to_string() };
+        self.replicas
+            .call(|channel, left| {
+                let request = platform::grpc::request(message.clone(), left);
+                async move { IdentityClient::new(channel).get_one_time_link(request).await }
+            })
+            .await
+            .map_err(error)
     }
 }

@@ -152,3 +152,93 @@ async fn catalog_replicas_keep_their_own_indexes_fresh() {
         let _ = std::fs::remove_dir_all(settings.data_dir);
     }
 }
+
+/// One catalog replica down costs shoppers nothing: the gateway, the cart and orders each know
+/// both replicas (the cart and orders as a list of gRPC URLs) and move on to the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_replica_down_costs_nothing() {
+    let Some(broker) = testkit::broker::TestBroker::shared("catalog-down").await else { return };
+    let (Some(identity_db), Some(catalog_db), Some(orders_db)) = (
+        TestDatabase::create(testkit::Backend::Postgres).await,
+        TestDatabase::create(testkit::Backend::Postgres).await,
+        TestDatabase::create(testkit::Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    let configure = |name: &str| {
+        let mut settings = test_settings(&identity_db, testkit::temp_dir(name));
+        settings.catalog.database_url = Some(catalog_db.url.clone());
+        settings.catalog.replica_id = Some(name.to_owned());
+        settings.orders.database_url = Some(orders_db.url.clone());
+        settings.events.url = broker.url.clone();
+        settings.events.namespace = broker.namespace.clone();
+        settings
+    };
+    let (stop_a, stop_rest) = (CancellationToken::new(), CancellationToken::new());
+    let identity = Shop::start(configure("identity"), &[Service::Identity], stop_rest.clone()).await.unwrap();
+    // The replicas check tokens with identity's keys, found through its upstream.
+    let configure = |name: &str| {
+        let mut settings = configure(name);
+        settings.gateway.upstreams.get_mut("identity").unwrap().urls =
+            vec![format!("http://{}", identity.identity.unwrap())];
+        settings
+    };
+    let a = Shop::start(configure("catalog-a"), &[Service::Catalog], stop_a.clone()).await.unwrap();
+    let b = Shop::start(configure("catalog-b"), &[Service::Catalog], stop_rest.clone()).await.unwrap();
+    let grpc = format!("http://{},http://{}", a.catalog_grpc.unwrap(), b.catalog_grpc.unwrap());
+    let mut front = configure("front");
+    front.cart.catalog_url = grpc.clone();
+    front.orders.catalog_url = grpc;
+    front.gateway.upstreams.get_mut("catalog").unwrap().urls =
+        vec![format!("http://{}", a.catalog.unwrap()), format!("http://{}", b.catalog.unwrap())];
+    let services = [Service::Cart, Service::Orders, Service::Gateway];
+    let shop = Shop::start(front.clone(), &services, stop_rest.clone()).await.unwrap();
+    let gateway = TestClient::new(format!("http://{}", shop.gateway.unwrap()));
+
+    let login = gateway.post("/api/v1/auth/login").json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}));
+    let admin = token(&login.send().await.json());
+    let sku = format!("DOWN-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).to_uppercase();
+    let created = gateway
+        .post("/api/v1/products")
+        .bearer(&admin)
+        .json(&crate::catalog::product_body("Replica Shoe", &sku, 2_500, 50))
+        .send()
+        .await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let product = created.json()["id"].as_str().unwrap().to_owned();
+    let registered = gateway
+        .post("/api/v1/auth/register")
+        .json(&json!({"email": unique_email("replicas"), "password": PASSWORD, "name": "Rep"}))
+        .send()
+        .await;
+    let user = token(&registered.json());
+    let shop_once = |round: usize| {
+        let (gateway, user, sku, product) = (gateway.clone(), user.clone(), sku.clone(), product.clone());
+        async move {
+            let read = gateway.get(&format!("/api/v1/products/{product}")).send().await;
+            assert_eq!(read.status, 200, "round {round}: product read");
+            let added = gateway
+                .post("/api/v1/carts/me/items")
+                .bearer(&user)
+                .json(&json!({"sku": sku, "quantity": 1}))
+                .send()
+                .await;
+            assert_eq!(added.status, 200, "round {round}: {}", String::from_utf8_lossy(&added.body));
+            let body = json!({"cart_id": "me", "shipping_address": crate::orders::address(), "payment_method": "pm_card_visa"});
+            let key = uuid::Uuid::new_v4().to_string();
+            let placed =
+                gateway.post("/api/v1/orders").bearer(&user).header("idempotency-key", &key).json(&body).send().await;
+            assert_eq!(placed.status, 201, "round {round}: {}", String::from_utf8_lossy(&placed.body));
+        }
+    };
+    shop_once(0).await;
+    stop_a.cancel();
+    a.wait().await.unwrap();
+    for round in 1..=6 {
+        shop_once(round).await;
+    }
+    stop_rest.cancel();
+    shop.wait().await.unwrap();
+    b.wait().await.unwrap();
+    identity.wait().await.unwrap();
+}

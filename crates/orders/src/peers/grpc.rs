@@ -1,10 +1,12 @@
-//! The peers over gRPC: the catalog's inventory service and the cart's. Every call has a
-//! deadline; a peer that does not answer in time is `Unavailable`.
+//! The peers over gRPC: the catalog's inventory service and the cart's, each over every replica
+//! configured (a comma-separated list of URLs). Every call has a deadline, and every call is safe
+//! to repeat (a read, or keyed by the order id), so a replica that cannot be reached hands the
+//! call to the next; a peer that does not answer in time is `Unavailable`.
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use platform::grpc::Channel;
+use platform::grpc::Replicas;
 use platform::service::{
     StartError,
     names::{CART, CATALOG},
@@ -18,6 +20,11 @@ use uuid::Uuid;
 
 use super::{CartLine, Carts, CheckoutCart, Inventory, PeerError, Price, Reserved};
 use crate::domain::{Shortage, ShortageReason};
+
+/// A call's message, with the deadline the time left allows.
+fn request<T: Clone>(message: &T, left: Duration) -> tonic::Request<T> {
+    platform::grpc::request(message.clone(), left)
+}
 
 fn error(peer: &'static str, status: Status) -> PeerError {
     match status.code() {
@@ -33,26 +40,24 @@ fn error(peer: &'static str, status: Status) -> PeerError {
 /// The catalog's inventory service.
 #[derive(Clone)]
 pub struct Catalog {
-    client: InventoryClient<Channel>,
-    timeout: Duration,
+    replicas: Replicas,
 }
 
 impl Catalog {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, StartError> {
-        Ok(Self { client: InventoryClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?), timeout })
+        Ok(Self { replicas: Replicas::new(crate::SERVICE, url, timeout)? })
     }
 }
 
 /// The cart's service for orders.
 #[derive(Clone)]
 pub struct Cart {
-    client: CartsClient<Channel>,
-    timeout: Duration,
+    replicas: Replicas,
 }
 
 impl Cart {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, StartError> {
-        Ok(Self { client: CartsClient::new(platform::grpc::channel(crate::SERVICE, url, timeout)?), timeout })
+        Ok(Self { replicas: Replicas::new(crate::SERVICE, url, timeout)? })
     }
 }
 
@@ -73,20 +78,22 @@ impl Inventory for Catalog {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Reserved, PeerError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            let request = platform::grpc::request(
-                catalog::ReserveRequest {
-                    order_id: order_id.to_string(),
-                    lines: lines
-                        .iter()
-                        .map(|(sku, quantity)| catalog::ReservationLine { sku: sku.clone(), quantity: *quantity })
-                        .collect(),
-                    ttl_seconds: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
-                },
-                self.timeout,
-            );
-            let response =
-                platform::grpc::within(self.timeout, client.reserve(request)).await.map_err(|s| error(CATALOG, s))?;
+            let message = catalog::ReserveRequest {
+                order_id: order_id.to_string(),
+                lines: lines
+                    .iter()
+                    .map(|(sku, quantity)| catalog::ReservationLine { sku: sku.clone(), quantity: *quantity })
+                    .collect(),
+                ttl_seconds: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+            };
+            let response = self
+                .replicas
+                .call(|channel, left| {
+                    let request = request(&message, left);
+                    async move { InventoryClient::new(channel).reserve(request).await }
+                })
+                .await
+                .map_err(|s| error(CATALOG, s))?;
             Ok(if response.reserved {
                 Reserved::Held
             } else if response.shortages.is_empty() {
@@ -99,19 +106,29 @@ impl Inventory for Catalog {
 
     fn commit(&self, order_id: Uuid) -> BoxFuture<'_, Result<(), PeerError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            let request =
-                platform::grpc::request(catalog::CommitRequest { order_id: order_id.to_string() }, self.timeout);
-            platform::grpc::within(self.timeout, client.commit(request)).await.map(drop).map_err(|s| error(CATALOG, s))
+            let message = catalog::CommitRequest { order_id: order_id.to_string() };
+            self.replicas
+                .call(|channel, left| {
+                    let request = request(&message, left);
+                    async move { InventoryClient::new(channel).commit(request).await }
+                })
+                .await
+                .map(drop)
+                .map_err(|s| error(CATALOG, s))
         })
     }
 
     fn release(&self, order_id: Uuid) -> BoxFuture<'_, Result<(), PeerError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            let request =
-                platform::grpc::request(catalog::ReleaseRequest { order_id: order_id.to_string() }, self.timeout);
-            platform::grpc::within(self.timeout, client.release(request)).await.map(drop).map_err(|s| error(CATALOG, s))
+            let message = catalog::ReleaseRequest { order_id: order_id.to_string() };
+            self.replicas
+                .call(|channel, left| {
+                    let request = request(&message, left);
+                    async move { InventoryClient::new(channel).release(request).await }
+                })
+                .await
+                .map(drop)
+                .map_err(|s| error(CATALOG, s))
         })
     }
 }
@@ -119,12 +136,13 @@ impl Inventory for Catalog {
 impl Carts for Cart {
     fn cart<'a>(&'a self, user: Uuid, cart_id: &'a str) -> BoxFuture<'a, Result<CheckoutCart, PeerError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            let request = platform::grpc::request(
-                cart::GetForCheckoutRequest { user_id: user.to_string(), cart_id: cart_id.to_owned() },
-                self.timeout,
-            );
-            let cart = platform::grpc::within(self.timeout, client.get_for_checkout(request))
+            let message = cart::GetForCheckoutRequest { user_id: user.to_string(), cart_id: cart_id.to_owned() };
+            let cart = self
+                .replicas
+                .call(|channel, left| {
+                    let request = request(&message, left);
+                    async move { CartsClient::new(channel).get_for_checkout(request).await }
+                })
                 .await
                 .map_err(|s| error(CART, s))?;
             let lines = cart
@@ -144,16 +162,17 @@ impl Carts for Cart {
 
     fn complete<'a>(&'a self, user: Uuid, cart_id: &'a str, order_id: Uuid) -> BoxFuture<'a, Result<(), PeerError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            let request = platform::grpc::request(
-                cart::CompleteCheckoutRequest {
-                    user_id: user.to_string(),
-                    cart_id: cart_id.to_owned(),
-                    order_id: order_id.to_string(),
-                },
-                self.timeout,
-            );
-            match platform::grpc::within(self.timeout, client.complete_checkout(request))
+            let message = cart::CompleteCheckoutRequest {
+                user_id: user.to_string(),
+                cart_id: cart_id.to_owned(),
+                order_id: order_id.to_string(),
+            };
+            match self
+                .replicas
+                .call(|channel, left| {
+                    let request = request(&message, left);
+                    async move { CartsClient::new(channel).complete_checkout(request).await }
+                })
                 .await
                 .map_err(|s| error(CART, s))
             {
