@@ -19,6 +19,8 @@ pub enum OrderError {
     KeyReused,
     #[error("a request with this Idempotency-Key is still in progress")]
     KeyInProgress,
+    #[error("another checkout of this cart is still running")]
+    CartBusy,
     #[error("a service this depends on is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -29,7 +31,7 @@ impl OrderError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound => ErrorCode::NotFound,
-            Self::Transition(_) | Self::Concurrent | Self::KeyInProgress => ErrorCode::Conflict,
+            Self::Transition(_) | Self::Concurrent | Self::KeyInProgress | Self::CartBusy => ErrorCode::Conflict,
             Self::Validation(_) | Self::KeyReused => ErrorCode::Validation,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,

@@ -21,6 +21,7 @@ on_both_backends!(
     webhooks_are_verified_and_idempotent,
     order_events_carry_the_request_trace,
     a_saga_that_keeps_failing_is_counted_as_stuck,
+    one_cart_is_ordered_once_under_racing_keys,
 );
 
 pub fn unique_sku(prefix: &str) -> String {
@@ -613,4 +614,47 @@ async fn a_saga_that_keeps_failing_is_counted_as_stuck(db: TestDatabase) {
         })
         .await
     );
+}
+
+/// Five checkouts of one cart at once, each under its own key (a client that lost track of its
+/// key): one order is placed and charged; the others are told the cart is being checked out
+/// (409) or, once it was, that it is empty (422).
+async fn one_cart_is_ordered_once_under_racing_keys(db: TestDatabase) {
+    let shop = TestShop::start(db).await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("RACE");
+    create(&shop, &admin, &product_body("Race Shoe", &sku, 1_500, 10)).await;
+    let user = token(&shop.register(&unique_email("racer")).await);
+    add_to_cart(&shop, &user, &sku, 2).await;
+    let body = checkout_body("me", "pm_card_visa");
+    let racers: Vec<_> = (0..5)
+        .map(|i| {
+            let (gateway, user, body) = (shop.gateway.clone(), user.clone(), body.clone());
+            let key = format!("race-{i}");
+            tokio::spawn(async move {
+                gateway.post("/api/v1/orders").bearer(&user).header("idempotency-key", &key).json(&body).send().await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for racer in racers {
+        answers.push(racer.await.unwrap());
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    for answer in answers.iter().filter(|a| a.status != 201) {
+        match answer.status.as_u16() {
+            409 => {
+                let problem = answer.problem(409);
+                assert!(problem["detail"].as_str().unwrap().contains("being checked out"), "{problem}");
+                assert!(answer.header("retry-after").is_some());
+            }
+            422 => assert!(answer.problem(422)["detail"].as_str().unwrap().contains("empty")),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&answer.body)),
+        }
+    }
+    let mine = shop.gateway.get("/api/v1/orders").bearer(&user).send().await.json();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "one order, one charge");
+    assert_eq!(available(&shop, &sku).await, 8);
+    shop.stop().await;
 }

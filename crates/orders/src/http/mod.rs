@@ -161,6 +161,11 @@ impl From<OrderError> for Problem {
             OrderError::KeyReused => {
                 Problem::with_detail(code, "this Idempotency-Key was already used with a different request body")
             }
+            OrderError::CartBusy => Problem::with_detail(
+                code,
+                "this cart is being checked out by another request; try again once that one is answered",
+            )
+            .retry_after(1),
             OrderError::KeyInProgress => {
                 Problem::with_detail(code, "a request with this Idempotency-Key is still being processed")
                     .retry_after(1)

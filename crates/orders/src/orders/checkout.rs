@@ -4,7 +4,9 @@
 //! row (and its plan), in one transaction, so a key never exists without the saga that will
 //! answer it. The request's hash is kept with the key: the same key with another request is
 //! refused, the same request replays the stored answer, and a duplicate that arrives while the
-//! first is still running waits for that answer.
+//! first is still running waits for that answer. One checkout of a cart runs at a time: another
+//! under a different key, while the first has not finished, is refused (409), so no two orders
+//! are charged for one cart's contents.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use crate::{
     domain::{Address, Answer, CheckoutOutcome, Line, Plan, Saga, Step},
     error::{OrderError, internal},
     peers::{CheckoutCart, PeerError},
-    store::{KeyState, NewKey},
+    store::{Claim, KeyState, NewKey},
 };
 
 /// A validated checkout request.
@@ -123,11 +125,18 @@ impl Orders {
         loop {
             // A lease as long as for any saga, however long this request waited for the key.
             saga.lease_until = self.sagas.lease_end();
-            if self.store.claim_key(&claim, &saga).await? {
-                return match outcome {
-                    None => self.run(user, key, &hash, saga).await,
-                    Some(outcome) => Ok(Reply::new(outcome)),
-                };
+            match self.store.claim_key(&claim, &saga).await? {
+                Claim::Claimed => {
+                    return match outcome {
+                        None => self.run(user, key, &hash, saga).await,
+                        Some(outcome) => Ok(Reply::new(outcome)),
+                    };
+                }
+                Claim::CartBusy => {
+                    metrics::counter!("orders_idempotent_replays_total", "outcome" => "cart_busy").increment(1);
+                    return Err(OrderError::CartBusy);
+                }
+                Claim::KeyTaken => {}
             }
             match self.store.key(user, key, &hash).await? {
                 KeyState::Answered(answer) => return Ok(Reply::replay(answer)),

@@ -25,7 +25,7 @@ use crate::{
     },
     payments::{ChargeOutcome, ChargeRequest, PaymentError, Payments, RefundRequest},
     peers::{CartLine, Carts, CheckoutCart, Inventory, PeerError, Price, Reserved},
-    store::{KeyState, NewKey, Store},
+    store::{Claim, KeyState, NewKey, Store},
 };
 
 /// What the inventory knows of one order's stock.
@@ -340,7 +340,7 @@ impl Fixture {
         let key = Uuid::new_v4().to_string();
         let saga = self.sagas.checkout(self.user, &key, Step::Reserving, Some(plan), None);
         let claim = NewKey { user: self.user, key: &key, hash: b"hash", outcome: None };
-        assert!(self.store.claim_key(&claim, &saga).await.unwrap());
+        assert_eq!(self.store.claim_key(&claim, &saga).await.unwrap(), Claim::Claimed);
         (saga, key)
     }
 
@@ -385,6 +385,7 @@ on_both_backends!(
     two_processes_driving_one_saga_move_it_once,
     a_saga_this_version_cannot_read_is_set_aside,
     a_step_that_outlasts_the_lease_keeps_its_saga,
+    one_checkout_of_a_cart_runs_at_a_time,
 );
 
 async fn a_paid_checkout_holds_charges_sells_and_empties(db: TestDatabase) {
@@ -459,7 +460,7 @@ async fn a_checkout_recorded_before_its_cart_was_read_is_undone(db: TestDatabase
     let key = Uuid::new_v4().to_string();
     let saga = f.sagas.checkout(f.user, &key, Step::Started, None, None);
     let claim = NewKey { user: f.user, key: &key, hash: b"hash", outcome: None };
-    assert!(f.store.claim_key(&claim, &saga).await.unwrap());
+    assert_eq!(f.store.claim_key(&claim, &saga).await.unwrap(), Claim::Claimed);
     f.inventory.down.store(true, Ordering::SeqCst);
     assert_eq!(f.resume(saga.order_id, Kind::Checkout).await, None);
     assert_eq!(f.saga(saga.order_id, Kind::Checkout).await.step, Step::Abandoned, "nothing to release");
@@ -667,7 +668,9 @@ async fn two_processes_driving_one_saga_move_it_once(db: TestDatabase) {
 async fn a_saga_this_version_cannot_read_is_set_aside(db: TestDatabase) {
     let f = Fixture::new(db).await;
     let (unreadable, _) = f.claimed(f.plan(&[("A", 1)], "pm_card_visa")).await;
-    let (interrupted, _) = f.claimed(f.plan(&[("B", 1)], "pm_card_visa")).await;
+    // Another cart: one checkout of a cart runs at a time.
+    let other_cart = Plan { cart_id: Uuid::new_v4().to_string(), ..f.plan(&[("B", 1)], "pm_card_visa") };
+    let (interrupted, _) = f.claimed(other_cart).await;
     let past = platform::time::now() - chrono::Duration::minutes(1);
     f.store.set_raw(unreadable.order_id, "teleporting", past).await.unwrap();
     f.store.set_raw(interrupted.order_id, Step::Reserving.as_str(), past).await.unwrap();
@@ -706,4 +709,25 @@ async fn a_step_that_outlasts_the_lease_keeps_its_saga(db: TestDatabase) {
     assert_eq!(f.sagas.recover().await.unwrap(), 0, "its lease still runs");
     tokio::time::sleep(lease + Duration::from_millis(50)).await;
     assert_eq!(f.sagas.recover().await.unwrap(), 1);
+}
+
+/// A second checkout of a cart under another key is refused while the first runs, with nothing
+/// recorded; another cart is not held; once the first ends, the cart can be checked out again.
+async fn one_checkout_of_a_cart_runs_at_a_time(db: TestDatabase) {
+    let f = Fixture::new(db).await;
+    let plan = f.plan(&[("A", 1)], "pm_card_visa");
+    let (first, _) = f.claimed(plan.clone()).await;
+    let f = &f;
+    let claim = |key: &'static str, plan: Plan| {
+        let saga = f.sagas.checkout(f.user, key, Step::Reserving, Some(plan), None);
+        async move { f.store.claim_key(&NewKey { user: f.user, key, hash: b"hash", outcome: None }, &saga).await.unwrap() }
+    };
+    assert_eq!(claim("second", plan.clone()).await, Claim::CartBusy);
+    assert_eq!(f.key("second").await, KeyState::Missing, "the refused key was not kept");
+    let guest = Plan { cart_id: Uuid::new_v4().to_string(), ..plan.clone() };
+    assert_eq!(claim("guest", guest.clone()).await, Claim::Claimed, "another cart is free");
+    assert_eq!(claim("guest-again", guest).await, Claim::CartBusy, "guest carts are held too");
+
+    assert!(matches!(f.sagas.drive(first, false).await, Some(CheckoutOutcome::Paid { .. })));
+    assert_eq!(claim("second", plan).await, Claim::Claimed, "free once the first checkout ended");
 }

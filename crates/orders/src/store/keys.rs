@@ -8,7 +8,10 @@ use platform::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Store, StoreError, corrupt, sagas::plan_json};
+use super::{
+    Store, StoreError, corrupt,
+    sagas::{self, plan_json},
+};
 use crate::domain::{Answer, CheckoutOutcome, Saga};
 
 /// An idempotency key being claimed.
@@ -18,6 +21,16 @@ pub struct NewKey<'a> {
     pub hash: &'a [u8],
     /// The outcome, when it is known before the saga starts.
     pub outcome: Option<&'a CheckoutOutcome>,
+}
+
+/// What claiming a key for a new checkout came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    /// The key was claimed before (by this request's first try, or another body).
+    KeyTaken,
+    /// Another checkout of the same cart, under another key, has not finished.
+    CartBusy,
 }
 
 /// What a key holds, for a request with a given hash.
@@ -80,22 +93,23 @@ pub(super) async fn forget(tx: &mut Tx, user: Uuid, key: &str) -> Result<(), Sto
 }
 
 impl Store {
-    /// Claims an idempotency key for a new checkout and records its saga, atomically: `false`
-    /// (and nothing recorded) when the key is taken. A checkout decided at once carries its
-    /// outcome in the key from the start.
-    pub async fn claim_key(&self, claim: &NewKey<'_>, saga: &Saga) -> Result<bool, StoreError> {
+    /// Claims an idempotency key for a new checkout and records its saga, atomically; nothing is
+    /// recorded when the key is taken, or when another checkout of the same cart is still
+    /// running. A checkout decided at once carries its outcome in the key from the start.
+    pub async fn claim_key(&self, claim: &NewKey<'_>, saga: &Saga) -> Result<Claim, StoreError> {
         let outcome = claim.outcome.map(encode).transpose()?;
         let plan = plan_json(saga)?;
         let now = platform::time::now();
+        let claimed = |inserted: bool| if inserted { Claim::Claimed } else { Claim::KeyTaken };
         match &self.db {
             // One statement: the saga row is written only if the key's was.
-            Db::Postgres(pool) => Ok(sqlx::query(
+            Db::Postgres(pool) => match sqlx::query(
                 "WITH claimed AS (
                      INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, outcome, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, key) DO NOTHING
                      RETURNING order_id)
-                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at)
-                 SELECT order_id, $7, $8, $1, $2, $9, $10, $11, $12, $6, $6 FROM claimed",
+                 INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at, cart_ref)
+                 SELECT order_id, $7, $8, $1, $2, $9, $10, $11, $12, $6, $6, $13 FROM claimed",
             )
             .bind(claim.user)
             .bind(claim.key)
@@ -109,9 +123,14 @@ impl Store {
             .bind(saga.attempts)
             .bind(saga.lease_until)
             .bind(&saga.traceparent)
+            .bind(sagas::cart_ref(saga))
             .execute(pool)
             .await
-            .map(|r| r.rows_affected() == 1)?),
+            {
+                Ok(done) => Ok(claimed(done.rows_affected() == 1)),
+                Err(error) if sagas::is_cart_busy(&error) => Ok(Claim::CartBusy),
+                Err(error) => Err(error.into()),
+            },
             Db::Sqlite(_) => {
                 let mut unit = self.unit().await?;
                 let inserted = with_tx!(&mut unit.tx, |conn| sqlx::query(
@@ -127,11 +146,18 @@ impl Store {
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected() == 1))?;
-                if inserted {
-                    unit.insert_saga(saga).await?;
-                    unit.commit().await?;
+                if !inserted {
+                    return Ok(Claim::KeyTaken);
                 }
-                Ok(inserted)
+                match sagas::insert_raw(&mut unit.tx, saga).await? {
+                    Ok(()) => {
+                        unit.commit().await?;
+                        Ok(Claim::Claimed)
+                    }
+                    // Dropping the unit rolls the key back.
+                    Err(error) if sagas::is_cart_busy(&error) => Ok(Claim::CartBusy),
+                    Err(error) => Err(error.into()),
+                }
             }
         }
     }

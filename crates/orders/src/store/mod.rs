@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::domain::{CheckoutOutcome, Order};
 
-pub use keys::{KeyState, NewKey};
+pub use keys::{Claim, KeyState, NewKey};
 pub use sagas::Advance;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");

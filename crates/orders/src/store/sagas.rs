@@ -84,13 +84,34 @@ pub(super) fn plan_json(saga: &Saga) -> Result<Option<Json<serde_json::Value>>, 
         .transpose()
 }
 
+/// The index that lets one checkout at a time run per cart.
+const ONE_CHECKOUT_PER_CART: &str = "sagas_one_checkout_per_cart";
+
+/// The cart a running checkout holds (`user:{id}` or `guest:{id}`); `None` for other sagas.
+pub(super) fn cart_ref(saga: &Saga) -> Option<String> {
+    let plan = saga.plan.as_ref().filter(|_| saga.kind == Kind::Checkout && !Step::FINAL.contains(&saga.step))?;
+    Some(if plan.cart_id == "me" { format!("user:{}", saga.user_id) } else { format!("guest:{}", plan.cart_id) })
+}
+
+/// Whether `error` is another checkout of the same cart still running.
+pub(super) fn is_cart_busy(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.is_unique_violation() && (e.constraint() == Some(ONE_CHECKOUT_PER_CART) || e.message().contains("cart_ref"))
+    })
+}
+
 pub(super) async fn insert(tx: &mut Tx, saga: &Saga) -> Result<(), StoreError> {
+    Ok(insert_raw(tx, saga).await??)
+}
+
+/// The insert, with the database's own error kept for [`is_cart_busy`].
+pub(super) async fn insert_raw(tx: &mut Tx, saga: &Saga) -> Result<Result<(), sqlx::Error>, StoreError> {
     let plan = plan_json(saga)?;
     let now = platform::time::now();
     Ok(with_tx!(tx, |conn| {
         sqlx::query(
-        "INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+        "INSERT INTO sagas (order_id, kind, step, user_id, idempotency_key, plan, attempts, lease_until, traceparent, created_at, updated_at, cart_ref)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)"
     )
     .bind(saga.order_id)
     .bind(saga.kind.as_str())
@@ -102,10 +123,11 @@ pub(super) async fn insert(tx: &mut Tx, saga: &Saga) -> Result<(), StoreError> {
     .bind(saga.lease_until)
     .bind(&saga.traceparent)
     .bind(now)
+    .bind(cart_ref(saga))
     .execute(conn)
     .await
     .map(|_| ())
-    })?)
+    }))
 }
 
 pub(super) async fn advance_in(tx: &mut Tx, change: Advance) -> Result<bool, StoreError> {
