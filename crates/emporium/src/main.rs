@@ -54,6 +54,72 @@ enum Command {
     Events(EventsCommand),
     /// Measure throughput and latency.
     Bench(bench::Args),
+    /// Run every service as separate processes on this machine, replicated, on PostgreSQL, Redis
+    /// and RabbitMQ.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(clap::Args)]
+struct ClusterDir {
+    /// Where the cluster keeps its state, logs and data.
+    #[arg(long, default_value = ".emporium-cluster")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Migrate, then start every replica and the gateways; they keep running after this returns.
+    Up {
+        #[command(flatten)]
+        dir: ClusterDir,
+        /// Replicas of each service.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        #[arg(long, default_value_t = 1)]
+        gateways: usize,
+        #[arg(long, default_value_t = 8080)]
+        gateway_port: u16,
+        /// The first port of the services (each takes a block of 20 from here).
+        #[arg(long, default_value_t = 18000)]
+        base_port: u16,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+        postgres: String,
+        #[arg(long, default_value = "emporium_cluster")]
+        database_prefix: String,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp: String,
+        /// Prefix of the cluster's queues and Redis keys.
+        #[arg(long, default_value = "emporium-cluster")]
+        namespace: String,
+    },
+    /// Each process: running or not, ready or not.
+    Status {
+        #[command(flatten)]
+        dir: ClusterDir,
+    },
+    /// Stop every process (SIGTERM, then SIGKILL after 30 s).
+    Down {
+        #[command(flatten)]
+        dir: ClusterDir,
+    },
+    /// Kill one replica at once (SIGKILL), as a crash would.
+    Kill {
+        #[command(flatten)]
+        dir: ClusterDir,
+        /// identity, catalog, cart, orders, notifications or gateway
+        service: String,
+        replica: usize,
+    },
+    /// Start one replica again.
+    Start {
+        #[command(flatten)]
+        dir: ClusterDir,
+        service: String,
+        replica: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +203,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events(command) => events_command(settings, command).await,
         Command::Bench(args) => bench::run(settings, args).await,
+        Command::Cluster(command) => cluster(command).await,
+    }
+}
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use emporium::cluster::{Cluster, Plan};
+    match command {
+        ClusterCommand::Up {
+            dir,
+            replicas,
+            gateways,
+            gateway_port,
+            base_port,
+            postgres,
+            database_prefix,
+            redis,
+            amqp,
+            namespace,
+        } => {
+            let dir = std::path::absolute(&dir.dir)?;
+            if let Ok(running) = Cluster::load(&dir)
+                && running.processes.iter().any(|p| p.pid.is_some())
+            {
+                anyhow::bail!("a cluster already runs from {}: `emporium cluster down` first", dir.display());
+            }
+            let webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+            let plan = Plan {
+                dir,
+                replicas,
+                gateways,
+                gateway_port,
+                base_port,
+                postgres,
+                database_prefix,
+                redis,
+                amqp,
+                namespace,
+                webhook_secret,
+                extra_env: Vec::new(),
+            };
+            let mut cluster = Cluster::new(plan, std::env::current_exe()?);
+            eprintln!(
+                "starting {} processes; logs in {}",
+                cluster.processes.len(),
+                cluster.plan.dir.join("logs").display()
+            );
+            if let Err(error) = cluster.up().await {
+                let _ = cluster.down(std::time::Duration::from_secs(10));
+                return Err(error);
+            }
+            eprintln!("the cluster is up: {}", cluster.plan.gateway_url(0));
+            Ok(())
+        }
+        ClusterCommand::Status { dir } => {
+            let cluster = Cluster::load(&dir.dir)?;
+            for (name, running, ready) in cluster.status().await {
+                let state = match (running, ready) {
+                    (true, true) => "ready",
+                    (true, false) => "running, not ready",
+                    _ => "stopped",
+                };
+                println!("{name:<16} {state}");
+            }
+            Ok(())
+        }
+        ClusterCommand::Down { dir } => Cluster::load(&dir.dir)?.down(std::time::Duration::from_secs(30)),
+        ClusterCommand::Kill { dir, service, replica } => Cluster::load(&dir.dir)?.kill(&service, replica),
+        ClusterCommand::Start { dir, service, replica } => Cluster::load(&dir.dir)?.start(&service, replica).await,
     }
 }
 
