@@ -89,12 +89,16 @@ impl LimitsConfig {
     }
 }
 
-/// `requests` per `per`, all of which may be spent at once.
+/// `requests` per `per` (a minute unless said), all of which may be spent at once.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Quota {
     pub requests: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "a_minute")]
     pub per: Duration,
+}
+
+fn a_minute() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Quota {

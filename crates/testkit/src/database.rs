@@ -108,3 +108,23 @@ pub fn temp_dir(purpose: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
+
+/// Drops PostgreSQL databases by name (those a test had a program create), forcing off whoever is
+/// still connected.
+pub fn drop_postgres_databases(names: &[String]) {
+    let (admin_url, names) = (postgres_admin_url(), names.to_vec());
+    // A thread of its own: this may run inside a runtime, which cannot be blocked on.
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&admin_url).await.ok()?;
+            for name in names {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await;
+            }
+            admin.close().await.ok()
+        })
+    });
+    let _ = dropped.join();
+}

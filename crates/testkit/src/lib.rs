@@ -18,7 +18,7 @@ pub mod smtp;
 
 pub use browser::Browser;
 pub use client::{TestClient, TestResponse};
-pub use database::{Backend, TestDatabase, temp_dir};
+pub use database::{Backend, TestDatabase, drop_postgres_databases, postgres_admin_url, temp_dir};
 pub use redis::{redis_available, redis_delete_prefix, redis_url};
 
 /// A free loopback port, for a server that must be told its address before it binds. It is

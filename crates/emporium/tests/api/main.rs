@@ -3,6 +3,7 @@
 
 mod cart;
 mod catalog;
+mod chaos;
 mod common;
 mod distributed;
 mod events;

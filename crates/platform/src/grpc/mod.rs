@@ -167,7 +167,14 @@ impl Replicas {
                 return Err(tonic::Status::deadline_exceeded(format!("no answer within {:?}", self.inner.timeout)));
             }
             match within(left, call(replica.channel.clone(), left)).await {
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                // A refused or broken connection (a replica killed mid-call answers `UNKNOWN:
+                // transport error`): repeat the call elsewhere.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
                     replica.down_until.store(now_ms() + REPLICA_DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
                     last = status;
                 }

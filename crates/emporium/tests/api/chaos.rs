@@ -1,0 +1,377 @@
+//! The chaos suite: the local cluster (two replicas of every service, two gateways, on
+//! PostgreSQL, Redis and RabbitMQ) under a mixed load of shoppers, while replicas of every service
+//! are killed (SIGKILL) and started again. Afterwards money, stock and events must add up, and
+//! shoppers must have seen only failures they could retry, each retry ending in an answer.
+//!
+//! CI runs this short version. `EMPORIUM_CHAOS_SECONDS` makes the load last longer (the kills
+//! then go round the services again and again); see the README.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use emporium::cluster::{Cluster, Plan};
+use serde_json::{Value, json};
+use testkit::{TestClient, TestResponse};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// Scarce on purpose: buyers run it out, so overselling would show.
+const SCARCE_STOCK: i64 = 25;
+const PLENTIFUL_STOCK: i64 = 100_000;
+const BUYERS: usize = 6;
+
+/// What shoppers saw, counted.
+#[derive(Default, Debug)]
+struct Seen {
+    requests: u64,
+    /// Failures by kind ("503", "504", "409 busy", "connection"), each retried.
+    retried: BTreeMap<String, u64>,
+    /// Answers no shopper should ever get.
+    unexpected: Vec<String>,
+    /// Per buyer: the orders answered 201, with their lines.
+    placed: HashMap<String, Vec<Value>>,
+    out_of_stock: u64,
+}
+
+struct Shopper {
+    gateways: [TestClient; 2],
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Shopper {
+    /// Sends a request that is safe to repeat until it gets an answer that is not a retryable
+    /// failure, alternating gateways; the answer.
+    async fn until_answered(
+        &self,
+        what: &str,
+        send: impl Fn(&TestClient) -> testkit::client::TestRequest<'_>,
+    ) -> TestResponse {
+        let started = Instant::now();
+        for attempt in 0.. {
+            let gateway = &self.gateways[attempt % 2];
+            let answer = send(gateway).try_send().await;
+            let kind = match &answer {
+                Err(_) => "connection".to_owned(),
+                Ok(response) => match response.status.as_u16() {
+                    502..=504 => response.status.as_u16().to_string(),
+                    409 if response.header("retry-after").is_some() => "409 busy".to_owned(),
+                    _ => {
+                        self.seen.lock().unwrap().requests += 1;
+                        return answer.unwrap();
+                    }
+                },
+            };
+            {
+                let mut seen = self.seen.lock().unwrap();
+                seen.requests += 1;
+                *seen.retried.entry(kind).or_default() += 1;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{what}: no answer within a minute");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        unreachable!()
+    }
+
+    fn unexpected(&self, what: &str, response: &TestResponse) {
+        let body = String::from_utf8_lossy(&response.body);
+        self.seen.lock().unwrap().unexpected.push(format!("{what}: {} {body}", response.status));
+    }
+
+    /// Browses, sets a line in the cart and checks out, over and over until `stop`.
+    async fn shop(&self, name: String, token: String, skus: [String; 2], product: String, stop: CancellationToken) {
+        let mut round = 0usize;
+        while !stop.is_cancelled() {
+            round += 1;
+            let read = self.until_answered("product read", |g| g.get(&format!("/api/v1/products/{product}"))).await;
+            if read.status != 200 {
+                self.unexpected("product read", &read);
+            }
+            let sku = &skus[round % 2];
+            let line = json!({"quantity": 1 + (round % 2) as i64});
+            let set = self
+                .until_answered("cart line", |g| {
+                    g.put(&format!("/api/v1/carts/me/items/{sku}")).bearer(&token).json(&line)
+                })
+                .await;
+            match set.status.as_u16() {
+                200 => {}
+                // The scarce SKU ran out: buy the other one this round.
+                409 => continue,
+                _ => self.unexpected("cart line", &set),
+            }
+            let key = format!("{name}-{round}");
+            let body = json!({"cart_id": "me", "shipping_address": crate::orders::address(), "payment_method": "pm_card_visa"});
+            let placed = self
+                .until_answered("checkout", |g| {
+                    g.post("/api/v1/orders").bearer(&token).header("idempotency-key", &key).json(&body)
+                })
+                .await;
+            match placed.status.as_u16() {
+                201 => self.seen.lock().unwrap().placed.entry(name.clone()).or_default().push(placed.json()),
+                409 => {
+                    self.seen.lock().unwrap().out_of_stock += 1;
+                    // Empty the cart of what cannot be had.
+                    let _ = self
+                        .until_answered("cart line", |g| {
+                            g.delete(&format!("/api/v1/carts/me/items/{sku}")).bearer(&token)
+                        })
+                        .await;
+                }
+                _ => self.unexpected("checkout", &placed),
+            }
+        }
+    }
+}
+
+/// The cluster and everything made for it, removed when the test ends however it ends.
+struct Stage {
+    cluster: Cluster,
+    databases: Vec<String>,
+    _broker: testkit::broker::TestBroker,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = self.cluster.down(Duration::from_secs(5));
+        testkit::drop_postgres_databases(&self.databases);
+        let prefix = self.cluster.plan.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(testkit::redis_delete_prefix(&prefix));
+        })
+        .join();
+        if std::thread::panicking() {
+            eprintln!("the cluster's logs are kept in {}", self.cluster.plan.dir.join("logs").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.cluster.plan.dir);
+        }
+    }
+}
+
+async fn list_all(client: &TestClient, path: &str, token: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}?limit=100&cursor={c}"),
+            None => format!("{path}?limit=100"),
+        };
+        let page = client.get(&page_path).bearer(token).send().await;
+        assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+        let page = page.json();
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_replicas_under_load_loses_nothing() {
+    if !testkit::redis_available().await {
+        return;
+    }
+    let Some(broker) = testkit::broker::TestBroker::shared("chaos").await else { return };
+    let Some(probe) = testkit::TestDatabase::create(testkit::Backend::Postgres).await else { return };
+    drop(probe);
+    let seconds: u64 = std::env::var("EMPORIUM_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let database_prefix = format!("emporium_chaos_{id}");
+    let server = testkit::postgres_admin_url().rsplit_once('/').unwrap().0.to_owned();
+    // Below the ephemeral range, where other tests' free ports come from.
+    let base_port = 20_000 + (std::process::id() % 400) as u16 * 20;
+    let plenty = "60000";
+    let extra_env: Vec<(String, String)> = [
+        ("EMPORIUM_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("EMPORIUM_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("EMPORIUM_IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024"),
+        ("EMPORIUM_IDENTITY__PASSWORD_HASHING__ITERATIONS", "1"),
+        ("EMPORIUM_GATEWAY__RATE_LIMITS__READ__REQUESTS", plenty),
+        ("EMPORIUM_GATEWAY__RATE_LIMITS__WRITE__REQUESTS", plenty),
+        ("EMPORIUM_GATEWAY__RATE_LIMITS__AUTH__REQUESTS", plenty),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let plan = Plan {
+        dir: testkit::temp_dir("chaos"),
+        replicas: 2,
+        gateways: 2,
+        gateway_port: base_port + 200,
+        base_port,
+        postgres: server,
+        database_prefix: database_prefix.clone(),
+        redis: testkit::redis_url(),
+        amqp: broker.url.clone(),
+        namespace: broker.namespace.clone(),
+        webhook_secret: format!("whsec_{id}"),
+        extra_env,
+    };
+    let databases =
+        ["identity", "catalog", "orders", "notifications"].iter().map(|s| format!("{database_prefix}_{s}")).collect();
+    let mut stage =
+        Stage { cluster: Cluster::new(plan, env!("CARGO_BIN_EXE_emporium").into()), databases, _broker: broker };
+    stage.cluster.up().await.expect("the cluster starts");
+    let gateways =
+        [TestClient::new(stage.cluster.plan.gateway_url(0)), TestClient::new(stage.cluster.plan.gateway_url(1))];
+
+    // The catalog: one product with two variants, one scarce.
+    let login = gateways[0].post("/api/v1/auth/login").json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}));
+    let admin = token(&login.send().await.json());
+    let skus = [format!("CHAOS-{id}-PLENTY").to_uppercase(), format!("CHAOS-{id}-SCARCE").to_uppercase()];
+    let product = json!({
+        "title": "Chaos Runner", "category": "trail-shoes", "brand": "Hoka", "description": "Survives.",
+        "attributes": {}, "images": [], "status": "active",
+        "variants": [
+            {"sku": skus[0], "price": {"amount": 1_000, "currency": "EUR"}, "attributes": {"size": "42"}, "on_hand": PLENTIFUL_STOCK},
+            {"sku": skus[1], "price": {"amount": 2_500, "currency": "EUR"}, "attributes": {"size": "43"}, "on_hand": SCARCE_STOCK},
+        ]
+    });
+    let created = gateways[0].post("/api/v1/products").bearer(&admin).json(&product).send().await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let product_id = created.json()["id"].as_str().unwrap().to_owned();
+    let mut buyers = Vec::new();
+    for n in 0..BUYERS {
+        let registered = gateways[n % 2]
+            .post("/api/v1/auth/register")
+            .json(&json!({"email": unique_email("chaos"), "password": PASSWORD, "name": format!("Buyer {n}")}))
+            .send()
+            .await;
+        assert_eq!(registered.status, 201, "{}", String::from_utf8_lossy(&registered.body));
+        buyers.push((format!("buyer-{n}"), token(&registered.json())));
+    }
+
+    // Load, and the kills beside it.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = CancellationToken::new();
+    let mut shoppers = Vec::new();
+    for (name, token) in buyers.clone() {
+        let shopper = Shopper { gateways: gateways.clone(), seen: seen.clone() };
+        let (skus, product_id, stop) = (skus.clone(), product_id.clone(), stop.clone());
+        shoppers.push(tokio::spawn(async move { shopper.shop(name, token, skus, product_id, stop).await }));
+    }
+    let started = Instant::now();
+    let victims = ["orders", "catalog", "cart", "orders", "identity", "notifications", "gateway"];
+    let mut kills = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for service in victims {
+            if started.elapsed() >= Duration::from_secs(seconds) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The second gateway: shoppers alternate, so killing it tests their fallback too.
+            let replica = if service == "gateway" { 1 } else { (kills.len() / victims.len() + kills.len()) % 2 };
+            stage.cluster.kill(service, replica).unwrap();
+            kills.push(format!("{service}-{replica}"));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stage.cluster.start(service, replica).await.unwrap();
+        }
+    }
+    stop.cancel();
+    for shopper in shoppers {
+        shopper.await.unwrap();
+    }
+    let load_took = started.elapsed();
+
+    // Settle: no order left pending, no stock left reserved.
+    let inventory = |sku: &str| {
+        let (client, path, admin) = (gateways[0].clone(), format!("/api/v1/inventory/{sku}"), admin.clone());
+        async move { client.get(&path).bearer(&admin).send().await.json() }
+    };
+    let settled = testkit::eventually(Duration::from_secs(60), || async {
+        let pending = list_all(&gateways[0], "/api/v1/admin/orders", &admin).await;
+        let reserved = [inventory(&skus[0]).await["reserved"].as_i64(), inventory(&skus[1]).await["reserved"].as_i64()];
+        pending.iter().all(|o| o["status"] != "pending_payment") && reserved == [Some(0), Some(0)]
+    })
+    .await;
+    assert!(settled, "orders still pending or stock still reserved a minute after the load");
+
+    // Every order a buyer was answered 201 is there, paid; there is no other.
+    let seen = Arc::try_unwrap(seen).unwrap().into_inner().unwrap();
+    let all_orders = list_all(&gateways[0], "/api/v1/admin/orders", &admin).await;
+    let mut sold: HashMap<String, i64> = HashMap::new();
+    for (name, token) in &buyers {
+        let mine = list_all(&gateways[0], "/api/v1/orders", token).await;
+        let acknowledged: Vec<&str> =
+            seen.placed.get(name).map(|p| p.iter().map(|o| o["id"].as_str().unwrap()).collect()).unwrap_or_default();
+        let paid: Vec<&Value> = mine.iter().filter(|o| o["status"] == "paid").collect();
+        assert_eq!(paid.len(), acknowledged.len(), "{name}: paid orders and orders answered 201 agree");
+        for order in &paid {
+            assert!(acknowledged.contains(&order["id"].as_str().unwrap()), "{name}: a paid order nobody was told of");
+            for line in order["lines"].as_array().unwrap() {
+                *sold.entry(line["sku"].as_str().unwrap().to_owned()).or_default() +=
+                    line["quantity"].as_i64().unwrap();
+            }
+        }
+        // Whatever else a buyer has is an order that did not go through, and charged nothing.
+        for order in mine.iter().filter(|o| o["status"] != "paid") {
+            assert_eq!(order["status"], "payment_failed", "{name}: {order}");
+        }
+    }
+    // Stock adds up exactly: what is on hand and what was sold is what there was.
+    for (sku, initial) in [(&skus[0], PLENTIFUL_STOCK), (&skus[1], SCARCE_STOCK)] {
+        let stock = inventory(sku).await;
+        let sold = sold.get(sku.as_str()).copied().unwrap_or(0);
+        assert_eq!(stock["on_hand"].as_i64().unwrap() + sold, initial, "{sku}: {stock} with {sold} sold");
+        assert!(stock["available"].as_i64().unwrap() >= 0, "{sku} oversold: {stock}");
+    }
+    // Every order event is in the stream exactly once.
+    let config = events::BusConfig {
+        url: stage._broker.url.clone(),
+        namespace: stage._broker.namespace.clone(),
+        ..events::BusConfig::default()
+    };
+    let bus = events::Bus::connect(&config, &stage.cluster.plan.dir).await.unwrap();
+    let tail_stop = CancellationToken::new();
+    let stopper = tail_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stopper.cancel();
+    });
+    // Each change is one event (one id); a relay killed between the broker's confirm and its own
+    // commit publishes that event again, a copy consumers absorb by its id.
+    let mut events: HashMap<(String, String), HashSet<uuid::Uuid>> = HashMap::new();
+    let mut copies = 0;
+    bus.tail(events::TailFrom::Start, "order.*", tail_stop, |event| {
+        let order = event.data["order_id"].as_str().unwrap_or("").to_owned();
+        if !events.entry((event.event_type.clone(), order)).or_default().insert(event.id) {
+            copies += 1;
+        }
+        true
+    })
+    .await
+    .unwrap();
+    let paid_ids: Vec<&str> =
+        all_orders.iter().filter(|o| o["status"] == "paid").map(|o| o["id"].as_str().unwrap()).collect();
+    for id in &paid_ids {
+        for kind in ["order.placed", "order.paid"] {
+            let count = events.get(&(kind.to_owned(), (*id).to_owned())).map_or(0, HashSet::len);
+            assert_eq!(count, 1, "{kind} of {id}: {count} events in the stream");
+        }
+    }
+    assert!(events.values().all(|ids| ids.len() == 1), "a change announced twice: {events:?}");
+
+    println!(
+        "chaos: {} s of load, {} requests, {} paid orders ({} units of the scarce SKU of {SCARCE_STOCK}), {} out of stock; \
+         {} order events ({copies} redelivered copies); kills: {} ({}); retried failures by kind: {:?}; \
+         unexpected answers: {}",
+        load_took.as_secs(),
+        seen.requests,
+        paid_ids.len(),
+        sold.get(skus[1].as_str()).copied().unwrap_or(0),
+        seen.out_of_stock,
+        events.len(),
+        kills.len(),
+        kills.join(", "),
+        seen.retried,
+        seen.unexpected.len()
+    );
+    assert!(seen.unexpected.is_empty(), "shoppers got answers they could not retry: {:#?}", seen.unexpected);
+    assert!(!paid_ids.is_empty(), "the load placed orders");
+}
