@@ -20,6 +20,23 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub rate_limits: crate::limits::LimitsConfig,
+    /// Terminate TLS here (HTTP/2 and HTTP/1.1 to clients, and HSTS on every answer); none
+    /// serves plain HTTP, for a load balancer or a laptop.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The gateway's certificate chain and private key, as PEM files.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsConfig {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// The `Strict-Transport-Security` max-age: browsers use only HTTPS this long after a visit.
+    #[serde(with = "humantime_serde", default = "a_year")]
+    pub hsts_max_age: Duration,
+}
+
+fn a_year() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
 }
 
 impl Default for Config {
@@ -51,6 +68,7 @@ impl Default for Config {
                 RouteConfig::new("/api/v1/payments", "orders", AuthPolicy::None),
             ],
             rate_limits: crate::limits::LimitsConfig::default(),
+            tls: None,
         }
     }
 }

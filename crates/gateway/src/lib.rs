@@ -72,9 +72,28 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
     api = api.merge(openapi::router(documents));
 
-    let router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
+    let mut router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
+    let acceptor = match &config.tls {
+        Some(tls) => {
+            let hsts = format!("max-age={}; includeSubDomains", tls.hsts_max_age.as_secs());
+            let hsts = HeaderValue::from_str(&hsts).map_err(|e| StartError::Config(e.to_string()))?;
+            router = router.layer(axum::middleware::map_response(move |mut response: Response| {
+                let hsts = hsts.clone();
+                async move {
+                    response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                    response
+                }
+            }));
+            Some(platform::tls::acceptor(&tls.cert_file, &tls.key_file).map_err(StartError::Config)?)
+        }
+        None => None,
+    };
     let probed: Vec<Arc<Upstream>> = upstreams.into_iter().map(|(_, upstream)| upstream).collect();
-    Ok(Server::bind(SERVICE, config.listen, router).await?.task(move |stop| async move {
+    let mut server = Server::bind(SERVICE, config.listen, router).await?;
+    if let Some(acceptor) = acceptor {
+        server = server.tls(acceptor);
+    }
+    Ok(server.task(move |stop| async move {
         futures_util::future::join_all(probed.iter().map(|upstream| upstream.probe_until_stopped(stop.clone()))).await;
     }))
 }

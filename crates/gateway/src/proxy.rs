@@ -357,7 +357,8 @@ impl Upstream {
             let mut upstream_request = http::Request::new(body);
             *upstream_request.method_mut() = parts.method.clone();
             *upstream_request.uri_mut() = uri;
-            *upstream_request.version_mut() = parts.version;
+            // Upstreams speak HTTP/1.1, whatever the client spoke to the gateway.
+            *upstream_request.version_mut() = http::Version::HTTP_11;
             *upstream_request.headers_mut() =
                 if attempt == last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
             let sent = tokio::time::timeout(self.config.timeout, self.client.request(upstream_request)).await;
@@ -433,7 +434,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 fn prepare_headers(parts: &mut http::request::Parts) {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let context = parts.extensions.get::<RequestContext>().cloned();
-    let original_host = parts.headers.get(header::HOST).cloned();
+    // HTTP/2 clients name the host in the URI's authority, not a Host header.
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()));
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);

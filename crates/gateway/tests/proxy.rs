@@ -423,3 +423,45 @@ async fn a_replica_that_is_not_ready_gets_no_traffic_until_a_probe_finds_it_read
     }
     assert_eq!(other_seen.hits.load(Ordering::SeqCst), 3, "back in the rotation once ready");
 }
+
+/// With a certificate configured the gateway speaks TLS, HTTP/2 to clients that offer it (and
+/// HTTP/1.1 to those that do not), and tells browsers to keep to HTTPS.
+#[tokio::test]
+async fn tls_is_terminated_with_http2_and_hsts() {
+    if !std::process::Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        testkit::skip_or_fail("curl, the HTTPS client of this test, is not installed");
+        return;
+    }
+    let dir = testkit::temp_dir("gateway-tls");
+    let ca = testkit::tls::certificates(&dir).await;
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let f = start(|config, _| {
+        config.tls = Some(gateway::config::TlsConfig { cert_file, key_file, hsts_max_age: Duration::from_secs(600) });
+    })
+    .await;
+    let port = f.client.base().rsplit(':').next().unwrap().to_owned();
+    // Asynchronously: the gateway runs on this test's one thread.
+    let curl = |version: &'static str| {
+        let (ca, url) = (ca.clone(), format!("https://localhost:{port}/api/v1/things"));
+        async move {
+            let output = tokio::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", version, "--cacert"])
+                .arg(&ca)
+                .args(["-D", "-", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+                .arg(url)
+                .output()
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap().to_lowercase()
+        }
+    };
+    let h2 = curl("--http2").await;
+    assert!(h2.ends_with("200 2"), "HTTP/2 by ALPN: {h2}");
+    assert!(h2.contains("strict-transport-security: max-age=600; includesubdomains"), "{h2}");
+    let h1 = curl("--http1.1").await;
+    assert!(h1.ends_with("200 1.1"), "HTTP/1.1 still served: {h1}");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(f.client.get("/api/v1/things").try_send().await.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

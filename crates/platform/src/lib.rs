@@ -19,5 +19,6 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use http::problem::{ErrorCode, FieldError, Problem};

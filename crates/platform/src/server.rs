@@ -77,6 +77,34 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         let _ = stream.set_nodelay(true);
     });
     let server = axum::serve(listener, service).with_graceful_shutdown(async move { drained.cancelled().await });
+    drain(server.into_future(), shutdown).await
+}
+
+/// [`serve`] over TLS: HTTP/2 or HTTP/1.1, as the client's ALPN asks.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::extract::{ConnectInfo, Request};
+    // Handlers read the client's address as on plain connections.
+    let router = router.layer(axum::middleware::map_request(|mut request: Request| async move {
+        if let Some(ConnectInfo(crate::tls::TlsPeer(peer))) = request.extensions().get().copied() {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        request
+    }));
+    let service = router.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
+    let drained = shutdown.clone();
+    let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move { drained.cancelled().await });
+    drain(server.into_future(), shutdown).await
+}
+
+/// Runs `server` until it has finished the requests in flight after `shutdown`, or until
+/// [`DRAIN_TIMEOUT`] has passed since.
+async fn drain(server: impl Future<Output = std::io::Result<()>>, shutdown: CancellationToken) -> std::io::Result<()> {
     tokio::select! {
         result = server => result,
         () = async {

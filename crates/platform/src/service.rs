@@ -111,6 +111,7 @@ pub struct Server {
     http: TcpListener,
     router: Router,
     grpc: Option<(TcpListener, crate::grpc::Router)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     tasks: Vec<Task>,
 }
 
@@ -122,7 +123,13 @@ impl Server {
     /// Binds the service's HTTP API (`router`, as [`crate::server::finish`] made it); port 0
     /// picks a free port.
     pub async fn bind(service: &'static str, listen: SocketAddr, router: Router) -> Result<Self, StartError> {
-        Ok(Self { service, http: bind(listen).await?, router, grpc: None, tasks: Vec::new() })
+        Ok(Self { service, http: bind(listen).await?, router, grpc: None, tls: None, tasks: Vec::new() })
+    }
+
+    /// Serves the HTTP API over TLS ([`crate::tls::acceptor`]).
+    pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// Also serves gRPC on `listen`.
@@ -179,7 +186,7 @@ impl Server {
         let addresses = self.addresses();
         let grpc_addr = addresses.grpc.map(|a| a.to_string());
         tracing::info!(service = self.service, addr = %addresses.http, grpc = grpc_addr, "listening");
-        let Self { service, http, router, grpc, tasks } = self;
+        let Self { service, http, router, grpc, tls, tasks } = self;
         // One server failing stops the other, but not the services beside this one.
         let stop = shutdown.child_token();
         let background = CancellationToken::new();
@@ -192,7 +199,10 @@ impl Server {
                 served
             })
         });
-        let served = crate::server::serve(http, router, stop.clone()).await;
+        let served = match tls {
+            Some(acceptor) => crate::server::serve_tls(http, acceptor, router, stop.clone()).await,
+            None => crate::server::serve(http, router, stop.clone()).await,
+        };
         stop.cancel();
         if let Some(grpc) = grpc {
             match grpc.await {

@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod providers;
 mod redis;
 pub mod smtp;
+pub mod tls;
 
 pub use browser::Browser;
 pub use client::{TestClient, TestResponse};

@@ -6,12 +6,7 @@
 //! installs the package into a virtual environment under `$HOME/.cache/emporium` and names its
 //! interpreter in `EMPORIUM_TEST_SMTP_PYTHON`.
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{fs::File, path::PathBuf, process::Stdio, time::Duration};
 
 use serde_json::Value;
 use tokio::{
@@ -82,7 +77,7 @@ impl SmtpServer {
         let dir = crate::temp_dir("smtp");
         let ca_file = match options.tls {
             Tls::None => None,
-            Tls::StartTls | Tls::Implicit => Some(certificates(&dir).await),
+            Tls::StartTls | Tls::Implicit => Some(crate::tls::certificates(&dir).await),
         };
         let mut server =
             Self { port: crate::free_port(), ca_file, out: dir.join("messages.jsonl"), dir, child: None, options };
@@ -170,29 +165,4 @@ impl Drop for SmtpServer {
 /// Whether `command` runs and succeeds, its output discarded.
 async fn succeeds(command: &mut Command) -> bool {
     command.stdout(Stdio::null()).stderr(Stdio::null()).status().await.is_ok_and(|status| status.success())
-}
-
-/// Makes, in `dir`, a private CA and a certificate it signed for `localhost` and `127.0.0.1`
-/// (`cert.pem`, `key.pem`); the CA's file, for the client to trust.
-///
-/// Not one self-signed certificate: `openssl req -x509` marks it as a CA (`basicConstraints
-/// CA:TRUE`), and rustls (lettre's TLS) refuses a CA's certificate presented as the server's own
-/// (`CaUsedAsEndEntity`). A CA and a certificate it signed is also what an operator's relay has.
-async fn certificates(dir: &Path) -> PathBuf {
-    tokio::fs::write(dir.join("san.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").await.expect("san.cnf");
-    // Each step as its shell command (no argument has a space).
-    for step in [
-        "req -x509 -newkey rsa:2048 -nodes -subj /CN=Emporium-Test-CA -days 2 -keyout ca.key -out ca.pem",
-        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.csr",
-        "x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.cnf -out cert.pem",
-    ] {
-        let made = Command::new("openssl")
-            .args(step.split_whitespace())
-            .current_dir(dir)
-            .output()
-            .await
-            .expect("openssl runs");
-        assert!(made.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&made.stderr));
-    }
-    dir.join("ca.pem")
 }
