@@ -221,7 +221,13 @@ impl Carts {
 
     /// Empties the cart once for `order_id`, which `user` placed, and publishes
     /// `cart.checked_out`; `false` (and no event) when that order emptied it before.
-    pub async fn complete_checkout(&self, cart: CartRef, user: Uuid, order_id: Uuid) -> Result<bool, CartError> {
+    pub async fn complete_checkout(
+        &self,
+        cart: CartRef,
+        user: Uuid,
+        order_id: Uuid,
+        ordered: &[(String, i64)],
+    ) -> Result<bool, CartError> {
         observe(
             "checkout",
             async {
@@ -235,7 +241,7 @@ impl Carts {
                     CloudEvent::new(crate::SERVICE, &payload, platform::telemetry::trace::current_traceparent())
                         .map_err(|e| CartError::Internal(e.to_string()))?;
                 self.store
-                    .complete_checkout(cart, order_id, &event, self.ttl(cart))
+                    .complete_checkout(cart, order_id, ordered, &event, self.ttl(cart))
                     .await?
                     .ok_or(CartError::CartNotFound)
             }

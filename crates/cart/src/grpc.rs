@@ -73,7 +73,8 @@ impl pb::carts_server::Carts for CartsService {
         let (user, cart) = cart_of(&request.user_id, &request.cart_id)?;
         let order =
             Uuid::try_parse(&request.order_id).map_err(|_| Status::invalid_argument("order_id must be a UUID"))?;
-        let emptied = self.carts.complete_checkout(cart, user, order).await?;
+        let ordered: Vec<(String, i64)> = request.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
+        let emptied = self.carts.complete_checkout(cart, user, order, &ordered).await?;
         Ok(Response::new(pb::CompleteCheckoutResponse { emptied }))
     }
 }

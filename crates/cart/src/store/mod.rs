@@ -182,17 +182,19 @@ impl CartStore {
         dispatch!(self, s => s.merge(merge).await)
     }
 
-    /// Empties the cart for `order_id` and records `event` for publication in the same atomic
-    /// step; `Some(false)` (and no event) when that order emptied it before, `None` when the cart
-    /// does not exist.
+    /// Takes what `order_id` bought out of the cart — each of `ordered`'s lines that the cart
+    /// still holds at that quantity; every line when `ordered` is empty — and records `event` for
+    /// publication, in one atomic step; `Some(false)` (and no event) when that order did so before,
+    /// `None` when the cart does not exist.
     pub async fn complete_checkout(
         &self,
         cart: CartRef,
         order_id: Uuid,
+        ordered: &[(String, i64)],
         event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
-        dispatch!(self, s => s.complete_checkout(cart, order_id, event, ttl).await)
+        dispatch!(self, s => s.complete_checkout(cart, order_id, ordered, event, ttl).await)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -117,7 +117,8 @@ return {'ok', ''}
     )
 });
 
-/// Empties the cart once per order id, appending the event (`ARGV[4]`) to the outbox stream.
+/// Takes an order's lines (`ARGV[5..]`: SKU, quantity, …; none: all) out of the cart once per
+/// order id, appending the event (`ARGV[4]`) to the outbox stream.
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -125,7 +126,13 @@ local meta, lines, outbox = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local field = 'order:' .. ARGV[1]
 if redis.call('HEXISTS', meta, field) == 1 then return 0 end
-redis.call('DEL', lines)
+if #ARGV < 5 then
+  redis.call('DEL', lines)
+else
+  for i = 5, #ARGV, 2 do
+    if redis.call('HGET', lines, ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', lines, ARGV[i]) end
+  end
+end
 redis.call('HSET', meta, field, ARGV[2], 'updated_at', ARGV[2])
 redis.call('EXPIRE', meta, tonumber(ARGV[3]))
 redis.call('XADD', outbox, '*', 'event', ARGV[4])
@@ -362,6 +369,7 @@ impl RedisCarts {
         &self,
         cart: CartRef,
         order_id: Uuid,
+        ordered: &[(String, i64)],
         event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
@@ -376,6 +384,9 @@ impl RedisCarts {
             .arg(now())
             .arg(secs(ttl))
             .arg(envelope);
+        for (sku, quantity) in ordered {
+            invocation.arg(sku).arg(quantity);
+        }
         let outcome: i64 = bounded("complete_checkout", invocation.invoke_async(&mut connection)).await?;
         Ok(match outcome {
             -1 => None,

@@ -353,6 +353,7 @@ impl SqlCarts {
         &self,
         cart: CartRef,
         order_id: Uuid,
+        ordered: &[(String, i64)],
         event: &CloudEvent,
         ttl: Duration,
     ) -> Result<Option<bool>, StoreError> {
@@ -374,11 +375,24 @@ impl SqlCarts {
         if inserted == 0 {
             return Ok(Some(false));
         }
-        with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
+        if ordered.is_empty() {
+            with_tx!(&mut tx, |conn| sqlx::query("DELETE FROM cart_lines WHERE cart_key = $1")
+                .bind(&key)
+                .execute(conn)
+                .await
+                .map(|_| ()))?;
+        }
+        for (sku, quantity) in ordered {
+            with_tx!(&mut tx, |conn| sqlx::query(
+                "DELETE FROM cart_lines WHERE cart_key = $1 AND sku = $2 AND quantity = $3"
+            )
             .bind(&key)
+            .bind(sku)
+            .bind(quantity)
             .execute(conn)
             .await
             .map(|_| ()))?;
+        }
         self.touch(&mut tx, &key, None, now, ttl).await?;
         events::enqueue(&mut tx, event).await?;
         tx.commit().await?;

@@ -412,21 +412,35 @@ async fn a_checkout_publishes_its_event_once_everywhere() {
         fill(store, theirs, &[("B", 1, "EUR")]).await;
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
         let event = checked_out(user, first, mine);
-        assert_eq!(store.complete_checkout(mine, first, &event, TTL).await.unwrap(), Some(true), "{name}");
+        let ordered = [("A".to_owned(), 2)];
+        assert_eq!(store.complete_checkout(mine, first, &ordered, &event, TTL).await.unwrap(), Some(true), "{name}");
         assert!(store.get(mine, TTL).await.unwrap().unwrap().lines.is_empty(), "{name}: emptied");
         let retried = checked_out(user, first, mine);
-        assert_eq!(store.complete_checkout(mine, first, &retried, TTL).await.unwrap(), Some(false), "{name}");
+        assert_eq!(store.complete_checkout(mine, first, &ordered, &retried, TTL).await.unwrap(), Some(false), "{name}");
         let nowhere = CartRef::Guest(Uuid::new_v4());
         let lost = checked_out(user, second, nowhere);
-        assert_eq!(store.complete_checkout(nowhere, second, &lost, TTL).await.unwrap(), None, "{name}");
+        assert_eq!(store.complete_checkout(nowhere, second, &[], &lost, TTL).await.unwrap(), None, "{name}");
         let guest_event = checked_out(user, second, theirs);
-        assert_eq!(store.complete_checkout(theirs, second, &guest_event, TTL).await.unwrap(), Some(true), "{name}");
+        assert_eq!(
+            store.complete_checkout(theirs, second, &[], &guest_event, TTL).await.unwrap(),
+            Some(true),
+            "{name}"
+        );
+
+        // Only what was ordered leaves: a line set since (another quantity, another SKU) stays.
+        let (later, third) = (CartRef::User(Uuid::new_v4()), Uuid::new_v4());
+        fill(store, later, &[("A", 2, "EUR"), ("C", 1, "EUR"), ("D", 4, "EUR")]).await;
+        let bought = [("A".to_owned(), 2), ("C".to_owned(), 3)];
+        let partial = checked_out(user, third, later);
+        assert_eq!(store.complete_checkout(later, third, &bought, &partial, TTL).await.unwrap(), Some(true), "{name}");
+        let left = store.get(later, TTL).await.unwrap().unwrap().lines;
+        assert_eq!(left, [("C".to_owned(), 1), ("D".to_owned(), 4)], "{name}: only the ordered line left");
 
         relay(store, &bus).await;
         // Published events leave the outbox: a second round publishes nothing again.
         relay(store, &bus).await;
         let ids: Vec<Uuid> = published(&bus).await.iter().map(|e| e.id).collect();
-        assert_eq!(ids, [event.id, guest_event.id], "{name}: each checkout's event once, in order");
+        assert_eq!(ids, [event.id, guest_event.id, partial.id], "{name}: each checkout's event once, in order");
         let _ = std::fs::remove_dir_all(data_dir);
     }
     cleanup(stores).await;

@@ -366,8 +366,12 @@ async fn orders_reads_and_empties_carts_over_grpc() {
 
     // Emptied once per order: a retry changes nothing, and items added later stay.
     let order = uuid::Uuid::now_v7().to_string();
-    let complete =
-        CompleteCheckoutRequest { user_id: user_id.clone(), cart_id: String::new(), order_id: order.clone() };
+    let complete = CompleteCheckoutRequest {
+        user_id: user_id.clone(),
+        cart_id: String::new(),
+        order_id: order.clone(),
+        lines: Vec::new(),
+    };
     assert!(client.complete_checkout(complete.clone()).await.unwrap().into_inner().emptied);
     assert_eq!(shop.gateway.get("/api/v1/carts/me").bearer(&user).send().await.json()["item_count"], 0);
     shop.gateway.post("/api/v1/carts/me/items").bearer(&user).json(&json!({"sku": sku, "quantity": 1})).send().await;

@@ -109,11 +109,31 @@ impl Orders {
             )]));
         }
         let hash = Sha256::digest(serde_json::to_vec(&request).map_err(internal)?).to_vec();
+        for _ in 0..3 {
+            if let Some(reply) = self.claim_and_run(user, key, &hash, &request, trace.clone()).await? {
+                return Ok(reply);
+            }
+        }
+        // The cart kept changing under the claims: another checkout of it keeps finishing.
+        Err(OrderError::CartBusy)
+    }
+
+    /// Reads the cart, claims the key with the checkout's plan, and runs it; `None` when the cart
+    /// turned out to have changed between the read and the claim, and nothing was done.
+    async fn claim_and_run(
+        &self,
+        user: Uuid,
+        key: &str,
+        hash: &[u8],
+        request: &CheckoutRequest,
+        trace: Option<String>,
+    ) -> Result<Option<Reply>, OrderError> {
+        let hash = hash.to_vec();
         // The cart is read before the key is claimed, so that the claim records the whole plan
         // at once. A replay reads it too, needlessly but harmlessly: the stored answer wins.
-        let start = match self.start(user, &request).await {
+        let start = match self.start(user, request).await {
             Ok(start) => start,
-            Err(error) => return self.replay_or(user, key, &hash, error).await,
+            Err(error) => return self.replay_or(user, key, &hash, error).await.map(Some),
         };
         let (step, plan, outcome) = match start {
             Start::Reserve(plan) => (Step::Reserving, Some(*plan), None),
@@ -127,10 +147,17 @@ impl Orders {
             saga.lease_until = self.sagas.lease_end();
             match self.store.claim_key(&claim, &saga).await? {
                 Claim::Claimed => {
-                    return match outcome {
-                        None => self.run(user, key, &hash, saga).await,
-                        Some(outcome) => Ok(Reply::new(outcome)),
+                    let Some(plan) = &saga.plan else {
+                        return Ok(outcome.map(Reply::new));
                     };
+                    // No other checkout of the cart can run now, but one may have finished
+                    // between the read and the claim, emptying the cart this plan was read from:
+                    // read it again, and start over (as if never claimed) if it changed.
+                    if !self.still_planned(user, request, plan).await {
+                        self.store.unclaim(user, key, saga.order_id).await?;
+                        return Ok(None);
+                    }
+                    return self.run(user, key, &hash, saga).await.map(Some);
                 }
                 Claim::CartBusy => {
                     metrics::counter!("orders_idempotent_replays_total", "outcome" => "cart_busy").increment(1);
@@ -139,19 +166,31 @@ impl Orders {
                 Claim::KeyTaken => {}
             }
             match self.store.key(user, key, &hash).await? {
-                KeyState::Answered(answer) => return Ok(Reply::replay(answer)),
+                KeyState::Answered(answer) => return Ok(Some(Reply::replay(answer))),
                 KeyState::Mismatch => {
                     metrics::counter!("orders_idempotent_replays_total", "outcome" => "mismatch").increment(1);
                     return Err(OrderError::KeyReused);
                 }
                 // Forgotten between the insert and the read (an abandoned checkout): try again.
                 KeyState::Missing => continue,
-                KeyState::Pending if Instant::now() >= deadline => {
+                // Running, or decided with steps left (the cart not emptied yet): wait for the end,
+                // so that the shopper does not carry on with a cart the checkout still holds.
+                KeyState::Pending | KeyState::Finishing(_) if Instant::now() >= deadline => {
                     metrics::counter!("orders_idempotent_replays_total", "outcome" => "busy").increment(1);
                     return Err(OrderError::KeyInProgress);
                 }
-                KeyState::Pending => tokio::time::sleep(POLL).await,
+                KeyState::Pending | KeyState::Finishing(_) => tokio::time::sleep(POLL).await,
             }
+        }
+    }
+
+    /// Whether the cart still holds what `plan` was made from (same lines, quantities and prices).
+    /// A cart that cannot be read now counts as unchanged: the saga's own steps meet that.
+    async fn still_planned(&self, user: Uuid, request: &CheckoutRequest, plan: &Plan) -> bool {
+        match self.start(user, request).await {
+            Ok(Start::Reserve(fresh)) => fresh.lines == plan.lines,
+            Ok(Start::Decided(_)) => false,
+            Err(_) => true,
         }
     }
 
@@ -171,7 +210,7 @@ impl Orders {
     async fn replay_or(&self, user: Uuid, key: &str, hash: &[u8], error: OrderError) -> Result<Reply, OrderError> {
         match self.store.key(user, key, hash).await? {
             KeyState::Mismatch => Err(OrderError::KeyReused),
-            KeyState::Answered(answer) => Ok(Reply::replay(answer)),
+            KeyState::Answered(answer) | KeyState::Finishing(answer) => Ok(Reply::replay(answer)),
             KeyState::Missing | KeyState::Pending => Err(error),
         }
     }
@@ -183,7 +222,7 @@ impl Orders {
         }
         // Stopped before an outcome: another process took the saga over, or a dependency is down.
         match self.store.key(user, key, hash).await? {
-            KeyState::Answered(answer) => Ok(Reply { answer, replayed: false }),
+            KeyState::Answered(answer) | KeyState::Finishing(answer) => Ok(Reply { answer, replayed: false }),
             // Waiting on a dependency: the sweeper finishes it, and a retry under the same key
             // gets the answer.
             KeyState::Pending | KeyState::Mismatch => {

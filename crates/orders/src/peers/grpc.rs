@@ -160,12 +160,22 @@ impl Carts for Cart {
         })
     }
 
-    fn complete<'a>(&'a self, user: Uuid, cart_id: &'a str, order_id: Uuid) -> BoxFuture<'a, Result<(), PeerError>> {
+    fn complete<'a>(
+        &'a self,
+        user: Uuid,
+        cart_id: &'a str,
+        order_id: Uuid,
+        ordered: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), PeerError>> {
         Box::pin(async move {
             let message = cart::CompleteCheckoutRequest {
                 user_id: user.to_string(),
                 cart_id: cart_id.to_owned(),
                 order_id: order_id.to_string(),
+                lines: ordered
+                    .iter()
+                    .map(|(sku, quantity)| cart::OrderedLine { sku: sku.clone(), quantity: *quantity })
+                    .collect(),
             };
             match self
                 .replicas

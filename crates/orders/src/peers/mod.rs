@@ -83,7 +83,14 @@ pub trait Carts: Send + Sync {
     /// The user's cart (`me`) or a guest cart, priced now; `NotFound` when there is none.
     fn cart<'a>(&'a self, user: Uuid, cart_id: &'a str) -> BoxFuture<'a, Result<CheckoutCart, PeerError>>;
 
-    /// Empties the cart for `order_id` (once, however often it is asked); a cart that is gone
-    /// has nothing to empty.
-    fn complete<'a>(&'a self, user: Uuid, cart_id: &'a str, order_id: Uuid) -> BoxFuture<'a, Result<(), PeerError>>;
+    /// Takes what `order_id` bought (`ordered`: SKU and quantity) out of the cart, once however
+    /// often it is asked; a line the shopper set since stays. A cart that is gone has nothing
+    /// to empty.
+    fn complete<'a>(
+        &'a self,
+        user: Uuid,
+        cart_id: &'a str,
+        order_id: Uuid,
+        ordered: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), PeerError>>;
 }

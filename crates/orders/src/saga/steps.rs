@@ -170,7 +170,8 @@ impl Sagas {
 
     pub(super) async fn empty_cart(&self, saga: &Saga) -> Result<Next, StepError> {
         let plan = self.plan(saga)?;
-        match self.peers.carts.complete(saga.user_id, &plan.cart_id, saga.order_id).await {
+        let ordered: Vec<(String, i64)> = plan.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        match self.peers.carts.complete(saga.user_id, &plan.cart_id, saga.order_id, &ordered).await {
             Ok(()) => {}
             Err(error @ PeerError::Unavailable(..)) => return Err(error.into()),
             // The order stands either way; a cart that cannot be emptied is not worth a retry loop.

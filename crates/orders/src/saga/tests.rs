@@ -189,7 +189,13 @@ impl Carts for MemoryCarts {
         })
     }
 
-    fn complete<'a>(&'a self, user: Uuid, cart_id: &'a str, order_id: Uuid) -> BoxFuture<'a, Result<(), PeerError>> {
+    fn complete<'a>(
+        &'a self,
+        user: Uuid,
+        cart_id: &'a str,
+        order_id: Uuid,
+        ordered: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), PeerError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
                 return Err(PeerError::Unavailable("cart", "down".to_owned()));
@@ -198,7 +204,7 @@ impl Carts for MemoryCarts {
             if !emptied.contains(&order_id) {
                 emptied.push(order_id);
                 if let Some(lines) = self.carts.lock().unwrap().get_mut(&(user, cart_id.to_owned())) {
-                    lines.clear();
+                    lines.retain(|l| !ordered.iter().any(|(sku, quantity)| *sku == l.sku && *quantity == l.quantity));
                 }
             }
             Ok(())
@@ -554,7 +560,8 @@ async fn a_hold_lost_after_payment_cancels_and_refunds(db: TestDatabase) {
 
 async fn a_cart_down_at_emptying_is_emptied_later(db: TestDatabase) {
     let f = Fixture::new(db).await;
-    let (saga, _) = f.claimed(f.plan(&[("A", 1)], "pm_card_visa")).await;
+    // What the cart holds: emptying takes out exactly what was ordered.
+    let (saga, _) = f.claimed(f.plan(&[("A", 2), ("B", 1)], "pm_card_visa")).await;
     f.carts.down.store(true, Ordering::SeqCst);
     let outcome = f.sagas.drive(saga.clone(), false).await;
     assert!(matches!(outcome, Some(CheckoutOutcome::Paid { .. })), "the answer does not wait for the cart");

@@ -41,6 +41,9 @@ pub enum KeyState {
     Mismatch,
     /// The first request under the key is still running.
     Pending,
+    /// Decided, but the checkout has steps left (its cart is not emptied yet, say): a shopper
+    /// told now would carry on with the cart before the checkout is done with it.
+    Finishing(Answer),
     Answered(Answer),
 }
 
@@ -48,6 +51,8 @@ pub enum KeyState {
 struct KeyRow {
     request_hash: Vec<u8>,
     outcome: Option<Json<serde_json::Value>>,
+    /// Whether the checkout's saga has steps left.
+    running: bool,
 }
 
 fn encode(outcome: &CheckoutOutcome) -> Result<Json<serde_json::Value>, StoreError> {
@@ -162,19 +167,38 @@ impl Store {
         }
     }
 
+    /// Takes back a claim this request just made and nothing acted on yet (its saga has not
+    /// reserved): the key and the saga go, as if never claimed.
+    pub async fn unclaim(&self, user: Uuid, key: &str, order_id: Uuid) -> Result<(), StoreError> {
+        let mut unit = self.unit().await?;
+        with_tx!(&mut unit.tx, |conn| sqlx::query("DELETE FROM sagas WHERE order_id = $1 AND attempts = 0")
+            .bind(order_id)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        forget(&mut unit.tx, user, key).await?;
+        unit.commit().await
+    }
+
     /// What the key holds for a request with this hash.
     pub async fn key(&self, user: Uuid, key: &str, hash: &[u8]) -> Result<KeyState, StoreError> {
-        let row: Option<KeyRow> = with_db!(&self.db, |pool| sqlx::query_as(
-            "SELECT request_hash, outcome FROM idempotency_keys WHERE user_id = $1 AND key = $2"
-        )
-        .bind(user)
-        .bind(key)
-        .fetch_optional(pool)
-        .await)?;
+        let sql = format!(
+            "SELECT k.request_hash, k.outcome, EXISTS (
+                 SELECT 1 FROM sagas s
+                 WHERE s.order_id = k.order_id AND s.kind = 'checkout' AND s.step NOT IN {}) AS running
+             FROM idempotency_keys k WHERE k.user_id = $1 AND k.key = $2",
+            sagas::FINAL_STEPS
+        );
+        let row: Option<KeyRow> = with_db!(&self.db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(key)
+            .fetch_optional(pool)
+            .await)?;
         Ok(match row {
             None => KeyState::Missing,
             Some(row) if row.request_hash != hash => KeyState::Mismatch,
             Some(KeyRow { outcome: None, .. }) => KeyState::Pending,
+            Some(KeyRow { outcome: Some(Json(value)), running: true, .. }) => KeyState::Finishing(decode(value)?),
             Some(KeyRow { outcome: Some(Json(value)), .. }) => KeyState::Answered(decode(value)?),
         })
     }
