@@ -45,9 +45,11 @@ pub struct LimitsConfig {
     /// as the one-process shop does.
     pub redis_url: Option<String>,
     pub key_prefix: String,
-    /// Addresses of proxies in front of the gateway: for requests from them, the client is the
-    /// last address in `X-Forwarded-For` that is not one of them.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies in front of the gateway, as addresses or networks (`10.0.0.7`, `10.42.0.0/16`):
+    /// for requests from them, the client is the last address in `X-Forwarded-For` that is not
+    /// one of them.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Sign-in, registration, token refresh, password reset: per client address.
     pub auth: Quota,
     /// Anything but GET and HEAD.
@@ -87,6 +89,18 @@ impl LimitsConfig {
         }
         problems
     }
+}
+
+/// Addresses (one host each) or networks in CIDR notation.
+fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{text:?} is neither an IP address nor a network")))
+        })
+        .collect()
 }
 
 /// `requests` per `per` (a minute unless said), all of which may be spent at once.
@@ -347,7 +361,8 @@ impl Limiter {
     /// forwarded for.
     pub fn address(&self, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
         let peer = peer?.0.ip();
-        if !self.config.trusted_proxies.contains(&peer) {
+        let trusted = |ip: &IpAddr| self.config.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
             return Some(peer);
         }
         let forwarded: Vec<IpAddr> = headers
@@ -357,7 +372,7 @@ impl Limiter {
             .flat_map(|v| v.split(','))
             .filter_map(|a| a.trim().parse().ok())
             .collect();
-        Some(forwarded.into_iter().rev().find(|a| !self.config.trusted_proxies.contains(a)).unwrap_or(peer))
+        Some(forwarded.into_iter().rev().find(|a| !trusted(a)).unwrap_or(peer))
     }
 }
 
@@ -405,7 +420,10 @@ mod tests {
 
     #[test]
     fn the_client_is_found_past_trusted_proxies_only() {
-        let config = LimitsConfig { trusted_proxies: vec!["10.0.0.1".parse().unwrap()], ..LimitsConfig::default() };
+        let trusted = serde_json::json!({"trusted_proxies": ["10.0.0.1", "10.42.0.0/16"]});
+        let config: LimitsConfig = serde_json::from_value(trusted).unwrap();
+        let wrong = serde_json::json!({"trusted_proxies": ["proxy"]});
+        assert!(serde_json::from_value::<LimitsConfig>(wrong).is_err());
         let limiter = Limiter::new(&config).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.1"));
@@ -417,6 +435,10 @@ mod tests {
             Some("192.0.2.5".parse().unwrap()),
             "spoofable header ignored"
         );
+        // A proxy of a trusted network, behind another.
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.42.7.1"));
+        let pod = ConnectInfo(SocketAddr::from(([10, 42, 3, 4], 4000)));
+        assert_eq!(limiter.address(&headers, Some(&pod)), Some("203.0.113.9".parse().unwrap()));
     }
 
     #[test]
