@@ -182,10 +182,17 @@ pub enum AuthError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The token names a key that could not be fetched: identity is unreachable, which says
+    /// nothing of the token.
+    #[error("the signing keys cannot be fetched")]
+    KeysUnavailable,
 }
 
 impl AuthError {
     pub fn to_problem(&self) -> Problem {
+        if matches!(self, Self::KeysUnavailable) {
+            return Problem::unavailable("tokens cannot be checked right now", 1);
+        }
         let (detail, challenge) = match self {
             Self::Missing => ("a bearer access token is required", "Bearer"),
             Self::Expired => ("the access token has expired", "Bearer error=\"invalid_token\""),
@@ -204,7 +211,8 @@ struct KeyCache {
 
 struct Remote {
     client: HttpClient,
-    url: String,
+    /// Every identity replica's key set URL, tried in turn.
+    urls: Vec<String>,
 }
 
 /// How many verified tokens one process remembers (a few hundred bytes each).
@@ -224,14 +232,18 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("remote", &self.remote.as_ref().map(|r| &r.url)).finish()
+        f.debug_struct("Verifier").field("remote", &self.remote.as_ref().map(|r| &r.urls)).finish()
     }
 }
 
 impl Verifier {
-    /// A verifier that fetches keys from `config.jwks_url`.
+    /// A verifier that fetches keys from `config.jwks_url` (a comma-separated list: the key set
+    /// of each identity replica).
     pub fn remote(config: &AuthConfig, client: HttpClient) -> Arc<Self> {
-        let remote = config.jwks_url.clone().map(|url| Remote { client, url });
+        let remote = config.jwks_url.as_deref().map(|urls| Remote {
+            client,
+            urls: urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect(),
+        });
         Arc::new(Self::build(config, remote))
     }
 
@@ -297,8 +309,12 @@ impl Verifier {
         let key = match self.key(&kid) {
             Some(key) if !self.is_stale() => key,
             known => {
-                self.refresh(known.is_none()).await;
-                self.key(&kid).ok_or(AuthError::UnknownKey)?
+                let reached = self.refresh(known.is_none()).await;
+                match self.key(&kid) {
+                    Some(key) => key,
+                    None if !reached => return Err(AuthError::KeysUnavailable),
+                    None => return Err(AuthError::UnknownKey),
+                }
             }
         };
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation).map_err(|e| {
@@ -328,26 +344,33 @@ impl Verifier {
         self.remote.is_some() && cache.fetched_at.is_none_or(|at| at.elapsed() > self.max_age)
     }
 
-    /// Fetches the key set again, one fetch at a time; an unknown `kid` may trigger a fetch at
-    /// most once per cool-down.
-    async fn refresh(&self, unknown_kid: bool) {
-        let Some(remote) = &self.remote else { return };
+    /// Fetches the key set again, one fetch at a time, from the first identity replica that
+    /// answers; an unknown `kid` may trigger a fetch at most once per cool-down. Whether the keys
+    /// at hand come from a fetch that reached identity (false: the last attempt failed).
+    async fn refresh(&self, unknown_kid: bool) -> bool {
+        let Some(remote) = &self.remote else { return true };
         let _guard = self.fetching.lock().await;
         {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
             let recently_tried = cache.last_attempt.is_some_and(|at| at.elapsed() < self.cooldown);
             let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() <= self.max_age);
             if recently_tried || (fresh && !unknown_kid) {
-                return;
+                return cache.fetched_at >= cache.last_attempt;
             }
         }
         self.cache.write().unwrap_or_else(|e| e.into_inner()).last_attempt = Some(Instant::now());
-        match get_json::<JwkSet>(&remote.client, &remote.url, Duration::from_secs(3)).await {
-            Ok(set) => self.set_keys(&set),
-            Err(error) => {
-                tracing::warn!(url = %remote.url, error = %crate::http::problem::error_chain(&error), "could not fetch signing keys")
+        for url in &remote.urls {
+            match get_json::<JwkSet>(&remote.client, url, Duration::from_secs(3)).await {
+                Ok(set) => {
+                    self.set_keys(&set);
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(url = %url, error = %crate::http::problem::error_chain(&error), "could not fetch signing keys")
+                }
             }
         }
+        false
     }
 
     /// Verifies the bearer token of a request.
@@ -462,6 +485,30 @@ mod tests {
         let verifier = Verifier::local(&AuthConfig::default());
         verifier.set_keys(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() });
         verifier
+    }
+
+    /// Key sets are fetched from the first identity replica that answers; when none does, a
+    /// token with a key not yet known is answered 503 (try again), not 401.
+    #[tokio::test]
+    async fn keys_come_from_any_replica_and_none_is_a_503() {
+        let k = key("replica-key");
+        let set = JwkSet { keys: vec![k.jwk.clone()] };
+        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(set) }));
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(live, app).await.unwrap() });
+        let dead_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = crate::http::client::client(Duration::from_millis(200));
+        let config = |urls: String| AuthConfig { jwks_url: Some(urls), ..AuthConfig::default() };
+        let token = sign(&k, &claims(600));
+
+        let both = config(format!("http://{dead_addr}/jwks, http://{live_addr}/jwks"));
+        assert!(Verifier::remote(&both, client.clone()).verify(&token).await.is_ok(), "the live replica's keys");
+        let none = Verifier::remote(&config(format!("http://{dead_addr}/jwks")), client);
+        let refused = none.verify(&token).await.unwrap_err();
+        assert!(matches!(refused, AuthError::KeysUnavailable), "{refused:?}");
+        let answer = axum::response::IntoResponse::into_response(refused.to_problem());
+        assert_eq!(answer.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

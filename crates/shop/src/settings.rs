@@ -102,10 +102,12 @@ impl Settings {
     pub fn shared_with(&self, bound: &Bound) -> Shared {
         let mut auth = self.auth.clone();
         if auth.jwks_url.is_none() {
-            auth.jwks_url = bound
-                .http_url(identity::SERVICE)
-                .or_else(|| self.gateway.upstreams.get(identity::SERVICE).and_then(|u| u.urls.first()).cloned())
-                .map(|base| format!("{}/.well-known/jwks.json", base.trim_end_matches('/')));
+            let jwks = |base: &str| format!("{}/.well-known/jwks.json", base.trim_end_matches('/'));
+            auth.jwks_url = bound.http_url(identity::SERVICE).map(|base| jwks(&base)).or_else(|| {
+                // Every replica's, so that one that is down costs nothing.
+                let upstream = self.gateway.upstreams.get(identity::SERVICE)?;
+                Some(upstream.urls.iter().map(|base| jwks(base)).collect::<Vec<_>>().join(","))
+            });
         }
         Shared { data_dir: self.data_dir.clone(), auth, bound: bound.clone() }
     }

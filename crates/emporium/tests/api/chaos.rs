@@ -294,6 +294,9 @@ async fn killing_replicas_under_load_loses_nothing() {
 
     // Every order a buyer was answered 201 is there, paid; there is no other.
     let seen = Arc::try_unwrap(seen).unwrap().into_inner().unwrap();
+    if !seen.unexpected.is_empty() {
+        eprintln!("answers shoppers could not retry: {:#?}", seen.unexpected);
+    }
     let all_orders = list_all(&gateways[0], "/api/v1/admin/orders", &admin).await;
     let mut sold: HashMap<String, i64> = HashMap::new();
     for (name, token) in &buyers {
