@@ -331,10 +331,16 @@ async fn killing_replicas_under_load_loses_nothing() {
         ..events::BusConfig::default()
     };
     let bus = events::Bus::connect(&config, &stage.cluster.plan.dir).await.unwrap();
+    // The stream is read from the start until it has been quiet for two seconds (a long run
+    // holds thousands of events), within two minutes.
     let tail_stop = CancellationToken::new();
-    let stopper = tail_stop.clone();
+    let last_read = Arc::new(Mutex::new(Instant::now()));
+    let (stopper, quiet) = (tail_stop.clone(), last_read.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = Instant::now();
+        while quiet.lock().unwrap().elapsed() < Duration::from_secs(2) && started.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         stopper.cancel();
     });
     // Each change is one event (one id); a relay killed between the broker's confirm and its own
@@ -342,6 +348,7 @@ async fn killing_replicas_under_load_loses_nothing() {
     let mut events: HashMap<(String, String), HashSet<uuid::Uuid>> = HashMap::new();
     let mut copies = 0;
     bus.tail(events::TailFrom::Start, "order.*", tail_stop, |event| {
+        *last_read.lock().unwrap() = Instant::now();
         let order = event.data["order_id"].as_str().unwrap_or("").to_owned();
         if !events.entry((event.event_type.clone(), order)).or_default().insert(event.id) {
             copies += 1;
