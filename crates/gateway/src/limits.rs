@@ -246,8 +246,16 @@ return {1, tat - now}
 /// Budgets kept in this process.
 #[derive(Default)]
 struct Local {
+    table: Mutex<LocalTable>,
+}
+
+#[derive(Default)]
+struct LocalTable {
     /// Theoretical arrival times (ms since `epoch`) by budget and client.
-    table: Mutex<HashMap<(Budget, Client), u64>>,
+    arrivals: HashMap<(Budget, Client), u64>,
+    /// The size at which whole budgets are next swept out: twice what a sweep left, so that a
+    /// table of many live clients is not scanned on every request.
+    sweep_at: usize,
 }
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -256,13 +264,14 @@ impl Local {
     fn check(&self, budget: Budget, client: &Client, quota: Quota) -> Decision {
         let now = EPOCH.elapsed().as_millis() as u64;
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if table.len() >= LOCAL_SWEEP_AT {
-            table.retain(|_, tat| *tat > now);
+        if table.arrivals.len() >= table.sweep_at.max(LOCAL_SWEEP_AT) {
+            table.arrivals.retain(|_, tat| *tat > now);
+            table.sweep_at = table.arrivals.len() * 2;
         }
         let key = (budget, client.clone());
-        let (allowed, tat) = gcra(table.get(&key).copied(), now, quota);
+        let (allowed, tat) = gcra(table.arrivals.get(&key).copied(), now, quota);
         if allowed {
-            table.insert(key, tat);
+            table.arrivals.insert(key, tat);
         }
         Decision::new(budget, quota, allowed, tat - now)
     }
