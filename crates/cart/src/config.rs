@@ -66,9 +66,7 @@ impl Config {
         if self.guest_ttl < Duration::from_secs(1) || self.user_ttl < Duration::from_secs(1) {
             problems.push("cart.guest_ttl and cart.user_ttl must be at least 1s".to_owned());
         }
-        if !(self.catalog_url.starts_with("http://") || self.catalog_url.starts_with("https://")) {
-            problems.push("cart.catalog_url must be an http:// URL".to_owned());
-        }
+        problems.extend(platform::grpc::check_peer_urls("cart.catalog_url", &self.catalog_url));
         if self.catalog_timeout.is_zero() {
             problems.push("cart.catalog_timeout must be positive".to_owned());
         }

@@ -111,29 +111,50 @@ impl Inventory {
                 _ => Err(CatalogError::ReservationMismatch),
             };
         }
-        let changes = self.store.try_reserve_all(&mut tx, &wanted, now).await?;
-        let mut shortages = Vec::new();
-        for (sku, quantity) in &wanted {
-            if changes.iter().any(|c| &c.sku == sku) {
-                continue;
+        // Refused before any row is locked when the stock is plainly not there (a sold-out
+        // flash sale refuses thousands of buyers without queueing them behind the lock of
+        // the one row every sale updates); what looks available is then held under the lock.
+        let mut shortages = self.shortages(&mut tx, wanted.iter(), false).await?;
+        if shortages.is_empty() {
+            let changes = self.store.try_reserve_all(&mut tx, &wanted, now).await?;
+            let missed = wanted.iter().filter(|(sku, _)| !changes.iter().any(|c| &c.sku == sku));
+            shortages = self.shortages(&mut tx, missed, true).await?;
+            if shortages.is_empty() {
+                publish(&mut tx, &changes, platform::telemetry::trace::current_traceparent()).await?;
+                tx.commit().await?;
+                metrics::counter!("catalog_reservations_total", "outcome" => "reserved").increment(1);
+                return Ok(ReserveOutcome::Reserved { state: ReservationState::Held, expires_at });
             }
+        }
+        tx.rollback().await?;
+        metrics::counter!("catalog_reservations_total", "outcome" => "short").increment(1);
+        Ok(ReserveOutcome::Short(shortages))
+    }
+
+    /// Which of `lines` cannot be had now, and why. `missed`: the lines are known to be short
+    /// (a reservation just failed for them), whatever their stock looks like a moment later.
+    async fn shortages<'a>(
+        &self,
+        tx: &mut Tx,
+        lines: impl Iterator<Item = &'a (String, i64)>,
+        missed: bool,
+    ) -> Result<Vec<Shortage>, CatalogError> {
+        let mut shortages = Vec::new();
+        for (sku, quantity) in lines {
             let shortage =
                 |available: i64, reason| Shortage { sku: sku.clone(), requested: *quantity, available, reason };
-            shortages.push(match self.store.sellable(&mut tx, sku).await? {
-                None => shortage(0, ShortageReason::UnknownSku),
-                Some((status, available)) if status != "active" => shortage(available, ShortageReason::NotForSale),
-                Some((_, available)) => shortage(available, ShortageReason::OutOfStock),
-            });
+            match self.store.sellable(tx, sku).await? {
+                None => shortages.push(shortage(0, ShortageReason::UnknownSku)),
+                Some((status, available)) if status != "active" => {
+                    shortages.push(shortage(available, ShortageReason::NotForSale));
+                }
+                Some((_, available)) if missed || available < *quantity => {
+                    shortages.push(shortage(available, ShortageReason::OutOfStock));
+                }
+                Some(_) => {}
+            }
         }
-        if !shortages.is_empty() {
-            tx.rollback().await?;
-            metrics::counter!("catalog_reservations_total", "outcome" => "short").increment(1);
-            return Ok(ReserveOutcome::Short(shortages));
-        }
-        publish(&mut tx, &changes, platform::telemetry::trace::current_traceparent()).await?;
-        tx.commit().await?;
-        metrics::counter!("catalog_reservations_total", "outcome" => "reserved").increment(1);
-        Ok(ReserveOutcome::Reserved { state: ReservationState::Held, expires_at })
+        Ok(shortages)
     }
 
     /// Turns held stock into a sale. Idempotent; refused once the hold was released or expired.

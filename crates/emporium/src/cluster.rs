@@ -115,8 +115,11 @@ impl Plan {
                 if matches!(service, "identity" | "catalog" | "cart") {
                     own.push((format!("EMPORIUM_{upper}__GRPC_LISTEN"), listen(self.grpc_port(service, replica))));
                 }
-                if matches!(service, "identity" | "catalog" | "orders" | "notifications") {
+                if let Some(budget) = pool_budget(service) {
                     own.push((format!("EMPORIUM_{upper}__DATABASE_URL"), self.database(service)));
+                    // Every replica shares one PostgreSQL server and its `max_connections`.
+                    let per_replica = (budget / self.replicas.max(1) as u32).max(2);
+                    own.push((format!("EMPORIUM_{upper}__POOL__MAX_CONNECTIONS"), per_replica.to_string()));
                 }
                 if matches!(service, "catalog" | "cart") {
                     own.push((format!("EMPORIUM_{upper}__REPLICA_ID"), format!("{service}-{replica}")));
@@ -158,6 +161,16 @@ impl Plan {
             .iter()
             .map(|s| (format!("EMPORIUM_{}__DATABASE_URL", s.to_uppercase()), self.database(s)))
             .collect()
+    }
+}
+
+/// Connections to PostgreSQL that all replicas of a service with a database share: 48 in all,
+/// half of PostgreSQL's default `max_connections`, leaving the rest to tools and other shops.
+fn pool_budget(service: &str) -> Option<u32> {
+    match service {
+        "catalog" | "orders" => Some(16),
+        "identity" | "notifications" => Some(8),
+        _ => None,
     }
 }
 

@@ -144,6 +144,14 @@ pub struct UpstreamConfig {
     pub min_retries_per_second: u32,
     /// Where the service publishes its OpenAPI document; `None` when it has none.
     pub openapi_path: Option<String>,
+    /// Requests in flight to the service at most (see `admission`): the limit adapts below this
+    /// to keep answers within `latency_target`; a request waits up to `queue_timeout` for a
+    /// place, then is answered 503 with `Retry-After`.
+    pub max_in_flight: u32,
+    #[serde(with = "humantime_serde")]
+    pub latency_target: Duration,
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -159,6 +167,9 @@ impl Default for UpstreamConfig {
             retry_budget: 0.2,
             min_retries_per_second: 5,
             openapi_path: Some("/openapi.json".to_owned()),
+            max_in_flight: 1024,
+            latency_target: Duration::from_secs(1),
+            queue_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -209,6 +220,9 @@ impl Config {
             }
             if upstream.probe_interval.is_zero() || upstream.down_for.is_zero() {
                 problems.push(format!("gateway.upstreams.{name}: probe_interval and down_for must be positive"));
+            }
+            if upstream.max_in_flight == 0 || upstream.latency_target.is_zero() {
+                problems.push(format!("gateway.upstreams.{name}: max_in_flight and latency_target must be positive"));
             }
             if upstream.health_path.as_deref().is_some_and(|p| !p.starts_with('/')) {
                 problems.push(format!("gateway.upstreams.{name}.health_path must start with /"));

@@ -4,6 +4,7 @@
 //! or 504, and serves the merged OpenAPI document.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod config;
 pub mod limits;
 mod openapi;
@@ -101,6 +102,10 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
 /// Checks the caller's token as the route demands and spends a request of the caller's budget,
 /// then forwards.
 async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
+    if let Some(busy) = route.upstream.busy() {
+        platform::http::extract::drain(request.into_body()).await;
+        return busy;
+    }
     let check = match route.auth {
         AuthPolicy::None => false,
         AuthPolicy::Required => true,

@@ -37,7 +37,7 @@ use platform::{
 };
 use tracing::Instrument;
 
-use crate::config::UpstreamConfig;
+use crate::{admission::Admission, config::UpstreamConfig};
 
 /// Bodies up to this size are buffered so a refused connection can be retried elsewhere.
 const REPLAYABLE_BODY: u64 = 64 * 1024;
@@ -146,6 +146,7 @@ pub struct Upstream {
     config: UpstreamConfig,
     client: HttpClient,
     retry_budget: RetryBudget,
+    admission: Admission,
     ok: metrics::Counter,
     errors: metrics::Counter,
     latency: metrics::Histogram,
@@ -181,6 +182,7 @@ impl Upstream {
             config: config.clone(),
             client: client(config.connect_timeout),
             retry_budget: RetryBudget::new(config),
+            admission: Admission::new(name, config),
             ok: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "ok"),
             errors: metrics::counter!("gateway_upstream_requests_total", "upstream" => upstream.clone(), "outcome" => "error"),
             latency: metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => upstream.clone()),
@@ -293,9 +295,20 @@ impl Upstream {
         } else {
             tracing::Span::none()
         };
-        let response = match self.try_forward(request, body_limit, &span).instrument(span.clone()).await {
-            Ok(response) => response,
-            Err(failure) => self.failure_response(failure),
+        let response = match self.admission.enter().await {
+            Ok(ticket) => {
+                let response = match self.try_forward(request, body_limit, &span).instrument(span.clone()).await {
+                    Ok(response) => response,
+                    Err(failure) => self.failure_response(failure),
+                };
+                ticket.done(response.status() == http::StatusCode::SERVICE_UNAVAILABLE);
+                response
+            }
+            Err(retry_after) => {
+                // Never sent: read what the client is still sending, so that it sees the answer.
+                platform::http::extract::drain(request.into_body()).await;
+                self.busy_response(retry_after)
+            }
         };
         span.record("http.response.status_code", i64::from(response.status().as_u16()));
         if response.status().is_server_error() {
@@ -406,6 +419,17 @@ impl Upstream {
             }
         }
         Err(Failure::Unavailable)
+    }
+
+    /// The answer to a request shed at once, before anything was spent on it (see
+    /// [`Admission::full`]); `None` when it may go on.
+    pub fn busy(&self) -> Option<Response> {
+        self.admission.full().map(|retry_after| self.busy_response(retry_after))
+    }
+
+    fn busy_response(&self, retry_after: u64) -> Response {
+        Problem::unavailable(format!("the {} service is busy; try again shortly", self.name), retry_after)
+            .into_response()
     }
 
     fn failure_response(&self, failure: Failure) -> Response {

@@ -270,6 +270,34 @@ async fn a_slow_upstream_is_a_504_at_the_timeout() {
 }
 
 #[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_shed_after_a_short_wait() {
+    let f = start(|config, _| {
+        let upstream = config.upstreams.get_mut("things").unwrap();
+        upstream.max_in_flight = 2;
+        upstream.queue_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let slow = || f.client.get("/api/v1/slow/x").send();
+    let shed = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let hits = f.seen.hits.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let response = f.client.get("/api/v1/things/1").send().await;
+        (response, started.elapsed(), f.seen.hits.load(Ordering::SeqCst) - hits)
+    };
+    let (first, second, (shed, waited, reached)) = tokio::join!(slow(), slow(), shed);
+    first.problem(504);
+    second.problem(504);
+    let problem = shed.problem(503);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert!(problem["detail"].as_str().unwrap().contains("busy"), "{problem}");
+    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(400), "waited {waited:?}");
+    assert_eq!(reached, 0, "a shed request never reaches the upstream");
+    // Places free again once the slow ones are answered.
+    assert_eq!(f.client.get("/api/v1/things/1").send().await.status, 200);
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_are_413() {
     let f = start(|config, _| config.body_limit = 1024).await;
     let big = vec![b'x'; 4096];

@@ -99,9 +99,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         problems.extend(platform::db::check_database_url("notifications", self.database_url.as_deref()));
-        if !(self.identity_url.starts_with("http://") || self.identity_url.starts_with("https://")) {
-            problems.push("notifications.identity_url must be an http:// URL".to_owned());
-        }
+        problems.extend(platform::grpc::check_peer_urls("notifications.identity_url", &self.identity_url));
         if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
             problems.push("notifications.public_url must be an http:// or https:// URL".to_owned());
         }

@@ -80,7 +80,7 @@ impl Default for Config {
             saga_lease: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),
-            idempotency_wait: Duration::from_secs(3),
+            idempotency_wait: Duration::from_secs(1),
             crash_after: None,
         }
     }
@@ -153,9 +153,7 @@ impl Config {
         let mut problems = Vec::new();
         problems.extend(platform::db::check_database_url("orders", self.database_url.as_deref()));
         for (key, url) in [("catalog_url", &self.catalog_url), ("cart_url", &self.cart_url)] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!("orders.{key} must be an http:// URL"));
-            }
+            problems.extend(platform::grpc::check_peer_urls(&format!("orders.{key}"), url));
         }
         if self.rpc_timeout.is_zero() || self.payments.timeout.is_zero() {
             problems.push("orders.rpc_timeout and orders.payments.timeout must be positive".to_owned());

@@ -77,14 +77,29 @@ fn channel_with(
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?;
-    let channel = endpoint.connect_timeout(connect_timeout).timeout(timeout).tcp_nodelay(true).connect_lazy();
-    Ok(tower::Layer::layer(&ObserveLayer::client(service), channel))
+    Ok(lazy(service, Endpoint::from_shared(url.to_owned())?, connect_timeout, timeout))
 }
 
-/// Every replica of a peer: a channel to each (configured as a comma-separated list of URLs),
-/// used in turn. A replica whose call failed as unreachable (`UNAVAILABLE`) is skipped for a
-/// while, and [`Replicas::call`] makes the call again on the next one while time remains — only
+fn lazy(service: &'static str, endpoint: Endpoint, connect_timeout: Duration, timeout: Duration) -> Channel {
+    let channel = endpoint.connect_timeout(connect_timeout).timeout(timeout).tcp_nodelay(true).connect_lazy();
+    tower::Layer::layer(&ObserveLayer::client(service), channel)
+}
+
+/// Checks a peer setting for [`Replicas::new`]: `None` when every entry is an `http(s)://` URL or
+/// a `dns:///host:port` name, else the problem, naming `key`.
+pub fn check_peer_urls(key: &str, urls: &str) -> Option<String> {
+    let entries: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let valid = |url: &&str| ["http://", "https://", "dns:///"].iter().any(|scheme| url.starts_with(scheme));
+    (entries.is_empty() || !entries.iter().all(valid))
+        .then(|| format!("{key} must be http:// URLs or dns:///host:port names, separated by commas"))
+}
+
+/// Every replica of a peer: a channel to each, used in turn. Replicas are configured as a
+/// comma-separated list of URLs (`http://a:9082,http://b:9082`) or of DNS names in gRPC's naming
+/// syntax (`dns:///catalog-headless:9082`), whose every address is a replica; names are resolved
+/// again every [`RESOLVE_EVERY`], so the pods behind a headless Kubernetes Service are followed
+/// as they come and go. A replica whose call failed as unreachable (`UNAVAILABLE`) is skipped for
+/// a while, and [`Replicas::call`] makes the call again on the next one while time remains — only
 /// for calls that are safe to repeat, which every call between our services is (reads, or
 /// effects keyed by an order id).
 #[derive(Clone)]
@@ -93,12 +108,28 @@ pub struct Replicas {
 }
 
 struct ReplicasInner {
-    replicas: Vec<Replica>,
+    service: &'static str,
+    sources: Vec<Source>,
+    replicas: std::sync::RwLock<std::sync::Arc<[std::sync::Arc<Replica>]>>,
     next: std::sync::atomic::AtomicUsize,
     timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// One configured entry.
+enum Source {
+    Url(String),
+    /// `host:port` whose addresses are the replicas; `origin` is what calls name as authority.
+    Dns {
+        authority: String,
+        origin: http::Uri,
+    },
 }
 
 struct Replica {
+    /// Which of the sources it came from, and the URL it dials.
+    source: usize,
+    target: String,
     channel: Channel,
     /// Until when (ms since `EPOCH`) the replica is skipped.
     down_until: std::sync::atomic::AtomicU64,
@@ -107,6 +138,9 @@ struct Replica {
 /// How long a replica that could not be reached is skipped.
 const REPLICA_DOWN_FOR: Duration = Duration::from_secs(2);
 
+/// How often DNS names are resolved again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(10);
+
 static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
 fn now_ms() -> u64 {
@@ -114,38 +148,130 @@ fn now_ms() -> u64 {
 }
 
 impl Replicas {
-    /// Channels from `service` to each of `urls` (`http://a:9082,http://b:9082`), each call within
-    /// `timeout` in all.
+    /// Channels from `service` to each replica named by `urls`, each call within `timeout` in
+    /// all. DNS names are resolved at once in the background (until then, and whenever a name
+    /// cannot be resolved, the name itself is dialled, or the addresses it last had).
     pub fn new(service: &'static str, urls: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let replicas = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(|url| {
-                // A replica that does not accept a connection soon leaves time for another.
-                let connect_timeout = (timeout / 3).min(Duration::from_secs(1));
-                let channel = channel_with(service, url, connect_timeout, timeout)?;
-                Ok(Replica { channel, down_until: std::sync::atomic::AtomicU64::new(0) })
-            })
-            .collect::<Result<Vec<_>, tonic::transport::Error>>()?;
-        Ok(Self { inner: std::sync::Arc::new(ReplicasInner { replicas, next: Default::default(), timeout }) })
+        // A replica that does not accept a connection soon leaves time for another.
+        let connect_timeout = (timeout / 3).min(Duration::from_secs(1));
+        let mut sources = Vec::new();
+        let mut replicas = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+            let source = match url.strip_prefix("dns:///") {
+                Some(authority) => {
+                    let origin = Endpoint::from_shared(format!("http://{authority}"))?.uri().clone();
+                    Source::Dns { authority: authority.to_owned(), origin }
+                }
+                None => Source::Url(url.to_owned()),
+            };
+            let target = match &source {
+                Source::Url(url) => url.clone(),
+                Source::Dns { origin, .. } => origin.to_string().trim_end_matches('/').to_owned(),
+            };
+            let channel = channel_with(service, &target, connect_timeout, timeout)?;
+            replicas.push(std::sync::Arc::new(Replica {
+                source: sources.len(),
+                target,
+                channel,
+                down_until: Default::default(),
+            }));
+            sources.push(source);
+        }
+        let resolves = sources.iter().any(|s| matches!(s, Source::Dns { .. }));
+        let inner = std::sync::Arc::new(ReplicasInner {
+            service,
+            sources,
+            replicas: std::sync::RwLock::new(replicas.into()),
+            next: Default::default(),
+            timeout,
+            connect_timeout,
+        });
+        if resolves && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = std::sync::Arc::downgrade(&inner);
+            runtime.spawn(async move {
+                while let Some(inner) = weak.upgrade() {
+                    Replicas { inner }.resolve().await;
+                    tokio::time::sleep(RESOLVE_EVERY).await;
+                }
+            });
+        }
+        Ok(Self { inner })
     }
 
     pub fn len(&self) -> usize {
-        self.inner.replicas.len()
+        self.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.replicas.is_empty()
+        self.snapshot().is_empty()
+    }
+
+    /// The URLs dialled now, one per replica.
+    pub fn targets(&self) -> Vec<String> {
+        self.snapshot().iter().map(|r| r.target.clone()).collect()
+    }
+
+    fn snapshot(&self) -> std::sync::Arc<[std::sync::Arc<Replica>]> {
+        self.inner.replicas.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Resolves every DNS name again; replicas whose address stays keep their channel (and its
+    /// connection), new addresses get one, vanished ones are dropped.
+    pub async fn resolve(&self) {
+        let current = self.snapshot();
+        let mut next: Vec<std::sync::Arc<Replica>> = Vec::new();
+        for (index, source) in self.inner.sources.iter().enumerate() {
+            let kept = || current.iter().filter(|r| r.source == index).cloned().collect::<Vec<_>>();
+            let Source::Dns { authority, origin } = source else {
+                next.extend(kept());
+                continue;
+            };
+            let addresses = match tokio::net::lookup_host(authority.as_str()).await {
+                Ok(found) => {
+                    let mut found: Vec<String> = found.map(|address| format!("http://{address}")).collect();
+                    found.sort();
+                    found.dedup();
+                    found
+                }
+                Err(error) => {
+                    tracing::warn!(peer = %authority, error = %error, "could not resolve the peer's name; keeping its replicas");
+                    Vec::new()
+                }
+            };
+            if addresses.is_empty() {
+                next.extend(kept());
+                continue;
+            }
+            for target in addresses {
+                if let Some(existing) = current.iter().find(|r| r.source == index && r.target == target) {
+                    next.push(existing.clone());
+                    continue;
+                }
+                let Ok(endpoint) = Endpoint::from_shared(target.clone()) else { continue };
+                let (service, connect_timeout) = (self.inner.service, self.inner.connect_timeout);
+                let channel = lazy(service, endpoint.origin(origin.clone()), connect_timeout, self.inner.timeout);
+                next.push(std::sync::Arc::new(Replica {
+                    source: index,
+                    target,
+                    channel,
+                    down_until: Default::default(),
+                }));
+            }
+        }
+        *self.inner.replicas.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.into();
     }
 
     /// The replicas in the order to try them: round-robin, those skipped last.
-    fn order(&self) -> Vec<&Replica> {
+    fn order(&self) -> Vec<std::sync::Arc<Replica>> {
         use std::sync::atomic::Ordering;
-        let replicas = &self.inner.replicas;
+        let replicas = self.snapshot();
+        if replicas.is_empty() {
+            return Vec::new();
+        }
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let mut order: Vec<&Replica> = (0..replicas.len()).map(|i| &replicas[(start + i) % replicas.len()]).collect();
+        let mut order: Vec<std::sync::Arc<Replica>> =
+            (0..replicas.len()).map(|i| replicas[(start + i) % replicas.len()].clone()).collect();
         order.sort_by_key(|r| r.down_until.load(Ordering::Relaxed) > now);
         order
     }
@@ -206,5 +332,28 @@ pub async fn within<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => result.map(tonic::Response::into_inner),
         Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dns_name_stands_for_every_address_it_resolves_to() {
+        let replicas =
+            Replicas::new("test", "http://10.0.0.1:9000, dns:///localhost:9082", Duration::from_secs(1)).unwrap();
+        // Before the first resolution, the name itself is dialled.
+        assert_eq!(replicas.targets(), ["http://10.0.0.1:9000", "http://localhost:9082"]);
+        replicas.resolve().await;
+        let targets = replicas.targets();
+        assert_eq!(targets[0], "http://10.0.0.1:9000", "a URL stays as given");
+        assert!(targets[1..].contains(&"http://127.0.0.1:9082".to_owned()), "{targets:?}");
+        assert!(!targets.contains(&"http://localhost:9082".to_owned()), "{targets:?}");
+        // Resolving again keeps each address's replica (and its connection) as it was.
+        let before: Vec<*const Replica> = replicas.snapshot().iter().map(std::sync::Arc::as_ptr).collect();
+        replicas.resolve().await;
+        let after: Vec<*const Replica> = replicas.snapshot().iter().map(std::sync::Arc::as_ptr).collect();
+        assert_eq!(before, after);
     }
 }

@@ -1,0 +1,315 @@
+//! Admission to an upstream: how many requests the gateway lets into a service at once.
+//!
+//! A service pushed past what it can do answers everyone late; when thousands arrive at once (a
+//! flash sale), every one of them waits for all the others. So each upstream has a limit on the
+//! requests in flight, found as TCP finds its window (additive increase, multiplicative
+//! decrease): while the upstream answers within `latency_target` the limit grows by one per
+//! limit's worth of answers, and each time it answers late (or 503) the limit shrinks by a tenth,
+//! at most once per `latency_target / 4` so that one slow burst counts once. A request that finds
+//! the limit reached waits for a place up to `queue_timeout`, in arrival order — unless as many
+//! already wait as may be in flight, when it could not get a place in time anyway — and is then
+//! answered 503 with `Retry-After`: promptly refused rather than served too late, and never
+//! having reached the service, so that a retry is always safe. `Retry-After` grows with the
+//! demand turned away: requests shed per request let in over the last second, so that thousands
+//! of clients retrying do not spend the capacity the ones let in need.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+use crate::config::UpstreamConfig;
+
+/// The limit never falls below this (a service that is merely slow still serves), and starts at
+/// `START` (raised by answers that come in time, up to `max_in_flight`).
+const MIN: f64 = 4.0;
+const START: f64 = 32.0;
+const DECREASE: f64 = 0.9;
+
+pub struct Admission {
+    state: Mutex<State>,
+    freed: Notify,
+    max: f64,
+    latency_target: Duration,
+    queue_timeout: Duration,
+    limit_gauge: metrics::Gauge,
+    shed: metrics::Counter,
+}
+
+struct State {
+    limit: f64,
+    in_flight: u32,
+    waiting: u32,
+    last_decrease: Option<Instant>,
+    /// Requests let in and shed in the current second, and the `Retry-After` the last one gave.
+    window: Instant,
+    admitted: u32,
+    shed: u32,
+    retry_after: u64,
+}
+
+/// Most a shed request is told to wait.
+const MAX_RETRY_AFTER: u64 = 30;
+
+impl State {
+    /// Counts one request let in or shed; the current `Retry-After`.
+    fn count(&mut self, shed: bool, now: Instant) -> u64 {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            let ratio = f64::from(self.shed) / f64::from(self.admitted.max(1));
+            self.retry_after = (ratio.ceil() as u64).clamp(1, MAX_RETRY_AFTER);
+            (self.window, self.admitted, self.shed) = (now, 0, 0);
+        }
+        if shed {
+            self.shed += 1
+        } else {
+            self.admitted += 1
+        }
+        self.retry_after
+    }
+}
+
+/// A place in flight; give it back with [`Ticket::done`] (dropped unused, it counts as neither
+/// fast nor slow).
+pub struct Ticket<'a> {
+    admission: &'a Admission,
+    entered: Instant,
+    done: bool,
+}
+
+impl Admission {
+    pub fn new(upstream: &str, config: &UpstreamConfig) -> Self {
+        let max = f64::from(config.max_in_flight.max(1));
+        let limit = START.min(max);
+        let limit_gauge = metrics::gauge!("gateway_upstream_in_flight_limit", "upstream" => upstream.to_owned());
+        limit_gauge.set(limit);
+        Self {
+            state: Mutex::new(State {
+                limit,
+                in_flight: 0,
+                waiting: 0,
+                last_decrease: None,
+                window: Instant::now(),
+                admitted: 0,
+                shed: 0,
+                retry_after: 1,
+            }),
+            freed: Notify::new(),
+            max,
+            latency_target: config.latency_target,
+            queue_timeout: config.queue_timeout,
+            limit_gauge,
+            shed: metrics::counter!("gateway_upstream_shed_total", "upstream" => upstream.to_owned()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place in flight, waiting for one up to `queue_timeout`; else the request is shed, and
+    /// the error is the `Retry-After` (seconds) to answer.
+    pub async fn enter(&self) -> Result<Ticket<'_>, u64> {
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let mut queued = false;
+        let outcome = loop {
+            // Registered before looking, so that a place freed in between still wakes us.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut state = self.state();
+                if f64::from(state.in_flight) < state.limit.floor() {
+                    state.in_flight += 1;
+                    state.waiting -= u32::from(queued);
+                    state.count(false, Instant::now());
+                    return Ok(Ticket { admission: self, entered: Instant::now(), done: false });
+                }
+                if !queued {
+                    if f64::from(state.waiting) >= state.limit.floor() {
+                        break Err(state.count(true, Instant::now()));
+                    }
+                    state.waiting += 1;
+                    queued = true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                let mut state = self.state();
+                state.waiting -= 1;
+                break Err(state.count(true, Instant::now()));
+            }
+        };
+        self.shed.increment(1);
+        outcome
+    }
+
+    /// Sheds a request at once when it could not even wait for a place (the `Retry-After`), before
+    /// the gateway spends anything on it: in a rush, checking tokens and budgets of requests that
+    /// are turned away anyway would take the time of those let in.
+    pub fn full(&self) -> Option<u64> {
+        let mut state = self.state();
+        let limit = state.limit.floor();
+        if f64::from(state.in_flight) < limit || f64::from(state.waiting) < limit {
+            return None;
+        }
+        let retry_after = state.count(true, Instant::now());
+        drop(state);
+        self.shed.increment(1);
+        Some(retry_after)
+    }
+
+    fn leave(&self, judged: Option<bool>) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        let before = state.limit;
+        match judged {
+            Some(true) => state.limit = (state.limit + 1.0 / state.limit).min(self.max),
+            Some(false) => {
+                let now = Instant::now();
+                if state.last_decrease.is_none_or(|at| now.duration_since(at) >= self.latency_target / 4) {
+                    state.limit = (state.limit * DECREASE).max(MIN.min(self.max));
+                    state.last_decrease = Some(now);
+                }
+            }
+            None => {}
+        }
+        let (limit, grew) = (state.limit, state.limit.floor() > before.floor());
+        drop(state);
+        if limit != before {
+            self.limit_gauge.set(limit);
+        }
+        self.freed.notify_one();
+        if grew {
+            self.freed.notify_one();
+        }
+    }
+
+    #[cfg(test)]
+    fn limit(&self) -> f64 {
+        self.state().limit
+    }
+}
+
+impl Ticket<'_> {
+    /// The upstream answered: `overloaded` when it said so (503).
+    pub fn done(mut self, overloaded: bool) {
+        self.done = true;
+        let in_time = !overloaded && self.entered.elapsed() <= self.admission.latency_target;
+        self.admission.leave(Some(in_time));
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.admission.leave(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(max: u32, latency_target_ms: u64, queue_timeout_ms: u64) -> Admission {
+        let config = UpstreamConfig {
+            max_in_flight: max,
+            latency_target: Duration::from_millis(latency_target_ms),
+            queue_timeout: Duration::from_millis(queue_timeout_ms),
+            ..UpstreamConfig::default()
+        };
+        Admission::new("test", &config)
+    }
+
+    #[tokio::test]
+    async fn beyond_the_limit_a_request_waits_for_a_place_then_is_shed() {
+        let admission = admission(2, 1_000, 50);
+        let first = admission.enter().await.expect("a place");
+        let _second = admission.enter().await.expect("a place");
+        let waited = Instant::now();
+        assert_eq!(admission.enter().await.err(), Some(1), "the third is shed");
+        assert!(waited.elapsed() >= Duration::from_millis(50), "after waiting for a place");
+        // A place freed while one waits goes to it.
+        let (waiter, freer) = tokio::join!(admission.enter(), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            first.done(false);
+        });
+        let () = freer;
+        assert!(waiter.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_at_once() {
+        let admission = admission(2, 1_000, 1_000);
+        let _places = (admission.enter().await.unwrap(), admission.enter().await.unwrap());
+        // Two may wait (as many as may be in flight); the next is shed without waiting.
+        let waiters = async {
+            let (a, b) = tokio::join!(admission.enter(), admission.enter());
+            (a.is_err(), b.is_err())
+        };
+        let shed_at_once = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let started = Instant::now();
+            let shed = admission.enter().await;
+            (shed.err(), started.elapsed())
+        };
+        let full = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            admission.full()
+        };
+        let ((a, b), (shed, waited), full) = tokio::join!(waiters, shed_at_once, full);
+        assert_eq!(full, Some(1), "full while two wait");
+        assert_eq!(admission.full(), None, "not once the waiters have gone");
+        assert!(a && b, "the waiters are shed after queue_timeout");
+        assert_eq!(shed, Some(1));
+        assert!(waited < Duration::from_millis(100), "shed at once: {waited:?}");
+    }
+
+    #[test]
+    fn retry_after_grows_with_the_demand_turned_away() {
+        let admission = admission(2, 1_000, 1_000);
+        let mut state = admission.state();
+        let start = state.window;
+        for n in 0..23 {
+            state.count(n >= 2, start);
+        }
+        // A second later: 21 shed for 2 let in.
+        let next = start + Duration::from_millis(1_100);
+        assert_eq!(state.count(true, next), 11);
+        for _ in 0..10 {
+            state.count(false, next);
+        }
+        assert_eq!(state.count(false, next + Duration::from_millis(1_100)), 1, "one shed for ten let in");
+        for _ in 0..1_000 {
+            state.count(true, next + Duration::from_millis(1_100));
+        }
+        assert_eq!(state.count(true, next + Duration::from_millis(2_200)), MAX_RETRY_AFTER);
+    }
+
+    #[tokio::test]
+    async fn the_limit_grows_while_answers_come_in_time_and_shrinks_when_late() {
+        let admission = admission(40, 20, 10);
+        let start = admission.limit();
+        for _ in 0..200 {
+            admission.enter().await.unwrap().done(false);
+        }
+        assert!(admission.limit() > start + 3.0, "grew: {}", admission.limit());
+        assert!(admission.limit() <= 40.0, "never past max_in_flight");
+        let grown = admission.limit();
+        // Each late answer, a while after the last, takes a tenth off.
+        for _ in 0..5 {
+            let ticket = admission.enter().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            ticket.done(false);
+        }
+        assert!(admission.limit() < grown * 0.9 * 0.9 + 0.01, "shrank: {} from {grown}", admission.limit());
+        // A 503 counts as late; the floor holds.
+        for _ in 0..200 {
+            let ticket = admission.enter().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(6)).await;
+            ticket.done(true);
+        }
+        assert_eq!(admission.limit(), MIN);
+    }
+}
