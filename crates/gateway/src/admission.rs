@@ -6,8 +6,9 @@
 //! decrease): while the upstream answers within `latency_target` the limit grows by one per
 //! limit's worth of answers, and each time it answers late (or 503) the limit shrinks by a tenth,
 //! at most once per `latency_target / 4` so that one slow burst counts once. A request that finds
-//! the limit reached waits for a place up to `queue_timeout`, in arrival order — unless as many
-//! already wait as may be in flight, when it could not get a place in time anyway — and is then
+//! the limit reached waits for a place up to `queue_timeout`, in arrival order — unless
+//! `queue_length` requests (or as many as may be in flight, if more) already wait, when it could
+//! not get a place in time anyway — and is then
 //! answered 503 with `Retry-After`: promptly refused rather than served too late, and never
 //! having reached the service, so that a retry is always safe. `Retry-After` grows with the
 //! demand turned away: requests shed per request let in over the last second, so that thousands
@@ -23,9 +24,10 @@ use tokio::sync::Notify;
 use crate::config::UpstreamConfig;
 
 /// The limit never falls below this (a service that is merely slow still serves), and starts at
-/// `START` (raised by answers that come in time, up to `max_in_flight`).
+/// `START`, wide enough for a burst from a quiet start (raised by answers that come in time, up
+/// to `max_in_flight`).
 const MIN: f64 = 4.0;
-const START: f64 = 32.0;
+const START: f64 = 256.0;
 const DECREASE: f64 = 0.9;
 
 pub struct Admission {
@@ -34,6 +36,7 @@ pub struct Admission {
     max: f64,
     latency_target: Duration,
     queue_timeout: Duration,
+    queue_length: f64,
     limit_gauge: metrics::Gauge,
     shed: metrics::Counter,
 }
@@ -99,6 +102,7 @@ impl Admission {
             max,
             latency_target: config.latency_target,
             queue_timeout: config.queue_timeout,
+            queue_length: f64::from(config.queue_length),
             limit_gauge,
             shed: metrics::counter!("gateway_upstream_shed_total", "upstream" => upstream.to_owned()),
         }
@@ -127,7 +131,7 @@ impl Admission {
                     return Ok(Ticket { admission: self, entered: Instant::now(), done: false });
                 }
                 if !queued {
-                    if f64::from(state.waiting) >= state.limit.floor() {
+                    if f64::from(state.waiting) >= self.queue_length(&state) {
                         break Err(state.count(true, Instant::now()));
                     }
                     state.waiting += 1;
@@ -150,13 +154,18 @@ impl Admission {
     pub fn full(&self) -> Option<u64> {
         let mut state = self.state();
         let limit = state.limit.floor();
-        if f64::from(state.in_flight) < limit || f64::from(state.waiting) < limit {
+        if f64::from(state.in_flight) < limit || f64::from(state.waiting) < self.queue_length(&state) {
             return None;
         }
         let retry_after = state.count(true, Instant::now());
         drop(state);
         self.shed.increment(1);
         Some(retry_after)
+    }
+
+    /// Requests that may wait: `queue_length`, or as many as may be in flight if that is more.
+    fn queue_length(&self, state: &State) -> f64 {
+        state.limit.floor().max(self.queue_length)
     }
 
     fn leave(&self, judged: Option<bool>) {
@@ -217,6 +226,7 @@ mod tests {
             max_in_flight: max,
             latency_target: Duration::from_millis(latency_target_ms),
             queue_timeout: Duration::from_millis(queue_timeout_ms),
+            queue_length: 0,
             ..UpstreamConfig::default()
         };
         Admission::new("test", &config)
@@ -289,21 +299,25 @@ mod tests {
 
     #[tokio::test]
     async fn the_limit_grows_while_answers_come_in_time_and_shrinks_when_late() {
-        let admission = admission(40, 20, 10);
+        let admission = admission(1_000, 20, 10);
         let start = admission.limit();
-        for _ in 0..200 {
-            admission.enter().await.unwrap().done(false);
-        }
-        assert!(admission.limit() > start + 3.0, "grew: {}", admission.limit());
-        assert!(admission.limit() <= 40.0, "never past max_in_flight");
-        let grown = admission.limit();
         // Each late answer, a while after the last, takes a tenth off.
         for _ in 0..5 {
             let ticket = admission.enter().await.unwrap();
             tokio::time::sleep(Duration::from_millis(25)).await;
             ticket.done(false);
         }
-        assert!(admission.limit() < grown * 0.9 * 0.9 + 0.01, "shrank: {} from {grown}", admission.limit());
+        let shrunk = admission.limit();
+        assert!(shrunk < start * 0.9 * 0.9 + 0.01, "shrank: {shrunk} from {start}");
+        for _ in 0..300 {
+            admission.enter().await.unwrap().done(false);
+        }
+        assert!(admission.limit() > shrunk + 1.0, "grew: {} from {shrunk}", admission.limit());
+        let small = self::admission(5, 20, 10);
+        for _ in 0..200 {
+            small.enter().await.unwrap().done(false);
+        }
+        assert_eq!(small.limit(), 5.0, "never past max_in_flight");
         // A 503 counts as late; the floor holds.
         for _ in 0..200 {
             let ticket = admission.enter().await.unwrap();

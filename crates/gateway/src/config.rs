@@ -152,6 +152,9 @@ pub struct UpstreamConfig {
     pub latency_target: Duration,
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// Requests that may wait for a place at most (at least as many as may be in flight); more
+    /// are answered 503 at once.
+    pub queue_length: u32,
 }
 
 impl Default for UpstreamConfig {
@@ -170,6 +173,7 @@ impl Default for UpstreamConfig {
             max_in_flight: 1024,
             latency_target: Duration::from_secs(1),
             queue_timeout: Duration::from_millis(500),
+            queue_length: 256,
         }
     }
 }

@@ -62,20 +62,9 @@ fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response 
     Problem::internal().into_response()
 }
 
-/// Connections the kernel may hold for us before we accept them (capped by the system's
-/// `net.core.somaxconn`). Thousands of clients connecting at once (a flash sale) overflow a short
-/// queue, and each dropped connection attempt is retried by the client's kernel only after 1 s,
-/// then 3 s, then 7 s.
-const BACKLOG: u32 = 4096;
-
 /// Binds a listener; port 0 picks a free port (tests run many services side by side).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    // As `TcpListener::bind` does: a restarted process may take its port back at once.
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    TcpListener::bind(addr).await
 }
 
 /// Serves `router` until `shutdown` is cancelled, then stops accepting and lets in-flight
