@@ -120,3 +120,20 @@ impl From<CatalogError> for tonic::Status {
         tonic::Status::new(code, message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL restarting ends every session with an error of its own (`57P01` on a fast
+    /// shutdown): the request is answered 503, as for a database that cannot be reached.
+    #[tokio::test]
+    async fn a_session_the_server_ended_is_unavailable() {
+        let Some(database) = testkit::TestDatabase::create(testkit::Backend::Postgres).await else { return };
+        let db = platform::db::Db::connect(&database.url, &Default::default()).await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let platform::db::TxConn::Postgres(pg) = tx.conn() else { unreachable!() };
+        let error = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())").execute(&mut **pg).await.unwrap_err();
+        assert!(matches!(CatalogError::from(error), CatalogError::Unavailable(_)));
+    }
+}

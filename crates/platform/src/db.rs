@@ -470,9 +470,15 @@ pub fn check_database_url(service: &str, url: Option<&str>) -> Option<String> {
 }
 
 /// Whether the error means the database could not be reached (a 503), rather than a fault in
-/// what was asked of it.
+/// what was asked of it. PostgreSQL going down ends each session with an error of its own
+/// (SQLSTATE class 57, operator intervention: `57P01` on a fast shutdown) or of class 08
+/// (connection exception), before the connection is gone.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        || error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
 }
 
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
