@@ -1,14 +1,18 @@
 //! The cart's peer: prices, titles and stock from the catalog over gRPC: one batched call per request, with a
-//! deadline, behind a short-lived local cache that the catalog's events invalidate. The last
+//! deadline, behind a short-lived local cache that the catalog's events invalidate. Requests
+//! that miss the cache for a SKU already being fetched wait for that fetch instead of starting
+//! their own, so a burst of adds of a new SKU costs the catalog one call, not one per add. The last
 //! answer for each SKU is also kept without expiry, so that reads can still show a cart (marked
 //! stale) while the catalog is unreachable.
 
 use std::{
     collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use platform::grpc::Replicas;
 use platform::service::StartError;
 use rpc::catalog::v1::{GetVariantsRequest, ProductStatus, inventory_client::InventoryClient};
@@ -42,7 +46,13 @@ pub struct Catalog {
     /// The answer, when it was fetched, and the wall-clock time its fetch began.
     fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant, DateTime<Utc>)>,
     last_known: quick_cache::sync::Cache<String, VariantPrice>,
+    /// Fetches under way, by each SKU they ask for.
+    in_flight: Mutex<HashMap<String, Fetch>>,
 }
+
+/// One call to the catalog that several requests may await: what it found, and the wall-clock
+/// time it began.
+type Fetch = Shared<BoxFuture<'static, Result<(DateTime<Utc>, Arc<Vec<VariantPrice>>), String>>>;
 
 const CACHED_SKUS: usize = 100_000;
 
@@ -53,6 +63,7 @@ impl Catalog {
             ttl,
             fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
             last_known: quick_cache::sync::Cache::new(CACHED_SKUS),
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -95,15 +106,17 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(prices);
         }
-        // The catalog stamps its stock events with the same clock.
-        let began = platform::time::now();
-        match self.fetch(&missing).await {
-            Ok(found) => {
+        match self.fetch_coalesced(&missing).await {
+            Ok(fetched) => {
                 let now = Instant::now();
-                for variant in found {
-                    self.fresh.insert(variant.sku.clone(), (variant.clone(), now, began));
-                    self.last_known.insert(variant.sku.clone(), variant.clone());
-                    prices.variants.insert(variant.sku.clone(), variant);
+                for (began, found) in fetched {
+                    for variant in found.iter() {
+                        self.fresh.insert(variant.sku.clone(), (variant.clone(), now, began));
+                        self.last_known.insert(variant.sku.clone(), variant.clone());
+                        if missing.contains(&variant.sku) {
+                            prices.variants.insert(variant.sku.clone(), variant.clone());
+                        }
+                    }
                 }
                 Ok(prices)
             }
@@ -121,11 +134,47 @@ impl Catalog {
         }
     }
 
-    async fn fetch(&self, skus: &[String]) -> Result<Vec<VariantPrice>, String> {
+    /// The answers for `skus`: joins the fetches already under way for some of them and starts
+    /// one call for the rest.
+    async fn fetch_coalesced(&self, skus: &[String]) -> Result<Vec<(DateTime<Utc>, Arc<Vec<VariantPrice>>)>, String> {
+        let fetches = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut fetches: Vec<Fetch> = Vec::new();
+            let mut own = Vec::new();
+            for sku in skus {
+                match in_flight.get(sku) {
+                    Some(fetch) => {
+                        if !fetches.iter().any(|known| Shared::ptr_eq(known, fetch)) {
+                            fetches.push(fetch.clone());
+                        }
+                    }
+                    None => own.push(sku.clone()),
+                }
+            }
+            if !own.is_empty() {
+                let fetch = Self::fetch(self.catalog.clone(), own.clone()).boxed().shared();
+                for sku in own {
+                    in_flight.insert(sku, fetch.clone());
+                }
+                fetches.push(fetch);
+            }
+            fetches
+        };
+        let results = futures_util::future::join_all(fetches.iter().cloned()).await;
+        {
+            // Whoever sees a fetch end takes it out, so the next miss asks the catalog again.
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            in_flight.retain(|_, fetch| !fetches.iter().any(|done| Shared::ptr_eq(done, fetch)));
+        }
+        results.into_iter().collect()
+    }
+
+    async fn fetch(catalog: Replicas, skus: Vec<String>) -> Result<(DateTime<Utc>, Arc<Vec<VariantPrice>>), String> {
+        // The catalog stamps its stock events with the same clock.
+        let began = platform::time::now();
         let started = Instant::now();
-        let message = GetVariantsRequest { skus: skus.to_vec() };
-        let result = self
-            .catalog
+        let message = GetVariantsRequest { skus };
+        let result = catalog
             .call(|channel, left| {
                 let request = platform::grpc::request(message.clone(), left);
                 async move { InventoryClient::new(channel).get_variants(request).await }
@@ -135,7 +184,7 @@ impl Catalog {
         metrics::histogram!("cart_catalog_request_duration_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         let response = result.map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-        Ok(response
+        let found = response
             .variants
             .into_iter()
             .map(|v| {
@@ -150,7 +199,8 @@ impl Catalog {
                     sku: v.sku,
                 }
             })
-            .collect())
+            .collect();
+        Ok((began, Arc::new(found)))
     }
 }
 
@@ -186,5 +236,118 @@ mod tests {
         // A SKU not cached stays not cached.
         catalog.stock_changed("S-2", 1, fetched);
         assert!(catalog.fresh.get("S-2").is_none());
+    }
+
+    /// A catalog that answers `GetVariants` slowly, counting the calls, and fails them once
+    /// `failing` is set.
+    #[derive(Default, Clone)]
+    struct SlowCatalog {
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[tonic::async_trait]
+    impl rpc::catalog::v1::inventory_server::Inventory for SlowCatalog {
+        async fn get_variants(
+            &self,
+            request: tonic::Request<GetVariantsRequest>,
+        ) -> Result<tonic::Response<rpc::catalog::v1::GetVariantsResponse>, tonic::Status> {
+            use std::sync::atomic::Ordering;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(tonic::Status::unavailable("down"));
+            }
+            let variants = request
+                .into_inner()
+                .skus
+                .into_iter()
+                .map(|sku| rpc::catalog::v1::Variant {
+                    price: Some(rpc::catalog::v1::Money { amount: 1_000, currency: "EUR".to_owned() }),
+                    status: ProductStatus::Active as i32,
+                    available: 7,
+                    sku,
+                    ..Default::default()
+                })
+                .collect();
+            Ok(tonic::Response::new(rpc::catalog::v1::GetVariantsResponse { variants, missing: vec![] }))
+        }
+
+        async fn reserve(
+            &self,
+            _: tonic::Request<rpc::catalog::v1::ReserveRequest>,
+        ) -> Result<tonic::Response<rpc::catalog::v1::ReserveResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn commit(
+            &self,
+            _: tonic::Request<rpc::catalog::v1::CommitRequest>,
+        ) -> Result<tonic::Response<rpc::catalog::v1::CommitResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn release(
+            &self,
+            _: tonic::Request<rpc::catalog::v1::ReleaseRequest>,
+        ) -> Result<tonic::Response<rpc::catalog::v1::ReleaseResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    async fn slow_catalog() -> (Arc<Catalog>, SlowCatalog) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = SlowCatalog::default();
+        let router = platform::grpc::server("catalog")
+            .add_service(rpc::catalog::v1::inventory_server::InventoryServer::new(server.clone()));
+        tokio::spawn(platform::grpc::serve(listener, router, tokio_util::sync::CancellationToken::new()));
+        (Arc::new(Catalog::new(&url, Duration::from_secs(5), Duration::from_secs(60)).unwrap()), server)
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_a_sku_make_one_call() {
+        use std::sync::atomic::Ordering;
+        let (catalog, server) = slow_catalog().await;
+        let skus = |list: &[&str]| list.iter().map(|sku| sku.to_string()).collect::<Vec<_>>();
+        // 100 requests for A at once, and 20 for A and B: A is asked for once, B once more.
+        let mut asks: Vec<_> = (0..100)
+            .map(|_| {
+                let (catalog, skus) = (catalog.clone(), skus(&["A"]));
+                tokio::spawn(async move { catalog.prices(&skus, false).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        asks.extend((0..20).map(|_| {
+            let (catalog, skus) = (catalog.clone(), skus(&["A", "B"]));
+            tokio::spawn(async move { catalog.prices(&skus, false).await })
+        }));
+        for (i, ask) in asks.into_iter().enumerate() {
+            let prices = ask.await.unwrap().unwrap();
+            assert_eq!(prices.variants["A"].amount, 1_000);
+            assert_eq!(prices.variants.len(), if i < 100 { 1 } else { 2 }, "only what was asked for");
+        }
+        assert_eq!(server.calls.load(Ordering::SeqCst), 2);
+        // Once answered, nothing is in flight and the cache answers.
+        assert!(catalog.in_flight.lock().unwrap().is_empty());
+        catalog.prices(&skus(&["A", "B"]), false).await.unwrap();
+        assert_eq!(server.calls.load(Ordering::SeqCst), 2);
+
+        // A failed call fails everyone who waited for it, and the next miss asks again.
+        server.failing.store(true, Ordering::SeqCst);
+        catalog.invalidate(&skus(&["A"]));
+        let failed: Vec<_> = (0..10)
+            .map(|_| {
+                let (catalog, skus) = (catalog.clone(), skus(&["A"]));
+                tokio::spawn(async move { catalog.prices(&skus, false).await })
+            })
+            .collect();
+        for ask in failed {
+            assert!(matches!(ask.await.unwrap(), Err(CartError::CatalogUnavailable(_))));
+        }
+        assert_eq!(server.calls.load(Ordering::SeqCst), 3);
+        server.failing.store(false, Ordering::SeqCst);
+        assert_eq!(catalog.prices(&skus(&["A"]), false).await.unwrap().variants["A"].available, 7);
+        assert_eq!(server.calls.load(Ordering::SeqCst), 4);
     }
 }

@@ -182,13 +182,12 @@ async fn concurrent_adds_never_lose_one_and_respect_the_cap(db: TestDatabase) {
         .map(|i| {
             let (client, path, sku) =
                 (shop.gateway.clone(), format!("/api/v1/carts/{cart}/items"), skus[i % 4].clone());
-            tokio::spawn(
-                async move { client.post(&path).json(&json!({"sku": sku, "quantity": 1})).send().await.status },
-            )
+            tokio::spawn(async move { client.post(&path).json(&json!({"sku": sku, "quantity": 1})).send().await })
         })
         .collect();
     for add in adds {
-        assert_eq!(add.await.unwrap(), 200);
+        let added = add.await.unwrap();
+        assert_eq!(added.status, 200, "{:?}: {}", added.headers, String::from_utf8_lossy(&added.body));
     }
     let after = shop.gateway.get(&format!("/api/v1/carts/{cart}")).send().await.json();
     assert_eq!(after["item_count"], 200);

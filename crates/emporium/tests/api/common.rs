@@ -30,6 +30,9 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.catalog.sweep_interval = std::time::Duration::from_millis(200);
     settings.cart.listen = "127.0.0.1:0".parse().unwrap();
     settings.cart.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    // The deadline is for an optimised catalog; an unoptimised one sharing two cores with a
+    // hundred other tests took longer than 500 ms for its first answer of a burst.
+    settings.cart.catalog_timeout = std::time::Duration::from_secs(3);
     settings.orders.listen = "127.0.0.1:0".parse().unwrap();
     settings.notifications.listen = "127.0.0.1:0".parse().unwrap();
     settings.orders.sweep_interval = std::time::Duration::from_millis(200);
