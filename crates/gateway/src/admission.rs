@@ -4,15 +4,21 @@
 //! flash sale), every one of them waits for all the others. So each upstream has a limit on the
 //! requests in flight, found as TCP finds its window (additive increase, multiplicative
 //! decrease): while the upstream answers within `latency_target` the limit grows by one per
-//! limit's worth of answers, and each time it answers late (or 503) the limit shrinks by a tenth,
-//! at most once per `latency_target / 4` so that one slow burst counts once. A request that finds
+//! limit's worth of answers, and each time it answers late the limit shrinks as much as the answer
+//! was late — to the target's share of the time taken, by a tenth at least and half at most (a
+//! 503 takes a tenth) — at most once per `latency_target / 4` so that one slow burst counts once.
+//! It starts low: a service swamped at once by thousands of requests (a flash sale's first
+//! second) takes every process on the machine down with it, the gateway included. A request that finds
 //! the limit reached waits for a place up to `queue_timeout`, in arrival order — unless
 //! `queue_length` requests (or as many as may be in flight, if more) already wait, when it could
 //! not get a place in time anyway — and is then
 //! answered 503 with `Retry-After`: promptly refused rather than served too late, and never
 //! having reached the service, so that a retry is always safe. `Retry-After` grows with the
 //! demand turned away: requests shed per request let in over the last second, so that thousands
-//! of clients retrying do not spend the capacity the ones let in need.
+//! of clients retrying do not spend the capacity the ones let in need. And it is spread: the
+//! requests shed in turn are told 1, 2, … up to that ratio, round and round, so that they come
+//! back over as many seconds, about as many each second as were let in — told alike, a second's
+//! rush would all come back as one rush again.
 
 use std::{
     sync::Mutex,
@@ -24,11 +30,13 @@ use tokio::sync::Notify;
 use crate::config::UpstreamConfig;
 
 /// The limit never falls below this (a service that is merely slow still serves), and starts at
-/// `START`, wide enough for a burst from a quiet start (raised by answers that come in time, up
-/// to `max_in_flight`).
+/// `START` (raised by answers that come in time, up to `max_in_flight`); a burst from a quiet
+/// start beyond it waits in the queue.
 const MIN: f64 = 4.0;
-const START: f64 = 256.0;
+const START: f64 = 32.0;
+/// Most and least a late answer keeps of the limit.
 const DECREASE: f64 = 0.9;
+const MAX_DECREASE: f64 = 0.5;
 
 pub struct Admission {
     state: Mutex<State>,
@@ -57,7 +65,7 @@ struct State {
 const MAX_RETRY_AFTER: u64 = 30;
 
 impl State {
-    /// Counts one request let in or shed; the current `Retry-After`.
+    /// Counts one request let in or shed; the `Retry-After` for a shed one.
     fn count(&mut self, shed: bool, now: Instant) -> u64 {
         if now.duration_since(self.window) >= Duration::from_secs(1) {
             let ratio = f64::from(self.shed) / f64::from(self.admitted.max(1));
@@ -65,11 +73,12 @@ impl State {
             (self.window, self.admitted, self.shed) = (now, 0, 0);
         }
         if shed {
-            self.shed += 1
+            self.shed += 1;
+            1 + u64::from(self.shed) % self.retry_after
         } else {
-            self.admitted += 1
+            self.admitted += 1;
+            self.retry_after
         }
-        self.retry_after
     }
 }
 
@@ -168,16 +177,18 @@ impl Admission {
         state.limit.floor().max(self.queue_length)
     }
 
-    fn leave(&self, judged: Option<bool>) {
+    /// Gives a place back; `judged`: the share of the limit to keep (1 when the answer came in
+    /// time), or `None` when there was no answer to judge by.
+    fn leave(&self, judged: Option<f64>) {
         let mut state = self.state();
         state.in_flight = state.in_flight.saturating_sub(1);
         let before = state.limit;
         match judged {
-            Some(true) => state.limit = (state.limit + 1.0 / state.limit).min(self.max),
-            Some(false) => {
+            Some(keep) if keep >= 1.0 => state.limit = (state.limit + 1.0 / state.limit).min(self.max),
+            Some(keep) => {
                 let now = Instant::now();
                 if state.last_decrease.is_none_or(|at| now.duration_since(at) >= self.latency_target / 4) {
-                    state.limit = (state.limit * DECREASE).max(MIN.min(self.max));
+                    state.limit = (state.limit * keep).max(MIN.min(self.max));
                     state.last_decrease = Some(now);
                 }
             }
@@ -204,8 +215,15 @@ impl Ticket<'_> {
     /// The upstream answered: `overloaded` when it said so (503).
     pub fn done(mut self, overloaded: bool) {
         self.done = true;
-        let in_time = !overloaded && self.entered.elapsed() <= self.admission.latency_target;
-        self.admission.leave(Some(in_time));
+        let (took, target) = (self.entered.elapsed(), self.admission.latency_target);
+        let keep = if overloaded {
+            DECREASE
+        } else if took <= target {
+            1.0
+        } else {
+            (target.as_secs_f64() / took.as_secs_f64()).clamp(MAX_DECREASE, DECREASE)
+        };
+        self.admission.leave(Some(keep));
     }
 }
 
@@ -284,31 +302,42 @@ mod tests {
         for n in 0..23 {
             state.count(n >= 2, start);
         }
-        // A second later: 21 shed for 2 let in.
+        // A second later: 21 shed for 2 let in; the next 22 shed are told 1 to 11 s, each twice.
         let next = start + Duration::from_millis(1_100);
-        assert_eq!(state.count(true, next), 11);
+        let mut told: Vec<u64> = (0..22).map(|_| state.count(true, next)).collect();
+        told.sort();
+        assert_eq!(told, (1..=11).flat_map(|s| [s, s]).collect::<Vec<_>>());
         for _ in 0..10 {
             state.count(false, next);
         }
-        assert_eq!(state.count(false, next + Duration::from_millis(1_100)), 1, "one shed for ten let in");
-        for _ in 0..1_000 {
-            state.count(true, next + Duration::from_millis(1_100));
+        // 22 shed for 10 let in: 3 s at most.
+        let later = next + Duration::from_millis(1_100);
+        assert_eq!((0..6).map(|_| state.count(true, later)).max(), Some(3));
+        // None shed for ten let in: 1 s.
+        for _ in 0..10 {
+            state.count(false, later + Duration::from_millis(1_100));
         }
-        assert_eq!(state.count(true, next + Duration::from_millis(2_200)), MAX_RETRY_AFTER);
+        assert_eq!(state.count(true, later + Duration::from_millis(2_200)), 1, "none shed for ten let in");
+        for _ in 0..1_000 {
+            state.count(true, later + Duration::from_millis(2_200));
+        }
+        let most = (0..MAX_RETRY_AFTER).map(|_| state.count(true, later + Duration::from_millis(3_300))).max();
+        assert_eq!(most, Some(MAX_RETRY_AFTER));
     }
 
     #[tokio::test]
     async fn the_limit_grows_while_answers_come_in_time_and_shrinks_when_late() {
         let admission = admission(1_000, 20, 10);
         let start = admission.limit();
-        // Each late answer, a while after the last, takes a tenth off.
+        // Each late answer, a while after the last, takes off as much as it was late (a fifth).
         for _ in 0..5 {
             let ticket = admission.enter().await.unwrap();
             tokio::time::sleep(Duration::from_millis(25)).await;
             ticket.done(false);
         }
         let shrunk = admission.limit();
-        assert!(shrunk < start * 0.9 * 0.9 + 0.01, "shrank: {shrunk} from {start}");
+        assert!(shrunk < start * 0.8_f64.powi(5) + 0.01, "shrank: {shrunk} from {start}");
+        assert!(shrunk > start * 0.5_f64.powi(5), "not more than it was late: {shrunk} from {start}");
         for _ in 0..300 {
             admission.enter().await.unwrap().done(false);
         }

@@ -57,7 +57,11 @@ pub struct TestRequest<'a> {
 impl TestClient {
     /// A client for the server at `base` (`http://127.0.0.1:port`).
     pub fn new(base: impl Into<String>) -> Self {
-        let inner = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        // Idle connections are kept for five minutes, as browsers keep theirs: a client that
+        // prepared for a minute and a half would otherwise reconnect at the moment it tests.
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(300))
+            .build(HttpConnector::new());
         Self { base: base.into(), inner }
     }
 

@@ -43,6 +43,11 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     let plenty = gateway::limits::Quota { requests: 60_000, per: std::time::Duration::from_secs(60) };
     let limits = &mut settings.gateway.rate_limits;
     (limits.auth, limits.write, limits.read) = (plenty, plenty, plenty);
+    // Bursts of a few hundred requests to an unoptimised shop wait their turn rather than be
+    // shed; admission's own tests set tight limits.
+    for upstream in settings.gateway.upstreams.values_mut() {
+        upstream.queue_timeout = std::time::Duration::from_secs(5);
+    }
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
     settings
