@@ -707,6 +707,39 @@ async fn a_flash_sale_sells_exactly_the_stock() {
     }
     latencies.sort();
     let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
+    // The same answers as the gateways timed them, from their latency buckets: what the shop
+    // took, apart from what the client (sharing the cores) added.
+    // Cumulative counts by bucket bound (infinity last), summed over routes' statuses and gateways.
+    let mut timed: Vec<(f64, f64)> = Vec::new();
+    for gateway in &gateways {
+        let metrics = String::from_utf8(gateway.get("/metrics").send().await.body.to_vec()).unwrap();
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("http_server_request_duration_seconds_bucket{")
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"route="/api/v1/orders""#)
+        }) {
+            let le = line.split(r#"le=""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default();
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+            let count: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_default();
+            match timed.iter_mut().find(|(bound, _)| *bound == le) {
+                Some((_, total)) => *total += count,
+                None => timed.push((le, count)),
+            }
+        }
+    }
+    let within = |seconds: f64| timed.iter().find(|(bound, _)| *bound == seconds).map_or(0.0, |(_, n)| *n);
+    let all_timed = within(f64::INFINITY);
+    let over = |seconds: f64| {
+        let at_gateways = 1.0 - within(seconds) / all_timed.max(1.0);
+        let at_client =
+            latencies.iter().filter(|l| l.as_secs_f64() > seconds).count() as f64 / latencies.len().max(1) as f64;
+        format!(
+            "over {seconds} s: {:.2}% at the gateways, {:.2}% at the client",
+            at_gateways * 100.0,
+            at_client * 100.0
+        )
+    };
+    let timed_by_gateways = format!("{all_timed} answers timed by the gateways; {}; {}", over(1.0), over(2.5));
 
     // Settled: nothing pending, nothing reserved; then the books.
     let inventory =
@@ -728,6 +761,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
          orders-0 and catalog-1 killed at {:.1} s; {} paid, {sold_out} sold out, {} without a final answer; \
          {} answers {by_kind:?}, latency p50 {p50:?} p99 {p99:?} max {max:?}, over 2 s: {late:?}; \
          late answers by the second they were asked in (second: answers, late): {:?}; last final answer at {last_final:?}; \
+         {timed_by_gateways}; \
          stock afterwards {stock}",
         preparing_took.as_secs_f64(),
         quiet.as_secs_f64(),
