@@ -43,16 +43,20 @@ pub struct Prices {
 pub struct Catalog {
     catalog: Replicas,
     ttl: Duration,
-    /// The answer, when it was fetched, and the wall-clock time its fetch began.
-    fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant, DateTime<Utc>)>,
-    last_known: quick_cache::sync::Cache<String, VariantPrice>,
+    /// Shared with the fetches under way, which fill it once for all who wait for them.
+    cache: Arc<Cached>,
     /// Fetches under way, by each SKU they ask for.
     in_flight: Mutex<HashMap<String, Fetch>>,
 }
 
-/// One call to the catalog that several requests may await: what it found, and the wall-clock
-/// time it began.
-type Fetch = Shared<BoxFuture<'static, Result<(DateTime<Utc>, Arc<Vec<VariantPrice>>), String>>>;
+struct Cached {
+    /// The answer, when it was fetched, and the wall-clock time its fetch began.
+    fresh: quick_cache::sync::Cache<String, (VariantPrice, Instant, DateTime<Utc>)>,
+    last_known: quick_cache::sync::Cache<String, VariantPrice>,
+}
+
+/// One call to the catalog that several requests may await: what it found.
+type Fetch = Shared<BoxFuture<'static, Result<Arc<Vec<VariantPrice>>, String>>>;
 
 const CACHED_SKUS: usize = 100_000;
 
@@ -61,8 +65,10 @@ impl Catalog {
         Ok(Self {
             catalog: Replicas::new(crate::SERVICE, url, timeout)?,
             ttl,
-            fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
-            last_known: quick_cache::sync::Cache::new(CACHED_SKUS),
+            cache: Arc::new(Cached {
+                fresh: quick_cache::sync::Cache::new(CACHED_SKUS),
+                last_known: quick_cache::sync::Cache::new(CACHED_SKUS),
+            }),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
@@ -70,7 +76,7 @@ impl Catalog {
     /// Forgets what is cached for these SKUs (their product or stock changed).
     pub fn invalidate(&self, skus: &[String]) {
         for sku in skus {
-            self.fresh.remove(sku);
+            self.cache.fresh.remove(sku);
         }
     }
 
@@ -78,12 +84,12 @@ impl Catalog {
     /// then takes the new figure, since the price did not change; one whose fetch began after
     /// may or may not have seen the change, so it is dropped.
     pub fn stock_changed(&self, sku: &str, available: i64, at: DateTime<Utc>) {
-        let Some((mut variant, fetched, began)) = self.fresh.get(sku) else { return };
+        let Some((mut variant, fetched, began)) = self.cache.fresh.get(sku) else { return };
         if at > began {
             variant.available = available;
-            self.fresh.insert(sku.to_owned(), (variant, fetched, began));
+            self.cache.fresh.insert(sku.to_owned(), (variant, fetched, began));
         } else {
-            self.fresh.remove(sku);
+            self.cache.fresh.remove(sku);
         }
     }
 
@@ -93,7 +99,7 @@ impl Catalog {
         let mut prices = Prices::default();
         let mut missing = Vec::new();
         for sku in skus {
-            match self.fresh.get(sku) {
+            match self.cache.fresh.get(sku) {
                 Some((variant, at, _)) if at.elapsed() < self.ttl => {
                     prices.variants.insert(sku.clone(), variant);
                 }
@@ -108,14 +114,9 @@ impl Catalog {
         }
         match self.fetch_coalesced(&missing).await {
             Ok(fetched) => {
-                let now = Instant::now();
-                for (began, found) in fetched {
-                    for variant in found.iter() {
-                        self.fresh.insert(variant.sku.clone(), (variant.clone(), now, began));
-                        self.last_known.insert(variant.sku.clone(), variant.clone());
-                        if missing.contains(&variant.sku) {
-                            prices.variants.insert(variant.sku.clone(), variant.clone());
-                        }
+                for variant in fetched.iter().flat_map(|found| found.iter()) {
+                    if missing.contains(&variant.sku) {
+                        prices.variants.insert(variant.sku.clone(), variant.clone());
                     }
                 }
                 Ok(prices)
@@ -123,7 +124,7 @@ impl Catalog {
             Err(error) if stale_ok => {
                 tracing::warn!(error = %error, "catalog unavailable; answering with last known prices");
                 for sku in &missing {
-                    if let Some(variant) = self.last_known.get(sku) {
+                    if let Some(variant) = self.cache.last_known.get(sku) {
                         prices.variants.insert(sku.clone(), variant);
                     }
                 }
@@ -136,7 +137,7 @@ impl Catalog {
 
     /// The answers for `skus`: joins the fetches already under way for some of them and starts
     /// one call for the rest.
-    async fn fetch_coalesced(&self, skus: &[String]) -> Result<Vec<(DateTime<Utc>, Arc<Vec<VariantPrice>>)>, String> {
+    async fn fetch_coalesced(&self, skus: &[String]) -> Result<Vec<Arc<Vec<VariantPrice>>>, String> {
         let fetches = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut fetches: Vec<Fetch> = Vec::new();
@@ -152,7 +153,7 @@ impl Catalog {
                 }
             }
             if !own.is_empty() {
-                let fetch = Self::fetch(self.catalog.clone(), own.clone()).boxed().shared();
+                let fetch = Self::fetch(self.catalog.clone(), own.clone(), self.cache.clone()).boxed().shared();
                 for sku in own {
                     in_flight.insert(sku, fetch.clone());
                 }
@@ -169,7 +170,8 @@ impl Catalog {
         results.into_iter().collect()
     }
 
-    async fn fetch(catalog: Replicas, skus: Vec<String>) -> Result<(DateTime<Utc>, Arc<Vec<VariantPrice>>), String> {
+    /// Asks the catalog for `skus` and caches the answers.
+    async fn fetch(catalog: Replicas, skus: Vec<String>, cache: Arc<Cached>) -> Result<Arc<Vec<VariantPrice>>, String> {
         // The catalog stamps its stock events with the same clock.
         let began = platform::time::now();
         let started = Instant::now();
@@ -199,8 +201,13 @@ impl Catalog {
                     sku: v.sku,
                 }
             })
-            .collect();
-        Ok((began, Arc::new(found)))
+            .collect::<Vec<_>>();
+        let now = Instant::now();
+        for variant in &found {
+            cache.fresh.insert(variant.sku.clone(), (variant.clone(), now, began));
+            cache.last_known.insert(variant.sku.clone(), variant.clone());
+        }
+        Ok(Arc::new(found))
     }
 }
 
@@ -224,7 +231,7 @@ mod tests {
     async fn stock_events_update_older_answers_and_drop_newer_ones() {
         let catalog = Catalog::new("http://127.0.0.1:1", Duration::from_secs(1), Duration::from_secs(60)).unwrap();
         let fetched = platform::time::now();
-        catalog.fresh.insert("S-1".to_owned(), (variant(5), Instant::now(), fetched));
+        catalog.cache.fresh.insert("S-1".to_owned(), (variant(5), Instant::now(), fetched));
         // A change made after the fetch began: the cached price stands, with the new figure.
         catalog.stock_changed("S-1", 2, fetched + chrono::Duration::milliseconds(5));
         let prices = catalog.prices(&["S-1".to_owned()], false).await.unwrap();
@@ -232,10 +239,10 @@ mod tests {
         assert_eq!(prices.variants["S-1"].amount, 1_000);
         // One made before: the fetch may have missed it, so the answer is dropped.
         catalog.stock_changed("S-1", 1, fetched - chrono::Duration::milliseconds(5));
-        assert!(catalog.fresh.get("S-1").is_none());
+        assert!(catalog.cache.fresh.get("S-1").is_none());
         // A SKU not cached stays not cached.
         catalog.stock_changed("S-2", 1, fetched);
-        assert!(catalog.fresh.get("S-2").is_none());
+        assert!(catalog.cache.fresh.get("S-2").is_none());
     }
 
     /// A catalog that answers `GetVariants` slowly, counting the calls, and fails them once

@@ -65,6 +65,10 @@ struct State {
 const MAX_RETRY_AFTER: u64 = 30;
 
 impl State {
+    fn has_place(&self) -> bool {
+        f64::from(self.in_flight) < self.limit.floor()
+    }
+
     /// Counts one request let in or shed; the `Retry-After` for a shed one.
     fn count(&mut self, shed: bool, now: Instant) -> u64 {
         if now.duration_since(self.window) >= Duration::from_secs(1) {
@@ -133,14 +137,14 @@ impl Admission {
             freed.as_mut().enable();
             {
                 let mut state = self.state();
-                if f64::from(state.in_flight) < state.limit.floor() {
+                if state.has_place() {
                     state.in_flight += 1;
                     state.waiting -= u32::from(queued);
                     state.count(false, Instant::now());
                     return Ok(Ticket { admission: self, entered: Instant::now(), done: false });
                 }
                 if !queued {
-                    if f64::from(state.waiting) >= self.queue_length(&state) {
+                    if self.queue_full(&state) {
                         break Err(state.count(true, Instant::now()));
                     }
                     state.waiting += 1;
@@ -162,8 +166,7 @@ impl Admission {
     /// are turned away anyway would take the time of those let in.
     pub fn full(&self) -> Option<u64> {
         let mut state = self.state();
-        let limit = state.limit.floor();
-        if f64::from(state.in_flight) < limit || f64::from(state.waiting) < self.queue_length(&state) {
+        if state.has_place() || !self.queue_full(&state) {
             return None;
         }
         let retry_after = state.count(true, Instant::now());
@@ -172,9 +175,9 @@ impl Admission {
         Some(retry_after)
     }
 
-    /// Requests that may wait: `queue_length`, or as many as may be in flight if that is more.
-    fn queue_length(&self, state: &State) -> f64 {
-        state.limit.floor().max(self.queue_length)
+    /// Whether as many wait as may: `queue_length`, or as many as may be in flight if that is more.
+    fn queue_full(&self, state: &State) -> bool {
+        f64::from(state.waiting) >= state.limit.floor().max(self.queue_length)
     }
 
     /// Gives a place back; `judged`: the share of the limit to keep (1 when the answer came in
