@@ -81,6 +81,7 @@ pub(crate) fn publishing(service: &'static str, events: &[Outgoing]) -> Vec<Span
             let traceparent = serde_json::from_str::<Traced>(&event.envelope).ok().and_then(|t| t.traceparent);
             let (span, _) = trace::start(traceparent.as_deref(), || {
                 tracing::info_span!(
+                    target: trace::TRACE_ONLY,
                     "publish",
                     otel.name = format!("publish {}", event.event_type),
                     otel.kind = "producer",

@@ -282,6 +282,7 @@ impl Upstream {
         // The upstream call's client span, only when spans leave the process.
         let span = if platform::telemetry::trace::recording() {
             tracing::info_span!(
+                target: platform::telemetry::trace::TRACE_ONLY,
                 "upstream",
                 otel.name = format!("{} {}", request.method(), self.name),
                 otel.kind = "client",

@@ -261,6 +261,7 @@ impl Db {
             Self::Sqlite(pool) => ("sqlite", pool.connect_options().get_filename().display().to_string()),
         };
         tracing::info_span!(
+            target: crate::telemetry::trace::TRACE_ONLY,
             "db.transaction",
             otel.name = format!("transaction {service}"),
             otel.kind = "client",

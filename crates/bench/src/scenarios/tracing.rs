@@ -77,6 +77,8 @@ async fn start(name: String, bench: &CatalogBench, url: &str, otel: &[(&str, Str
         .env("EMPORIUM_CATALOG__CACHE_URL", &bench.redis_url)
         .env("EMPORIUM_CATALOG__CACHE_PREFIX", format!("bench-{}", uuid::Uuid::new_v4().simple()))
         .env("EMPORIUM_CATALOG__DEMO_CATALOG", "false")
+        // The load comes from one address at rates no shopper reaches (as in `bench::run`).
+        .env("EMPORIUM_GATEWAY__RATE_LIMITS__ENABLED", "false")
         // The production defaults: a JSON line at `info` for every request.
         .env_remove("RUST_LOG")
         .env_remove("EMPORIUM_LOG__FILTER")
@@ -144,7 +146,9 @@ pub async fn tracing(settings: Settings, bench: CatalogBench, load: Load) -> any
         .map(|v| Probe::get(&v.name, &format!("{}/api/v1/products/{id}", v.gateway)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     println!("target: GET /api/v1/products/{id} through each shop's gateway; spans to {endpoint}");
+    let cpu_before: Vec<_> = variants.iter().map(|v| v.child.id().and_then(cpu_seconds)).collect();
     let measured = drive_interleaved(&probes, load, load.rounds).await;
+    let cpu_after: Vec<_> = variants.iter().map(|v| v.child.id().and_then(cpu_seconds)).collect();
     for mut variant in variants {
         let _ = variant.child.kill().await;
         let _ = std::fs::remove_dir_all(&variant.data_dir);
@@ -153,11 +157,25 @@ pub async fn tracing(settings: Settings, bench: CatalogBench, load: Load) -> any
     print_table(&measurements);
     ensure_clean(&measurements)?;
     let off = &measurements[0];
+    // The shop's own CPU per request does not depend on how much of the two cores the load
+    // generator took, which throughput does: the two together tell what export costs.
+    let cpu_per_request: Vec<Option<f64>> = measurements
+        .iter()
+        .zip(cpu_before.iter().zip(&cpu_after))
+        .map(|(m, (before, after))| Some((after.as_ref()? - before.as_ref()?) / m.requests as f64 * 1e6))
+        .collect();
     let mut notes: Vec<String> = measurements
         .iter()
-        .map(|m| {
+        .zip(&cpu_per_request)
+        .map(|(m, cpu)| {
+            let cpu = match (cpu, cpu_per_request[0]) {
+                (Some(cpu), Some(off)) => {
+                    format!("; shop CPU {cpu:.0} µs per request ({:+.1}%)", 100.0 * (cpu / off - 1.0))
+                }
+                _ => String::new(),
+            };
             format!(
-                "{}: {:.0} req/s, p99 {} µs ({:+.1}% throughput against traces off)",
+                "{}: {:.0} req/s, p99 {} µs ({:+.1}% throughput against traces off){cpu}",
                 m.kind,
                 m.requests_per_sec,
                 m.p99_us,
@@ -165,6 +183,7 @@ pub async fn tracing(settings: Settings, bench: CatalogBench, load: Load) -> any
             )
         })
         .collect();
+    notes.push("shop CPU is counted over the whole run, warm-ups included, per request measured".to_owned());
     notes.push(format!(
         "the sink received {} export requests, {:.1} MB of spans",
         received.requests.load(Ordering::Relaxed),
@@ -174,4 +193,14 @@ pub async fn tracing(settings: Settings, bench: CatalogBench, load: Load) -> any
         println!("{note}");
     }
     Ok(Report { scenario: "product --tracing".to_owned(), measurements, notes })
+}
+
+/// CPU time (user and system) process `pid` has used so far, from `/proc` (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is the first, utime the 12th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let (user, system): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    // USER_HZ, which Linux fixes at 100 for what `/proc` reports.
+    Some((user + system) as f64 / 100.0)
 }

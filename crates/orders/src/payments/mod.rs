@@ -184,6 +184,7 @@ impl Provider {
             return tracing::Span::none();
         }
         tracing::info_span!(
+            target: platform::telemetry::trace::TRACE_ONLY,
             "payment",
             otel.name = format!("{} {operation}", self.name()),
             otel.kind = "client",

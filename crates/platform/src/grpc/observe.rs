@@ -132,34 +132,34 @@ where
 }
 
 fn call_span<B>(side: Side, grpc_service: &str, method: &str, request: &Request<B>) -> Span {
-    let kind = match side {
-        Side::Client => "client",
-        Side::Server => "server",
-    };
-    let span = tracing::info_span!(
-        "grpc",
-        otel.name = Empty,
-        otel.kind = kind,
-        otel.status_code = Empty,
-        "rpc.system" = "grpc",
-        "rpc.service" = grpc_service,
-        "rpc.method" = method,
-        "rpc.grpc.status_code" = Empty,
-        "server.address" = Empty,
-        "server.port" = Empty,
-    );
-    if trace::recording() {
-        span.record("otel.name", format!("{grpc_service}/{method}"));
+    let name = trace::recording().then(|| format!("{grpc_service}/{method}"));
+    macro_rules! call_span {
+        (target: $target:expr, kind: $kind:literal, address: $address:expr, port: $port:expr) => {
+            tracing::info_span!(
+                target: $target,
+                "grpc",
+                otel.name = name,
+                otel.kind = $kind,
+                otel.status_code = Empty,
+                "rpc.system" = "grpc",
+                "rpc.service" = grpc_service,
+                "rpc.method" = method,
+                "rpc.grpc.status_code" = Empty,
+                "server.address" = $address,
+                "server.port" = $port,
+            )
+        };
     }
-    if side == Side::Client {
-        if let Some(host) = request.uri().host() {
-            span.record("server.address", host);
-        }
-        if let Some(port) = request.uri().port_u16() {
-            span.record("server.port", i64::from(port));
-        }
+    match side {
+        // Made only when the call is sampled (see `Observed::call`).
+        Side::Client => call_span!(
+            target: trace::TRACE_ONLY,
+            kind: "client",
+            address: request.uri().host(),
+            port: request.uri().port_u16().map(i64::from)
+        ),
+        Side::Server => call_span!(target: module_path!(), kind: "server", address: Empty, port: Empty),
     }
-    span
 }
 
 /// `/catalog.v1.Inventory/Reserve` → (`catalog.v1.Inventory`, `Reserve`).

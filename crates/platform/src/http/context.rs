@@ -60,26 +60,23 @@ pub async fn observe(State(service): State<&'static str>, mut req: Request, next
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let quiet = route.starts_with("/health") || route == "/metrics";
     let traceparent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let id = request_id(req.headers());
+    // Every field is given as the span is made: each later `record` passes through every layer.
     let (span, scope) = trace::start(traceparent, || {
-        let span = tracing::info_span!(
+        tracing::info_span!(
             "http_request",
-            otel.name = Empty,
+            otel.name = trace::recording().then(|| format!("{method} {route}")),
             otel.kind = "server",
             otel.status_code = Empty,
             "service.name" = service,
-            "http.request.method" = %method,
-            "http.route" = %route,
-            "url.path" = %loggable_path(req.uri().path()),
-            "http.request.id" = Empty,
+            "http.request.method" = method.as_str(),
+            "http.route" = route.as_str(),
+            "url.path" = &*loggable_path(req.uri().path()),
+            "http.request.id" = id.as_str(),
             "http.response.status_code" = Empty,
-        );
-        if trace::recording() {
-            span.record("otel.name", format!("{method} {route}"));
-        }
-        span
+        )
     });
-    let context = RequestContext { request_id: request_id(req.headers()), trace: scope.context() };
-    span.record("http.request.id", context.request_id.as_str());
+    let context = RequestContext { request_id: id, trace: scope.context() };
     let request_id = HeaderValue::from_str(&context.request_id).ok();
     req.extensions_mut().insert(context);
 

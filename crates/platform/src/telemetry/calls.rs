@@ -16,6 +16,7 @@ pub async fn redis<T, E>(
 ) -> Result<T, E> {
     let span = if trace::recording() {
         tracing::info_span!(
+            target: trace::TRACE_ONLY,
             "redis",
             otel.name = command,
             otel.kind = "client",

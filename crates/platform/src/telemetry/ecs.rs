@@ -8,7 +8,13 @@
 //! meant only for the trace exporter (`otel.*`) are left out; a bare `error` field becomes
 //! `error.message`, a bare `service` `service.name`.
 
-use std::{fmt, sync::OnceLock};
+use std::{
+    cell::RefCell,
+    collections::BTreeMap,
+    fmt,
+    io::{self, Write},
+    sync::OnceLock,
+};
 
 use serde_json::{Map, Value};
 use tracing::{
@@ -17,7 +23,7 @@ use tracing::{
     span::{Attributes, Id, Record},
 };
 use tracing_subscriber::{
-    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    fmt::MakeWriter,
     layer::{Context, Layer},
     registry::LookupSpan,
 };
@@ -35,14 +41,43 @@ pub(super) fn set_default_service(service: &str) {
 /// A span's fields, kept as JSON values for the lines that happen inside it.
 struct SpanFields(Map<String, Value>);
 
-/// Keeps each span's fields ([`SpanFields`]) for [`EcsFormat`].
-pub struct FieldsLayer;
+/// Writes each event as one ECS JSON line to what `W` makes (stdout in a service), with the
+/// fields of the spans it happened in ([`SpanFields`], collected as spans are made and recorded).
+/// Our own layer rather than `tracing_subscriber::fmt`'s: that one also formats every span's
+/// fields into text of its own, which these lines never print.
+pub struct EcsLayer<W = fn() -> io::Stdout> {
+    make_writer: W,
+}
 
-impl<S> Layer<S> for FieldsLayer
+impl Default for EcsLayer {
+    fn default() -> Self {
+        Self { make_writer: io::stdout }
+    }
+}
+
+impl<W> EcsLayer<W> {
+    pub fn with_writer(make_writer: W) -> Self {
+        Self { make_writer }
+    }
+}
+
+thread_local! {
+    /// The line being written, reused: a line is written on every request.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<S, W> Layer<S> for EcsLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // Spans made only for the exporter exist only when work is sampled: a line must not
+        // change with the sampling decision. (Told here rather than by the layer's filter, which
+        // would lose the filter's level hint.)
+        if attrs.metadata().target() == super::trace::TRACE_ONLY {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Map::new();
         attrs.record(&mut Fields(&mut fields));
@@ -56,24 +91,69 @@ where
             values.record(&mut Fields(fields));
         }
     }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        let timestamp = Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let level = Value::from(metadata.level().as_str().to_ascii_lowercase());
+        let version = Value::from(ECS_VERSION);
+        let logger = Value::from(metadata.target());
+        let trace = super::trace::current()
+            .map(|context| (Value::from(context.trace_id_hex()), Value::from(context.span_id_hex())));
+        let default_service = Value::from(DEFAULT_SERVICE.get().map_or("emporium", String::as_str));
+        let mut own = Map::new();
+        event.record(&mut Fields(&mut own));
+        let spans: Vec<_> = ctx.event_scope(event).map(|scope| scope.from_root().collect()).unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+
+        // Later entries win: a span's fields over its parents', the event's over all.
+        let mut line: BTreeMap<&str, &Value> = BTreeMap::new();
+        line.insert("@timestamp", &timestamp);
+        line.insert("log.level", &level);
+        line.insert("ecs.version", &version);
+        line.insert("log.logger", &logger);
+        for extension in &extensions {
+            if let Some(SpanFields(fields)) = extension.get::<SpanFields>() {
+                line.extend(fields.iter().map(|(k, v)| (k.as_str(), v)));
+            }
+        }
+        if let Some((trace_id, span_id)) = &trace {
+            line.insert("trace.id", trace_id);
+            line.insert("span.id", span_id);
+        }
+        line.entry("service.name").or_insert(&default_service);
+        line.extend(own.iter().map(|(k, v)| (k.as_str(), v)));
+
+        LINE.with_borrow_mut(|buffer| {
+            buffer.clear();
+            if serde_json::to_writer(&mut *buffer, &line).is_ok() {
+                buffer.push(b'\n');
+                let _ = self.make_writer.make_writer_for(metadata).write_all(buffer);
+            }
+        });
+    }
 }
 
 /// Collects fields as JSON values under their ECS names.
 struct Fields<'a>(&'a mut Map<String, Value>);
 
 impl Fields<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        if name.starts_with("otel.") {
-            return;
+    /// The ECS name `field` is logged under, or `None` for fields meant only for the trace
+    /// exporter.
+    fn name(field: &Field) -> Option<&'static str> {
+        match field.name() {
+            name if name.starts_with("otel.") => None,
+            // The few bare names older call sites use, under their ECS names.
+            "error" => Some("error.message"),
+            "service" => Some("service.name"),
+            other => Some(other),
         }
-        // The few bare names older call sites use, under their ECS names.
-        let name = match name {
-            "error" => "error.message",
-            "service" => "service.name",
-            other => other,
-        };
-        self.0.insert(name.to_owned(), value);
+    }
+
+    fn put(&mut self, field: &Field, value: impl Into<Value>) {
+        if let Some(name) = Self::name(field) {
+            self.0.insert(name.to_owned(), value.into());
+        }
     }
 }
 
@@ -83,66 +163,32 @@ impl Visit for Fields<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
+        self.put(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
+        self.put(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
+        self.put(field, value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value.into());
+        self.put(field, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, crate::http::problem::error_chain(value).into());
+        if Self::name(field).is_some() {
+            self.put(field, crate::http::problem::error_chain(value));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, format!("{value:?}").into());
-    }
-}
-
-/// Writes each event as one ECS JSON line.
-pub struct EcsFormat;
-
-impl<S, N> FormatEvent<S, N> for EcsFormat
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let metadata = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "@timestamp".to_owned(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into(),
-        );
-        line.insert("log.level".to_owned(), metadata.level().as_str().to_ascii_lowercase().into());
-        line.insert("ecs.version".to_owned(), ECS_VERSION.into());
-        line.insert("log.logger".to_owned(), metadata.target().into());
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
+        // Formatted only when logged: `otel.name` is often text made for the exporter alone.
+        if Self::name(field).is_some() {
+            self.put(field, format!("{value:?}"));
         }
-        if let Some(context) = super::trace::current() {
-            line.insert("trace.id".to_owned(), context.trace_id_hex().into());
-            line.insert("span.id".to_owned(), context.span_id_hex().into());
-        }
-        if !line.contains_key("service.name") {
-            line.insert("service.name".to_owned(), DEFAULT_SERVICE.get().map_or("emporium", String::as_str).into());
-        }
-        event.record(&mut Fields(&mut line));
-        let mut text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        text.push('\n');
-        writer.write_str(&text)
     }
 }
 
@@ -180,10 +226,7 @@ mod tests {
     #[test]
     fn lines_carry_ecs_names_from_spans_and_events() {
         let captured = Captured::default();
-        let subscriber = tracing_subscriber::registry().with(
-            FieldsLayer
-                .and_then(tracing_subscriber::fmt::layer().event_format(EcsFormat).with_writer(captured.clone())),
-        );
+        let subscriber = tracing_subscriber::registry().with(EcsLayer::with_writer(captured.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "http_request",
@@ -218,5 +261,24 @@ mod tests {
         assert!(line["@timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(line.get("otel.kind").is_none());
         assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn spans_made_only_for_the_exporter_stay_out_of_lines() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(EcsLayer::with_writer(captured.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("http_request", "url.path" = "/api/v1/products/x");
+            let _request = request.enter();
+            let call =
+                tracing::info_span!(target: crate::telemetry::trace::TRACE_ONLY, "redis", "db.system.name" = "redis");
+            let _call = call.enter();
+            tracing::warn!("slow");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["url.path"], "/api/v1/products/x");
+        assert_eq!(line["message"], "slow");
+        assert!(line.get("db.system.name").is_none(), "{line}");
     }
 }

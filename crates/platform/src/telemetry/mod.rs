@@ -98,9 +98,7 @@ fn install(config: &LogConfig, service: &str, tracer: Option<opentelemetry_sdk::
     // One filter for the span fields and the lines that print them: an unfiltered layer would
     // make the registry build every TRACE span of every dependency.
     let logs = match config.format {
-        LogFormat::Json => {
-            ecs::FieldsLayer.and_then(fmt::layer().event_format(ecs::EcsFormat)).with_filter(filter).boxed()
-        }
+        LogFormat::Json => ecs::EcsLayer::default().with_filter(filter).boxed(),
         LogFormat::Pretty => fmt::layer().compact().with_target(false).with_filter(filter).boxed(),
     };
     // Spans from INFO up of sampled work (see `trace::start`) become trace spans whatever the log

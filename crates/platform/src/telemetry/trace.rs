@@ -34,6 +34,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The target of spans made only for the exporter, when work is sampled (client and producer
+/// spans): log lines leave them out, so that what a line says does not depend on sampling.
+pub const TRACE_ONLY: &str = "emporium::trace";
+
 /// Share of new traces sampled when `OTEL_TRACES_SAMPLER` does not say: enough to see every
 /// route within minutes of traffic, few enough to cost next to nothing.
 pub const DEFAULT_RATIO: f64 = 0.1;
