@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use events::CloudEvent;
 use platform::{
-    db::{ConnectError, Db, PoolConfig, Tx},
+    db::{ConnectError, Db, PoolConfig, Tx, TxConn},
     with_db, with_tx,
 };
 use sqlx::migrate::Migrator;
@@ -52,11 +52,14 @@ impl SqlCarts {
 
     /// Locks and reads a live cart; an expired one is deleted and reads as missing.
     async fn lock(&self, tx: &mut Tx, key: &str, now: DateTime<Utc>) -> Result<Option<CartRow>, StoreError> {
-        with_tx!(tx, |conn| sqlx::query("UPDATE carts SET updated_at = updated_at WHERE key = $1")
-            .bind(key)
-            .execute(conn)
-            .await
-            .map(|_| ()))?;
+        // A SQLite transaction holds the database's write lock from its start (`BEGIN
+        // IMMEDIATE`); each statement saved is a round trip made while holding it.
+        if let TxConn::Postgres(conn) = tx.conn() {
+            sqlx::query("UPDATE carts SET updated_at = updated_at WHERE key = $1")
+                .bind(key)
+                .execute(&mut **conn)
+                .await?;
+        }
         let row: Option<CartRow> = with_tx!(tx, |conn| sqlx::query_as(
             "SELECT id, owner, currency, retired, updated_at, expires_at FROM carts WHERE key = $1"
         )

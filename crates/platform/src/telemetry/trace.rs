@@ -265,7 +265,14 @@ impl TraceContext {
 
     /// The `traceparent` to send downstream: our trace, with this span as the parent.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", encode_hex(&self.trace_id), encode_hex(&self.span_id), self.flags)
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        out.push_str(&encode_hex(&self.trace_id));
+        out.push('-');
+        out.push_str(&encode_hex(&self.span_id));
+        out.push('-');
+        out.push_str(&encode_hex(&[self.flags]));
+        out
     }
 
     /// This context as a remote OpenTelemetry parent.
@@ -292,22 +299,18 @@ impl TraceContext {
 }
 
 fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    // W3C trace context allows lowercase hex only.
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
+// `hex`, not `format!`: every log line carries two ids, and every proxied request a `traceparent`.
 fn encode_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    hex::encode(bytes)
 }
 
 /// The `traceparent` naming `span` as the parent, when spans are exported.
