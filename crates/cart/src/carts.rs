@@ -40,8 +40,9 @@ pub struct CartView {
     pub items: Vec<CartItem>,
     /// Units over all lines.
     pub item_count: i64,
-    pub subtotal: Option<Money>,
-    pub currency: Option<String>,
+    /// The priced lines' sum: zero in the shop's currency for an empty cart.
+    pub subtotal: Money,
+    pub currency: String,
     pub updated_at: DateTime<Utc>,
     /// Some prices are the last known ones: the catalog did not answer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -53,6 +54,8 @@ pub struct Carts {
     catalog: Arc<Catalog>,
     guest_ttl: Duration,
     user_ttl: Duration,
+    /// The shop's currency, which every price is in: what an empty cart is counted in.
+    currency: Currency,
 }
 
 fn record(kind: &'static str, outcome: &'static str) {
@@ -71,8 +74,14 @@ fn observe<T>(kind: &'static str, result: Result<T, CartError>) -> Result<T, Car
 }
 
 impl Carts {
-    pub fn new(store: CartStore, catalog: Arc<Catalog>, guest_ttl: Duration, user_ttl: Duration) -> Self {
-        Self { store, catalog, guest_ttl, user_ttl }
+    pub fn new(
+        store: CartStore,
+        catalog: Arc<Catalog>,
+        guest_ttl: Duration,
+        user_ttl: Duration,
+        currency: Currency,
+    ) -> Self {
+        Self { store, catalog, guest_ttl, user_ttl, currency }
     }
 
     fn ttl(&self, cart: CartRef) -> Duration {
@@ -285,11 +294,11 @@ impl Carts {
             });
         }
         let item_count = items.iter().map(|i| i.quantity).sum();
-        if subtotal.is_none()
-            && let Some(code) = currency.as_deref().and_then(|c| Currency::parse(c).ok())
-        {
-            subtotal = Some(Money::new(0, code));
-        }
+        let currency = currency.unwrap_or_else(|| self.currency.to_string());
+        let subtotal = match subtotal {
+            Some(subtotal) => subtotal,
+            None => Money::new(0, Currency::parse(&currency).map_err(internal)?),
+        };
         Ok(CartView {
             id: stored.id,
             owner: stored.owner,

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use platform::db::PoolConfig;
+use platform::{db::PoolConfig, money::Currency};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +34,10 @@ pub struct Config {
     pub price_ttl: Duration,
     /// Names this replica's event queue for price invalidation; random when unset.
     pub replica_id: Option<String>,
+    /// The shop's currency (`catalog.currency`, copied here when the shop starts the cart): what
+    /// an empty cart's subtotal is counted in.
+    #[serde(skip)]
+    pub currency: Currency,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             catalog_timeout: Duration::from_millis(500),
             price_ttl: Duration::from_secs(10),
             replica_id: None,
+            currency: Currency::parse("EUR").expect("EUR is a currency"),
         }
     }
 }

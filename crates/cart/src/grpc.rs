@@ -48,8 +48,8 @@ impl pb::carts_server::Carts for CartsService {
         }
         Ok(Response::new(pb::CheckoutCart {
             cart_id: view.id.to_string(),
-            currency: view.currency.clone().unwrap_or_default(),
-            subtotal: money(view.subtotal),
+            currency: view.currency.clone(),
+            subtotal: money(Some(view.subtotal)),
             lines: view
                 .items
                 .into_iter()

@@ -64,7 +64,7 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     let per_replica = matches!(events.bus, events::Bus::Rabbit(_));
     let subscription = consumer::subscription(&replica, per_replica, catalog.clone());
     events.bus.prepare(&subscription).await.map_err(StartError::dependency("event bus"))?;
-    let carts = Arc::new(Carts::new(store.clone(), catalog, config.guest_ttl, config.user_ttl));
+    let carts = Arc::new(Carts::new(store.clone(), catalog, config.guest_ttl, config.user_ttl, config.currency));
     let relay = Relay::of(&store, events);
 
     let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));

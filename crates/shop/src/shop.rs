@@ -93,7 +93,11 @@ impl Shop {
             let built = match (service, &events) {
                 (Service::Identity, Some(events)) => identity::build(settings.identity.clone(), &shared, events).await,
                 (Service::Catalog, Some(events)) => catalog::build(settings.catalog.clone(), &shared, events).await,
-                (Service::Cart, Some(events)) => cart::build(settings.cart.clone(), &shared, events).await,
+                (Service::Cart, Some(events)) => {
+                    // One setting names the shop's currency; the cart counts empty carts in it.
+                    let config = cart::Config { currency: settings.catalog.currency(), ..settings.cart.clone() };
+                    cart::build(config, &shared, events).await
+                }
                 (Service::Orders, Some(events)) => orders::build(settings.orders.clone(), &shared, events).await,
                 (Service::Notifications, Some(events)) => {
                     notifications::build(settings.notifications.clone(), &shared, events).await

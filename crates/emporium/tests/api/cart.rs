@@ -19,6 +19,7 @@ on_both_backends!(
     a_price_change_shows_on_the_next_read,
     idle_carts_expire,
     a_checkout_publishes_cart_checked_out_once,
+    an_empty_cart_is_counted_in_the_shops_currency,
 );
 
 /// On PostgreSQL runs the distributed set-up: carts in Redis under a key prefix of the test's own.
@@ -42,6 +43,19 @@ async fn finish(shop: TestShop, prefix: Option<String>) {
         let deleted = testkit::redis_delete_prefix(&prefix).await;
         assert!(deleted > 0, "the carts lived in Redis under {prefix}");
     }
+}
+
+async fn an_empty_cart_is_counted_in_the_shops_currency(db: TestDatabase) {
+    let (shop, prefix) = start(db, |s| s.catalog.currency = "SEK".to_owned()).await;
+    let zero = json!({"amount": 0, "currency": "SEK"});
+    let guest = shop.gateway.post("/api/v1/carts").send().await.json();
+    assert_eq!((&guest["subtotal"], &guest["currency"]), (&zero, &json!("SEK")));
+    let user = token(&shop.register(&unique_email("empty")).await);
+    let mine = shop.gateway.get("/api/v1/carts/me").bearer(&user).send().await;
+    assert_eq!(mine.status, 200);
+    let mine = mine.json();
+    assert_eq!((&mine["subtotal"], &mine["currency"], &mine["items"]), (&zero, &json!("SEK"), &json!([])));
+    finish(shop, prefix).await;
 }
 
 fn unique_sku(prefix: &str) -> String {
@@ -83,6 +97,8 @@ async fn every_cart_endpoint_and_error(db: TestDatabase) {
     let id = cart["id"].as_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
     assert_eq!((cart["owner"].as_str(), cart["item_count"].as_i64()), (Some("guest"), Some(0)));
+    // Empty, it is counted in the shop's currency all the same (a client reads Money, never null).
+    assert_eq!((&cart["subtotal"], &cart["currency"]), (&json!({"amount": 0, "currency": "EUR"}), &json!("EUR")));
 
     let added = add(&shop, &id, &shoe, 2).await;
     assert_eq!(added.status, 200, "{}", String::from_utf8_lossy(&added.body));
