@@ -36,6 +36,59 @@ fn module_dir() -> PathBuf {
     })
 }
 
+/// Starts node with the provider on a fresh port: its issuer and process, or whether it ended
+/// (rather than kept silent) and what it said on stderr.
+async fn launch(
+    module: &std::path::Path,
+    clients: &Value,
+    accounts: &Value,
+) -> Result<(String, Child), (bool, String)> {
+    let port = crate::free_port();
+    // The script travels inside the test binary: a path to it could name a checkout that
+    // is gone (builds share their artifacts between checkouts).
+    let mut child = Command::new("node")
+        .args(["--input-type=module", "--eval", SCRIPT])
+        .env("OIDC_PORT", port.to_string())
+        .env("OIDC_PROVIDER_MODULE", module)
+        .env("OIDC_CLIENTS", clients.to_string())
+        .env("OIDC_ACCOUNTS", accounts.to_string())
+        .env("NODE_ENV", "test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    // What it says on stderr (warnings, or why it would not start), for a failure to show.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collected = said.clone();
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut said = collected.lock().expect("stderr");
+            said.push_str(&line);
+            said.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    let Ok(Ok(Some(first))) = first else {
+        let ended = matches!(first, Ok(Ok(None)));
+        if ended {
+            // All it said before it ended.
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        let said = said.lock().expect("stderr").clone();
+        return Err((ended, format!("port {port}: {said}")));
+    };
+    let issuer =
+        serde_json::from_str::<Value>(&first).expect("a JSON line")["issuer"].as_str().expect("the issuer").to_owned();
+    // It writes notices later; a closed pipe would end it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((issuer, child))
+}
+
 impl OidcProvider {
     /// Starts a provider with these clients (`[{client_id, client_secret, redirect_uris}]`)
     /// and accounts (`{login: {email, email_verified}}`); `None` (the test skips, or fails
@@ -46,46 +99,17 @@ impl OidcProvider {
             crate::skip_or_fail(&format!("oidc-provider is not installed ({} is missing)", module.display()));
             return None;
         }
-        let port = crate::free_port();
-        // The script travels inside the test binary: a path to it could name a checkout that
-        // is gone (builds share their artifacts between checkouts).
-        let mut child = Command::new("node")
-            .args(["--input-type=module", "--eval", SCRIPT])
-            .env("OIDC_PORT", port.to_string())
-            .env("OIDC_PROVIDER_MODULE", &module)
-            .env("OIDC_CLIENTS", clients.to_string())
-            .env("OIDC_ACCOUNTS", accounts.to_string())
-            .env("NODE_ENV", "test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        // What it says on stderr (warnings, or why it would not start), for a failure to show.
-        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let collected = said.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut said = collected.lock().expect("stderr");
-                said.push_str(&line);
-                said.push('\n');
+        // The port is free when chosen but may be taken before node binds it (tests run side by
+        // side): a provider that ends before it says it listens is started again on another.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match launch(&module, &clients, &accounts).await {
+                Ok((issuer, child)) => return Some(Self { issuer, _child: child }),
+                Err((true, said)) if attempts < 3 => eprintln!("oidc-provider ended at start, starting again: {said}"),
+                Err((_, said)) => panic!("oidc-provider did not start: {said}"),
             }
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-        let Ok(Ok(Some(first))) = first else {
-            panic!("oidc-provider did not start on port {port}: {}", said.lock().expect("stderr"));
-        };
-        let issuer = serde_json::from_str::<Value>(&first).expect("a JSON line")["issuer"]
-            .as_str()
-            .expect("the issuer")
-            .to_owned();
-        // It writes notices later; a closed pipe would end it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Self { issuer, _child: child })
+        }
     }
 
     pub fn issuer(&self) -> &str {
