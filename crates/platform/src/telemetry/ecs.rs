@@ -151,8 +151,13 @@ impl Fields<'_> {
     }
 
     fn put(&mut self, field: &Field, value: impl Into<Value>) {
+        self.put_with(field, || value);
+    }
+
+    /// As [`Fields::put`], making the value only for a field that is logged.
+    fn put_with<V: Into<Value>>(&mut self, field: &Field, value: impl FnOnce() -> V) {
         if let Some(name) = Self::name(field) {
-            self.0.insert(name.to_owned(), value.into());
+            self.0.insert(name.to_owned(), value().into());
         }
     }
 }
@@ -179,16 +184,12 @@ impl Visit for Fields<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if Self::name(field).is_some() {
-            self.put(field, crate::http::problem::error_chain(value));
-        }
+        self.put_with(field, || crate::http::problem::error_chain(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // Formatted only when logged: `otel.name` is often text made for the exporter alone.
-        if Self::name(field).is_some() {
-            self.put(field, format!("{value:?}"));
-        }
+        self.put_with(field, || format!("{value:?}"));
     }
 }
 

@@ -265,14 +265,7 @@ impl TraceContext {
 
     /// The `traceparent` to send downstream: our trace, with this span as the parent.
     pub fn traceparent(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        out.push_str(&encode_hex(&self.trace_id));
-        out.push('-');
-        out.push_str(&encode_hex(&self.span_id));
-        out.push('-');
-        out.push_str(&encode_hex(&[self.flags]));
-        out
+        format!("00-{}-{}-{:02x}", encode_hex(&self.trace_id), encode_hex(&self.span_id), self.flags)
     }
 
     /// This context as a remote OpenTelemetry parent.
