@@ -32,6 +32,19 @@ pub enum Scenario {
     Cart,
     /// Checkouts end to end through the gateway on PostgreSQL beside pgbench TPC-B.
     Checkout,
+    /// A shopper's five requests (list, product page, search, add to cart, get cart) through the
+    /// gateway of an embedded and a distributed shop, with each process's peak memory.
+    Shop,
+}
+
+/// Which shops `bench shop` starts.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShopKind {
+    /// `emporium serve`: one process, SQLite, the in-process bus.
+    Embedded,
+    /// `emporium cluster`: every service as its own processes on PostgreSQL, Redis and RabbitMQ.
+    Distributed,
+    Both,
 }
 
 #[derive(ClapArgs)]
@@ -73,9 +86,10 @@ pub struct Args {
     /// `events`: the consumer's lanes.
     #[arg(long, default_value_t = 2)]
     pub lanes: usize,
-    /// `search`, `product`: products in the generated catalog (kept in PostgreSQL for later runs).
-    #[arg(long, default_value_t = 100_000)]
-    pub products: usize,
+    /// `search`, `product`: products in the generated catalog (kept in PostgreSQL for later runs;
+    /// 100,000 unless given). `shop`: products of each shop's catalog (1,000 unless given).
+    #[arg(long)]
+    pub products: Option<usize>,
     /// `search`: queries of each kind per engine.
     #[arg(long, default_value_t = 500)]
     pub iterations: usize,
@@ -89,6 +103,12 @@ pub struct Args {
     /// `checkout`: buyers, each checking out one cart of 3 lines.
     #[arg(long, default_value_t = 4000)]
     pub buyers: usize,
+    /// `shop`: which shops to start (unless `--gateway` names a running one).
+    #[arg(long, value_enum, default_value_t = ShopKind::Both)]
+    pub shop: ShopKind,
+    /// `shop`: replicas of each service in the distributed shop.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
 }
 
 /// Runs a scenario and prints its report (and writes it as JSON when asked).
@@ -98,6 +118,10 @@ pub async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
     // The load comes from one address at rates no shopper reaches: what is timed is serving it.
     settings.gateway.rate_limits.enabled = false;
     platform::telemetry::init(&settings.log);
+    if let Scenario::Shop = args.scenario {
+        // It starts a local cluster, which the `emporium` binary's own module does.
+        anyhow::bail!("`bench shop` is run by the emporium binary");
+    }
     let load =
         Load { concurrency: args.concurrency, duration: args.duration, warmup: args.warmup, rounds: args.rounds };
     if let Scenario::Events = args.scenario {
@@ -143,7 +167,7 @@ pub async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
         let bench = scenarios::catalog::CatalogBench {
             postgres_url: args.postgres,
             redis_url: args.redis,
-            products: args.products,
+            products: args.products.unwrap_or(100_000),
             iterations: args.iterations,
         };
         let report = match args.scenario {
@@ -172,6 +196,7 @@ pub async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
         Scenario::Events | Scenario::Search | Scenario::Product | Scenario::Cart | Scenario::Checkout => {
             unreachable!("handled above")
         }
+        Scenario::Shop => unreachable!("refused above"),
     };
     if let Some(shop) = shop {
         shop.stop().await;

@@ -28,7 +28,21 @@ pub struct Probe {
     pub expect: StatusCode,
     /// Paths and bodies used in turn instead of `url`'s path and `body` (each client starts at
     /// its own place), for requests that must not all hit one resource.
-    pub rotation: Option<std::sync::Arc<Vec<(String, Bytes)>>>,
+    pub rotation: Option<Rotation>,
+}
+
+/// The `n`-th request's path and body, for `len` different requests made in turn: computed
+/// when sent, so that a rotation over millions of (cart, SKU) pairs costs no memory.
+#[derive(Clone)]
+pub struct Rotation {
+    pub len: usize,
+    pub at: std::sync::Arc<dyn Fn(usize) -> (String, Bytes) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotation").field("len", &self.len).finish_non_exhaustive()
+    }
 }
 
 impl Probe {
@@ -58,18 +72,21 @@ impl Probe {
     }
 
     /// Sends the probe's requests to these paths and bodies in turn.
-    pub fn rotating(mut self, rotation: Vec<(String, Bytes)>) -> Self {
-        self.rotation = Some(std::sync::Arc::new(rotation));
+    pub fn rotating(self, rotation: Vec<(String, Bytes)>) -> Self {
+        let rotation = std::sync::Arc::new(rotation);
+        self.generated(rotation.len(), move |n| rotation[n].clone())
+    }
+
+    /// Sends the `n`-th request (modulo `len`) to the path and with the body `at(n)` gives.
+    pub fn generated(mut self, len: usize, at: impl Fn(usize) -> (String, Bytes) + Send + Sync + 'static) -> Self {
+        self.rotation = Some(Rotation { len, at: std::sync::Arc::new(at) });
         self
     }
 
     fn request(&self, n: usize) -> Request<Full<Bytes>> {
         let (path, body) = match &self.rotation {
-            Some(rotation) if !rotation.is_empty() => {
-                let (path, body) = &rotation[n % rotation.len()];
-                (path.as_str(), body.clone())
-            }
-            _ => (self.url.path_and_query().map_or("/", |pq| pq.as_str()), self.body.clone()),
+            Some(rotation) if rotation.len > 0 => (rotation.at)(n % rotation.len),
+            _ => (self.url.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(), self.body.clone()),
         };
         let mut request = Request::builder()
             .method(self.method.clone())
@@ -181,7 +198,7 @@ async fn run(probe: &Probe, concurrency: usize, duration: Duration) -> anyhow::R
     let addr = probe.addr()?;
     let mut workers = tokio::task::JoinSet::new();
     let clients = concurrency.max(1);
-    let spread = probe.rotation.as_ref().map_or(0, |r| r.len() / clients);
+    let spread = probe.rotation.as_ref().map_or(0, |r| r.len / clients);
     for index in 0..clients {
         let probe = probe.clone();
         workers.spawn(async move { client(probe, addr, deadline, index * spread).await });

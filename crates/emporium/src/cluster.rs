@@ -69,7 +69,8 @@ impl Plan {
             .collect()
     }
 
-    fn database(&self, service: &str) -> String {
+    /// The URL of `service`'s database.
+    pub fn database(&self, service: &str) -> String {
         format!("{}/{}_{service}", self.postgres.trim_end_matches('/'), self.database_prefix)
     }
 

@@ -2,6 +2,7 @@
 //! commands that are more than a call, so that tests use exactly what `emporium` runs.
 #![forbid(unsafe_code)]
 
+pub mod bench_shop;
 pub mod cluster;
 pub mod seed;
 

@@ -202,6 +202,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emporium::seed::run(settings, products, seed, concurrency).await
         }
         Command::Events(command) => events_command(settings, command).await,
+        Command::Bench(args) if matches!(args.scenario, bench::Scenario::Shop) => {
+            emporium::bench_shop::run(settings, args).await
+        }
         Command::Bench(args) => bench::run(settings, args).await,
         Command::Cluster(command) => cluster(command).await,
     }

@@ -173,7 +173,7 @@ pub async fn cart(mut settings: Settings, redis_url: &str, load: Load) -> anyhow
 }
 
 /// Removes the bench's keys (SCAN + DEL); returns how many.
-pub(crate) async fn delete_prefix(redis_url: &str, prefix: &str) -> usize {
+pub async fn delete_prefix(redis_url: &str, prefix: &str) -> usize {
     let Ok(client) = redis::Client::open(redis_url) else { return 0 };
     let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return 0 };
     let mut cursor = 0u64;

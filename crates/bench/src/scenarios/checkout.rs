@@ -51,7 +51,7 @@ fn pgbench(admin_url: &str, database: &str, clients: usize, seconds: u64) -> any
         .with_context(|| format!("pgbench printed no tps: {text}"))
 }
 
-async fn admin_sql(admin_url: &str, statement: String) -> anyhow::Result<()> {
+pub async fn admin_sql(admin_url: &str, statement: String) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await?;

@@ -100,8 +100,17 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-async fn post_json(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+pub async fn post_json(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
     post_json_with(url, body, None, &[]).await
+}
+
+/// GETs a JSON answer: its status and body.
+pub async fn get_json(url: &str) -> anyhow::Result<(u16, Value)> {
+    let request = Request::get(url).body(Full::new(Bytes::new()))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), CLIENT.request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 /// One pooled client for the set-up requests of every scenario: connections are reused.
