@@ -2,7 +2,7 @@
 
 mod search;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Extension, Json, Router,
@@ -58,7 +58,7 @@ pub fn router(state: AppState, verifier: Arc<Verifier>) -> Router {
 #[openapi(
     paths(search_products, suggest, get_product, create_product, update_product, archive_product, get_stock, set_stock,
           list_categories, put_category),
-    components(schemas(Problem, platform::FieldError, search::FacetValue, search::PriceBucket)),
+    components(schemas(Problem, platform::FieldError, crate::search::facets::FacetValue, crate::search::facets::PriceBucket)),
     modifiers(&BearerAuth),
     tags((name = "catalog", description = "Products, search, categories and stock"))
 )]
@@ -80,7 +80,7 @@ pub struct SearchResults {
     /// `category`, `brand`, `attr.NAME` → `[{value, count}]`; `price` → `[{min, max, count}]`. Each
     /// facet is counted with every filter applied except its own.
     #[schema(value_type = Object)]
-    facets: BTreeMap<String, serde_json::Value>,
+    facets: crate::search::facets::RenderedFacets,
 }
 
 /// Search and browse products.
@@ -106,7 +106,7 @@ async fn search_products(
     State(state): State<AppState>,
     caller: Option<Caller>,
     RawQuery(query): RawQuery,
-) -> Result<Json<SearchResults>, Response> {
+) -> Result<Response, Response> {
     let admin = caller.as_ref().is_some_and(Caller::is_admin);
     let (mut request, category) = search::parse(query.as_deref(), admin).map_err(IntoResponse::into_response)?;
     if let Some(category) = category {
@@ -114,9 +114,8 @@ async fn search_products(
             state.products.store().category_parents().await.map_err(|e| CatalogError::from(e).into_response())?;
         request.categories = search::descendants(&category, &parents);
     }
-    let (limit, offset) = (request.limit, request.offset);
     let page = state.index.search(request).await.map_err(IntoResponse::into_response)?;
-    Ok(Json(SearchResults { items: page.items, total: page.total, limit, offset, facets: search::facets(page.facets) }))
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], page.body).into_response())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -332,7 +331,10 @@ async fn put_category(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
+    use crate::search::{facets::FacetCounts, render_page};
 
     #[test]
     fn if_none_match() {
@@ -344,5 +346,24 @@ mod tests {
         assert!(!not_modified(&headers, "\"abc\""));
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(not_modified(&headers, "\"abc\""));
+    }
+
+    /// The body written by hand is the documented one, byte for byte.
+    #[test]
+    fn a_rendered_page_is_the_documented_body() {
+        let views = vec![r#"{"id":"a","title":"Say \"hi\" ✓"}"#.to_owned(), r#"{"id":"b","variants":[]}"#.to_owned()];
+        let mut counts = FacetCounts::default();
+        counts.brand.insert("Hoka".to_owned(), 2);
+        counts.attrs.entry("color".to_owned()).or_default().insert("red".to_owned(), 1);
+        counts.price[1] = 2;
+        let facets = counts.render();
+        let body = render_page(&views, 7, 2, 4, facets.get());
+        let items = views.iter().map(|v| RawValue::from_string(v.clone()).unwrap()).collect();
+        let typed = SearchResults { items, total: 7, limit: 2, offset: 4, facets };
+        assert_eq!(String::from_utf8_lossy(&body), serde_json::to_string(&typed).unwrap());
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed["facets"]["brand"], serde_json::json!([{"value": "Hoka", "count": 2}]));
+        assert_eq!(parsed["facets"]["price"], serde_json::json!([{"min": 1000, "max": 2499, "count": 2}]));
+        assert_eq!(parsed["facets"]["category"], serde_json::json!([]));
     }
 }

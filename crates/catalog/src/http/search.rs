@@ -1,25 +1,18 @@
 //! Reading `GET /products` query strings (with repeated keys and `attr.NAME=VALUE`) into a
-//! [`SearchRequest`], and shaping facet counts for the answer.
+//! [`SearchRequest`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use platform::{ErrorCode, Problem};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::{
     domain,
-    search::{
-        SearchRequest, Sort,
-        facets::{FacetCounts, PRICE_EDGES},
-    },
+    search::{SearchRequest, Sort},
 };
 
 pub const MAX_LIMIT: usize = 100;
 /// Deeper pages than this are refused: nobody reads them, and they cost the most.
 pub const MAX_WINDOW: usize = 10_000;
-/// Values listed per facet.
-const MAX_FACET_VALUES: usize = 50;
 
 fn bad(detail: impl Into<String>) -> Problem {
     Problem::with_detail(ErrorCode::BadRequest, detail)
@@ -115,48 +108,6 @@ pub fn descendants(root: &str, parents: &HashMap<String, Option<String>>) -> Vec
     let mut list: Vec<String> = found.into_iter().map(str::to_owned).collect();
     list.sort();
     list
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FacetValue {
-    pub value: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PriceBucket {
-    /// Inclusive, in minor units.
-    pub min: i64,
-    /// Inclusive; absent for the open-ended top bucket.
-    pub max: Option<i64>,
-    pub count: u64,
-}
-
-fn values(counts: HashMap<String, u64>) -> Vec<FacetValue> {
-    let mut values: Vec<FacetValue> = counts.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
-    values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-    values.truncate(MAX_FACET_VALUES);
-    values
-}
-
-/// `{"category": [...], "brand": [...], "attr.NAME": [...], "price": [...]}`.
-pub fn facets(counts: FacetCounts) -> BTreeMap<String, serde_json::Value> {
-    let mut facets = BTreeMap::new();
-    let json = |values: Vec<FacetValue>| serde_json::to_value(values).unwrap_or_default();
-    facets.insert("category".to_owned(), json(values(counts.category)));
-    facets.insert("brand".to_owned(), json(values(counts.brand)));
-    for (name, counts) in counts.attrs {
-        facets.insert(format!("attr.{name}"), json(values(counts)));
-    }
-    let buckets: Vec<PriceBucket> = counts
-        .price
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(i, n)| PriceBucket { min: PRICE_EDGES[i], max: PRICE_EDGES.get(i + 1).map(|next| next - 1), count: *n })
-        .collect();
-    facets.insert("price".to_owned(), serde_json::to_value(buckets).unwrap_or_default());
-    facets
 }
 
 #[cfg(test)]

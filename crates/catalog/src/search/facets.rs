@@ -2,13 +2,19 @@
 //! per segment, an array of counters indexed by term ordinal, turned into strings only once at
 //! the end.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use tantivy::{
     DocId, Score, SegmentReader,
     collector::{Collector, SegmentCollector},
     columnar::{Column, StrColumn},
 };
+use utoipa::ToSchema;
 
 /// Price bucket boundaries in minor units: `[0, 1000)`, `[1000, 2500)`, …, `[100000, ∞)`.
 pub const PRICE_EDGES: [i64; 8] = [0, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
@@ -84,6 +90,82 @@ impl FacetCounts {
     }
 }
 
+/// Values listed per facet.
+const MAX_FACET_VALUES: usize = 50;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceBucket {
+    /// Inclusive, in minor units.
+    pub min: i64,
+    /// Inclusive; absent for the open-ended top bucket.
+    pub max: Option<i64>,
+    pub count: u64,
+}
+
+/// Facets as answered: `{"brand": [...], "category": [...], "attr.NAME": [...], "price": [...]}`,
+/// written once and shared by every answer that asks for the same counts.
+#[derive(Debug, Clone)]
+pub struct RenderedFacets(Arc<RawValue>);
+
+impl Serialize for RenderedFacets {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawValue::serialize(&self.0, serializer)
+    }
+}
+
+impl RenderedFacets {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+fn values(counts: &HashMap<String, u64>) -> Vec<FacetValue> {
+    let mut values: Vec<FacetValue> =
+        counts.iter().map(|(value, count)| FacetValue { value: value.clone(), count: *count }).collect();
+    values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    values.truncate(MAX_FACET_VALUES);
+    values
+}
+
+impl FacetCounts {
+    /// The counts as the API answers them, values by count (then name), at most 50 a facet.
+    pub fn render(&self) -> RenderedFacets {
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Facet {
+            Values(Vec<FacetValue>),
+            Price(Vec<PriceBucket>),
+        }
+        let mut facets = BTreeMap::new();
+        facets.insert("category".to_owned(), Facet::Values(values(&self.category)));
+        facets.insert("brand".to_owned(), Facet::Values(values(&self.brand)));
+        for (name, counts) in &self.attrs {
+            facets.insert(format!("attr.{name}"), Facet::Values(values(counts)));
+        }
+        let buckets = self
+            .price
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| PriceBucket {
+                min: PRICE_EDGES[i],
+                max: PRICE_EDGES.get(i + 1).map(|next| next - 1),
+                count: *n,
+            })
+            .collect();
+        facets.insert("price".to_owned(), Facet::Price(buckets));
+        let json = serde_json::to_string(&facets).unwrap_or_else(|_| "{}".to_owned());
+        let raw = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        RenderedFacets(Arc::from(raw))
+    }
+}
+
 pub struct FacetCollector {
     pub spec: FacetSpec,
 }
@@ -137,13 +219,14 @@ impl Counted {
 
     fn harvest(self) -> impl Iterator<Item = (String, u64)> {
         let Counted { column, counts } = self;
-        counts.into_iter().enumerate().filter(|(_, n)| *n > 0).filter_map(move |(ord, n)| {
-            let mut value = String::new();
-            match column.ord_to_str(ord as u64, &mut value) {
-                Ok(true) => Some((value, u64::from(n))),
-                _ => None,
-            }
-        })
+        let ords: Vec<u64> = (0..counts.len() as u64).filter(|ord| counts[*ord as usize] > 0).collect();
+        // One pass over the dictionary for all the ordinals, in order: a lookup each would
+        // search the dictionary's blocks from the start every time.
+        let mut values = Vec::with_capacity(ords.len());
+        let _ = column
+            .dictionary()
+            .sorted_ords_to_term_cb(&ords, |bytes| values.push(String::from_utf8_lossy(bytes).into_owned()));
+        values.into_iter().zip(ords).map(move |(value, ord)| (value, u64::from(counts[ord as usize])))
     }
 }
 

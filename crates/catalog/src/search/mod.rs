@@ -15,8 +15,10 @@ pub mod schema;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use bytes::Bytes;
 use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, schema::Value};
 use uuid::Uuid;
 
@@ -45,14 +47,77 @@ pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// Facets by the searcher's generation and the search's filters. Every page of a listing,
+    /// in any order, has the same facets, and they cost more than the page: counted over every
+    /// match, not 20. A commit makes a new generation, so an entry is never stale; old ones age
+    /// out.
+    facets: Arc<quick_cache::sync::Cache<String, facets::RenderedFacets>>,
+    /// Whole answers by generation and request: listings and popular searches are asked again
+    /// and again between two commits.
+    pages: Arc<quick_cache::sync::Cache<String, SearchPage, PageWeight>>,
+    /// Searches running at once: one a core. They are CPU-bound, so more only queue in the
+    /// kernel instead of here, and each takes a thread of the blocking pool, whose allocator
+    /// arenas stay behind it: 32 clients searching at once grew the process by 400 MB.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
-/// One page of results: each hit's stored product JSON.
-#[derive(Debug, Default)]
+/// Distinct searches whose facets are kept (a few KB each).
+const FACET_CACHE_ENTRIES: usize = 512;
+/// Bytes of answers kept: about 150 pages of 20 products.
+const PAGE_CACHE_BYTES: u64 = 4 << 20;
+
+/// Where a search's answer and facets are cached. Keyed by the generation of the searcher that
+/// answers: a commit makes a new one, so an entry is never stale, and a page and its facets come
+/// from one state of the index.
+struct CacheKeys {
+    page: String,
+    facets: String,
+}
+
+impl CacheKeys {
+    fn of(searcher: &tantivy::Searcher, request: &SearchRequest) -> Self {
+        let facets = format!("{}|{}", searcher.generation().generation_id(), request.facet_key());
+        let page = format!("{facets}|{:?}|{}|{}", request.sort, request.limit, request.offset);
+        Self { page, facets }
+    }
+}
+
+/// A cached answer weighs its size.
+#[derive(Clone)]
+struct PageWeight;
+
+impl quick_cache::Weighter<String, SearchPage> for PageWeight {
+    fn weight(&self, key: &String, page: &SearchPage) -> u64 {
+        (key.len() + page.body.len()) as u64
+    }
+}
+
+/// One page of results as answered (`{"items", "total", "limit", "offset", "facets"}`).
+#[derive(Debug, Clone)]
 pub struct SearchPage {
-    pub items: Vec<Box<serde_json::value::RawValue>>,
+    pub body: Bytes,
     pub total: usize,
-    pub facets: facets::FacetCounts,
+}
+
+/// The body of `GET /products`, written around product views that the catalog serialised
+/// itself when indexing them: parsing each again to embed it would cost more than the search.
+/// `http::SearchResults` is the same body as a type, for the API document; a test holds the two
+/// together.
+pub fn render_page(views: &[String], total: usize, limit: usize, offset: usize, facets: &str) -> Bytes {
+    use std::io::Write;
+    let size = views.iter().map(|v| v.len() + 1).sum::<usize>() + facets.len() + 80;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, view) in views.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(view.as_bytes());
+    }
+    let _ = write!(body, "],\"total\":{total},\"limit\":{limit},\"offset\":{offset},\"facets\":");
+    body.extend_from_slice(facets.as_bytes());
+    body.push(b'}');
+    Bytes::from(body)
 }
 
 impl SearchIndex {
@@ -79,7 +144,11 @@ impl SearchIndex {
         index.tokenizers().register(schema::ANALYZER, schema::analyzer());
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let fields = Fields::of(&index)?;
-        Ok((Self { index, reader, fields }, created))
+        let facets = Arc::new(quick_cache::sync::Cache::new(FACET_CACHE_ENTRIES));
+        let pages = Arc::new(quick_cache::sync::Cache::with_weighter(256, PAGE_CACHE_BYTES, PageWeight));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let running = Arc::new(tokio::sync::Semaphore::new(cores));
+        Ok((Self { index, reader, fields, facets, pages, running }, created))
     }
 
     pub fn fields(&self) -> &Fields {
@@ -94,39 +163,94 @@ impl SearchIndex {
         &self.reader
     }
 
-    /// Answers a search. CPU-bound, so it runs on the blocking pool.
+    /// Answers a search from the caches where this generation of the index answered it (or
+    /// counted its facets) before. A search that is not cached is CPU-bound, so it runs on the
+    /// blocking pool.
     pub async fn search(&self, request: SearchRequest) -> Result<SearchPage, CatalogError> {
-        let this = self.clone();
         let started = std::time::Instant::now();
         let kind = if request.q.as_deref().is_some_and(|q| !q.trim().is_empty()) { "search" } else { "list" };
-        let page = tokio::task::spawn_blocking(move || this.search_now(&request))
-            .await
-            .map_err(CatalogError::internal)?
-            .map_err(CatalogError::internal)?;
+        let searcher = self.reader.searcher();
+        let keys = CacheKeys::of(&searcher, &request);
+        let page = match self.pages.get(&keys.page) {
+            Some(page) => {
+                metrics::counter!("catalog_search_cache_total", "kind" => "page", "result" => "hit").increment(1);
+                page
+            }
+            None => {
+                metrics::counter!("catalog_search_cache_total", "kind" => "page", "result" => "miss").increment(1);
+                let _turn = self.running.acquire().await.map_err(CatalogError::internal)?;
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.search_uncached(&searcher, &request, keys))
+                    .await
+                    .map_err(CatalogError::internal)?
+                    .map_err(CatalogError::internal)?
+            }
+        };
         metrics::histogram!("catalog_search_duration_seconds").record(started.elapsed().as_secs_f64());
         record_search(kind, page.total > 0);
         Ok(page)
     }
 
+    /// Answers a search with no cache, counting its facets (when asked) every time: what the
+    /// search engine costs, which `bench search` measures.
     pub fn search_now(&self, request: &SearchRequest) -> tantivy::Result<SearchPage> {
         let searcher = self.reader.searcher();
-        let hits = query::run(&searcher, &self.fields, request)?;
-        let mut items = Vec::with_capacity(hits.docs.len());
-        for address in hits.docs {
+        let hits = query::run(&searcher, &self.fields, request, request.facets)?;
+        let facets = hits.facets.render();
+        self.page(&searcher, request, hits.docs, hits.total, &facets)
+    }
+
+    /// Runs a search the page cache did not have, its facets from their cache when there, and
+    /// keeps the answer.
+    fn search_uncached(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest,
+        keys: CacheKeys,
+    ) -> tantivy::Result<SearchPage> {
+        let page = if !request.facets {
+            let hits = query::run(searcher, &self.fields, request, false)?;
+            self.page(searcher, request, hits.docs, hits.total, &facets::FacetCounts::default().render())?
+        } else if let Some(facets) = self.facets.get(&keys.facets) {
+            metrics::counter!("catalog_search_cache_total", "kind" => "facets", "result" => "hit").increment(1);
+            let hits = query::run(searcher, &self.fields, request, false)?;
+            self.page(searcher, request, hits.docs, hits.total, &facets)?
+        } else {
+            metrics::counter!("catalog_search_cache_total", "kind" => "facets", "result" => "miss").increment(1);
+            let hits = query::run(searcher, &self.fields, request, true)?;
+            let facets = hits.facets.render();
+            self.facets.insert(keys.facets, facets.clone());
+            self.page(searcher, request, hits.docs, hits.total, &facets)?
+        };
+        self.pages.insert(keys.page, page.clone());
+        Ok(page)
+    }
+
+    /// The answer's body: each hit's stored product JSON, the total, the page and the facets.
+    fn page(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest,
+        docs: Vec<tantivy::DocAddress>,
+        total: usize,
+        facets: &facets::RenderedFacets,
+    ) -> tantivy::Result<SearchPage> {
+        let mut views = Vec::with_capacity(docs.len());
+        for address in docs {
             let doc: TantivyDocument = searcher.doc(address)?;
-            if let Some(view) = doc.get_first(self.fields.view).and_then(|v| v.as_str())
-                && let Ok(raw) = serde_json::value::RawValue::from_string(view.to_owned())
-            {
-                items.push(raw);
+            if let Some(view) = doc.get_first(self.fields.view).and_then(|v| v.as_str()) {
+                views.push(view.to_owned());
             }
         }
-        Ok(SearchPage { items, total: hits.total, facets: hits.facets })
+        let body = render_page(&views, total, request.limit, request.offset, facets.get());
+        Ok(SearchPage { body, total })
     }
 
     /// Up to `limit` titles for a search box: the products whose titles match `prefix` (the last
     /// word as a prefix, longer words with a typo), best first.
     pub async fn suggest(&self, prefix: String, limit: usize) -> Result<Vec<(String, Uuid)>, CatalogError> {
         let this = self.clone();
+        let _turn = self.running.acquire().await.map_err(CatalogError::internal)?;
         let suggestions = tokio::task::spawn_blocking(move || this.suggest_now(&prefix, limit))
             .await
             .map_err(CatalogError::internal)?
@@ -218,6 +342,11 @@ pub fn register_metrics() {
     for kind in ["search", "list", "suggest"] {
         for results in ["some", "none"] {
             metrics::counter!("catalog_searches_total", "kind" => kind, "results" => results).absolute(0);
+        }
+    }
+    for kind in ["page", "facets"] {
+        for result in ["hit", "miss"] {
+            metrics::counter!("catalog_search_cache_total", "kind" => kind, "result" => result).absolute(0);
         }
     }
 }

@@ -84,6 +84,25 @@ impl SearchRequest {
     }
 }
 
+impl SearchRequest {
+    /// What facet counts depend on: every filter, and not the page or its order.
+    pub fn facet_key(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                &self.q,
+                &self.categories,
+                &self.brands,
+                self.min_price,
+                self.max_price,
+                self.in_stock,
+                &self.attrs,
+                &self.statuses
+            )
+        )
+    }
+}
+
 impl Default for SearchRequest {
     fn default() -> Self {
         Self::new()
@@ -216,12 +235,17 @@ fn build(fields: &Fields, request: &SearchRequest, without: &Without) -> Box<dyn
     Box::new(BooleanQuery::new(clauses))
 }
 
-/// Runs a search: the page of hits, the total, and facet counts where each facet is counted
-/// with every filter but its own.
-pub fn run(searcher: &Searcher, fields: &Fields, request: &SearchRequest) -> tantivy::Result<SearchHits> {
+/// Runs a search: the page of hits, the total, and (when `count_facets`) facet counts where each
+/// facet is counted with every filter but its own.
+pub fn run(
+    searcher: &Searcher,
+    fields: &Fields,
+    request: &SearchRequest,
+    count_facets: bool,
+) -> tantivy::Result<SearchHits> {
     let query = build(fields, request, &Without::Nothing);
     let has_price = request.min_price.is_some() || request.max_price.is_some();
-    let main_spec = if request.facets {
+    let main_spec = if count_facets {
         FacetSpec {
             category: request.categories.is_empty(),
             brand: request.brands.is_empty(),
@@ -254,7 +278,7 @@ pub fn run(searcher: &Searcher, fields: &Fields, request: &SearchRequest) -> tan
             (hits.into_iter().map(|(_, d)| d).collect(), total, counts)
         }
     };
-    if request.facets {
+    if count_facets {
         let mut own = Vec::new();
         if !request.categories.is_empty() {
             own.push((Without::Category, FacetSpec { category: true, ..FacetSpec::none() }));

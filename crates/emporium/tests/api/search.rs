@@ -277,4 +277,21 @@ async fn search_finds_filters_sorts_and_counts(db: TestDatabase) {
     // Admins see drafts when they ask for them.
     let drafts = shop.gateway.get("/api/v1/products?status=draft").bearer(&admin).send().await.json();
     assert_eq!(drafts["total"], 1);
+
+    // Facets are kept per state of the index: every page of a search answers the same ones,
+    // and a product indexed since is counted at once, never the facets from before it.
+    let first = get("brand=Hoka&limit=2".into()).await;
+    let second = get("brand=Hoka&limit=2&offset=2&sort=price_asc".into()).await;
+    assert_eq!(first["facets"], second["facets"]);
+    let mut newcomer = body(&ITEMS[0], 98, run);
+    newcomer["brand"] = json!("Norda");
+    newcomer["slug"] = json!(format!("norda-{run}"));
+    create(&shop, &admin, &newcomer).await;
+    assert!(
+        testkit::eventually(Duration::from_secs(2), || async { get(String::new()).await["total"] == ITEMS.len() + 1 })
+            .await
+    );
+    let brands = get("brand=Hoka".into()).await["facets"]["brand"].clone();
+    let norda = brands.as_array().unwrap().iter().find(|b| b["value"] == "Norda");
+    assert_eq!(norda.map(|b| b["count"].clone()), Some(json!(1)), "{brands}");
 }
