@@ -225,34 +225,7 @@ async fn embedded(settings: &Settings, products: usize) -> anyhow::Result<Target
     println!("embedded: writing {products} products into {} …", data_dir.display());
     crate::seed::fill(&seeding, products, SEED, 8, |_| {}).await?;
 
-    let mut command = tokio::process::Command::new(std::env::current_exe().context("finding this program")?);
-    command.arg("serve");
-    for key in [
-        "IDENTITY__LISTEN",
-        "IDENTITY__GRPC_LISTEN",
-        "CATALOG__LISTEN",
-        "CATALOG__GRPC_LISTEN",
-        "CART__LISTEN",
-        "CART__GRPC_LISTEN",
-        "ORDERS__LISTEN",
-        "NOTIFICATIONS__LISTEN",
-    ] {
-        command.env(format!("EMPORIUM_{key}"), "127.0.0.1:0");
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    command
-        .env("EMPORIUM_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("EMPORIUM_DATA_DIR", &data_dir)
-        .env("EMPORIUM_CATALOG__DEMO_CATALOG", "false")
-        // The load comes from one address at rates no shopper reaches.
-        .env("EMPORIUM_GATEWAY__RATE_LIMITS__ENABLED", "false")
-        // Otherwise the defaults a newcomer runs with: a JSON line at `info` for every request.
-        .env_remove("RUST_LOG")
-        .env_remove("EMPORIUM_LOG__FILTER")
-        .env("EMPORIUM_LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let (mut command, port) = bench::scenarios::serve_command(&data_dir)?;
     let mut child = command.spawn().context("starting the shop")?;
     let gateway = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + Duration::from_secs(300);

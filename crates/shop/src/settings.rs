@@ -57,6 +57,19 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Every address a service listens on but the gateway's, as the `EMPORIUM_*` variable that
+    /// sets it: what a test or a bench moves to a free port to run a shop beside others.
+    pub const SERVICE_LISTEN_VARIABLES: [&str; 8] = [
+        "EMPORIUM_IDENTITY__LISTEN",
+        "EMPORIUM_IDENTITY__GRPC_LISTEN",
+        "EMPORIUM_CATALOG__LISTEN",
+        "EMPORIUM_CATALOG__GRPC_LISTEN",
+        "EMPORIUM_CART__LISTEN",
+        "EMPORIUM_CART__GRPC_LISTEN",
+        "EMPORIUM_ORDERS__LISTEN",
+        "EMPORIUM_NOTIFICATIONS__LISTEN",
+    ];
+
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut settings: Settings = platform::config::load(file)?;
         settings.identity.bootstrap_admin = match (&settings.bootstrap_admin_email, &settings.bootstrap_admin_password)

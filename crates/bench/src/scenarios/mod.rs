@@ -59,6 +59,33 @@ impl BenchShop {
     }
 }
 
+/// `emporium serve` (this program) for a bench, as a newcomer runs it but on `data_dir`, its
+/// services on ports of the system's choosing and its gateway on the returned one, with no demo
+/// catalog and no rate limits (the load comes from one address at rates no shopper reaches),
+/// logging a JSON line at `info` for every request (the production default) to nowhere.
+pub fn serve_command(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Command, u16)> {
+    let mut command = tokio::process::Command::new(std::env::current_exe().context("finding this program")?);
+    command.arg("serve");
+    for variable in Settings::SERVICE_LISTEN_VARIABLES {
+        command.env(variable, "127.0.0.1:0");
+    }
+    // The gateway's port is chosen here, so that the shop's output can go where a deployment's
+    // goes rather than to this process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    command
+        .env("EMPORIUM_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("EMPORIUM_DATA_DIR", data_dir)
+        .env("EMPORIUM_CATALOG__DEMO_CATALOG", "false")
+        .env("EMPORIUM_GATEWAY__RATE_LIMITS__ENABLED", "false")
+        .env_remove("RUST_LOG")
+        .env_remove("EMPORIUM_LOG__FILTER")
+        .env("EMPORIUM_LOG__FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Ok((command, port))
+}
+
 /// Every service on a loopback port of the system's choosing, so a bench never collides with a
 /// running shop.
 fn ephemeral_ports(settings: &mut Settings) {

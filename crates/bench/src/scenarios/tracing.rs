@@ -6,7 +6,6 @@
 
 use std::{
     path::PathBuf,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -17,7 +16,7 @@ use std::{
 use anyhow::Context;
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use shop::Settings;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::{
     Report,
@@ -50,43 +49,15 @@ struct Variant {
 /// Starts `emporium serve` with every service, on the bench catalog, with `otel` set.
 async fn start(name: String, bench: &CatalogBench, url: &str, otel: &[(&str, String)]) -> anyhow::Result<Variant> {
     let data_dir = std::env::temp_dir().join(format!("emporium-bench-{}", uuid::Uuid::new_v4().simple()));
-    let mut command = Command::new(std::env::current_exe().context("finding this program")?);
-    command.arg("serve");
+    let (mut command, port) = super::serve_command(&data_dir)?;
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
         command.env_remove(key);
     }
-    for key in [
-        "IDENTITY__LISTEN",
-        "IDENTITY__GRPC_LISTEN",
-        "CATALOG__LISTEN",
-        "CATALOG__GRPC_LISTEN",
-        "CART__LISTEN",
-        "CART__GRPC_LISTEN",
-        "ORDERS__LISTEN",
-        "NOTIFICATIONS__LISTEN",
-    ] {
-        command.env(format!("EMPORIUM_{key}"), "127.0.0.1:0");
-    }
-    // The gateway's port is chosen here, so that the shop's output can go where a deployment's
-    // goes rather than to this process.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     command
-        .env("EMPORIUM_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("EMPORIUM_DATA_DIR", &data_dir)
         .env("EMPORIUM_CATALOG__DATABASE_URL", url)
         .env("EMPORIUM_CATALOG__CACHE_URL", &bench.redis_url)
         .env("EMPORIUM_CATALOG__CACHE_PREFIX", format!("bench-{}", uuid::Uuid::new_v4().simple()))
-        .env("EMPORIUM_CATALOG__DEMO_CATALOG", "false")
-        // The load comes from one address at rates no shopper reaches (as in `bench::run`).
-        .env("EMPORIUM_GATEWAY__RATE_LIMITS__ENABLED", "false")
-        // The production defaults: a JSON line at `info` for every request.
-        .env_remove("RUST_LOG")
-        .env_remove("EMPORIUM_LOG__FILTER")
-        .env("EMPORIUM_LOG__FORMAT", "json")
-        .envs(otel.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+        .envs(otel.iter().map(|(k, v)| (*k, v.as_str())));
     let mut child = command.spawn().context("starting the shop")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     while !ready(port).await {

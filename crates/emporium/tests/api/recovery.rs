@@ -51,17 +51,8 @@ impl Process {
         .into_iter()
         .map(|(k, v)| (format!("EMPORIUM_{k}"), v))
         .collect();
-        for key in [
-            "IDENTITY__LISTEN",
-            "IDENTITY__GRPC_LISTEN",
-            "CATALOG__LISTEN",
-            "CATALOG__GRPC_LISTEN",
-            "CART__LISTEN",
-            "CART__GRPC_LISTEN",
-            "ORDERS__LISTEN",
-            "NOTIFICATIONS__LISTEN",
-        ] {
-            env.push((format!("EMPORIUM_{key}"), format!("127.0.0.1:{}", testkit::free_port())));
+        for variable in emporium::Settings::SERVICE_LISTEN_VARIABLES {
+            env.push((variable.to_owned(), format!("127.0.0.1:{}", testkit::free_port())));
         }
         Self { env, gateway: TestClient::new(format!("http://127.0.0.1:{gateway_port}")) }
     }
