@@ -32,8 +32,7 @@ use crate::{
 
 const CARTS: usize = 4_000;
 const SKUS: usize = 200;
-/// Stock a SKU of the add-to-cart rotation has at least: no (cart, SKU) pair is added to more
-/// often than this in a run of a few minutes, so no add is refused for stock.
+/// Stock a SKU of the add-to-cart rotation has at least, so that no add is refused for stock.
 const MIN_STOCK: i64 = 20;
 const SEED: u64 = 17;
 /// Pages deeper than this are refused by the API; the bench lists no further.
@@ -60,7 +59,8 @@ struct Measured {
     measurements: Vec<Measurement>,
     /// (process, peak RSS in bytes) under the load.
     peaks: Vec<(String, u64)>,
-    /// (process, peak RSS in bytes) before it: start-up and loading the bench's data.
+    /// (process, peak RSS in bytes) before it: start-up, indexing the bench's catalog (written by
+    /// this process), listing it and making the carts.
     peaks_before: Vec<(String, u64)>,
 }
 
@@ -83,8 +83,8 @@ pub async fn run(mut settings: Settings, args: bench::Args) -> anyhow::Result<()
     }
     for kind in kinds {
         let target = match kind {
-            ShopKind::Embedded => embedded(&settings, products).await?,
-            _ => distributed(&settings, &args, products).await?,
+            ShopKind::Embedded => embedded(products).await?,
+            _ => distributed(&args, products).await?,
         };
         results.push(measure(target, load).await?);
     }
@@ -105,7 +105,7 @@ async fn measure(target: Target, load: Load) -> anyhow::Result<Measured> {
         let peaks = || -> Vec<(String, u64)> {
             target.processes.iter().filter_map(|(name, pid)| Some((name.clone(), peak_rss(*pid)?))).collect()
         };
-        // What the load needs, apart from start-up and the bulk import of the bench's catalog.
+        // What the load needs, apart from start-up and preparing the bench's data.
         let peaks_before = peaks();
         for (_, pid) in &target.processes {
             reset_peak_rss(*pid);
@@ -165,7 +165,7 @@ async fn probes(gateway: &str) -> anyhow::Result<Vec<Probe>> {
         skus.len()
     );
 
-    let pages = (total / 20).max(1);
+    let pages = (total.min(WINDOW) / 20).max(1);
     let list = Probe::get("GET /products?limit=20&offset=…", &format!("{gateway}/api/v1/products"))?
         .generated(pages, |n| (format!("/api/v1/products?limit=20&offset={}", n * 20), Bytes::new()));
     let product = Probe::get("GET /products/{slug}", &format!("{gateway}/api/v1/products"))?
@@ -174,11 +174,18 @@ async fn probes(gateway: &str) -> anyhow::Result<Vec<Probe>> {
         .rotating(words.iter().map(|w| (format!("/api/v1/products?q={w}&limit=20"), Bytes::new())).collect());
     let adds = {
         let (carts, skus) = (carts.clone(), skus.clone());
-        // Cart after cart for one SKU, then the next SKU: a pair comes back after every other.
-        move |n: usize| {
-            let (cart, sku) = (&carts[n % carts.len()], &skus[(n / carts.len()) % skus.len()]);
-            let body = serde_json::to_vec(&json!({"sku": sku, "quantity": 1})).unwrap_or_default();
-            (format!("/api/v1/carts/{cart}/items"), Bytes::from(body))
+        // Every request its own (cart, SKU) pair, counted across clients, warm-ups and rounds, so
+        // that no round repeats another's adds. A cart takes at most 100 lines (its cap): carts
+        // alternate between halves of the SKUs. A pair comes back after 400,000 adds, each time
+        // one unit more, far from the stock of 20.
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let per_cart = skus.len().min(100);
+        move |_: usize| {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let cart = n % carts.len();
+            let sku = ((n / carts.len()) % per_cart + (cart % 2) * per_cart) % skus.len();
+            let body = serde_json::to_vec(&json!({"sku": skus[sku], "quantity": 1})).unwrap_or_default();
+            (format!("/api/v1/carts/{}/items", carts[cart]), Bytes::from(body))
         }
     };
     let add = Probe::post_json("POST /carts/{id}/items", &format!("{gateway}/api/v1/carts"), &json!({}))?
@@ -218,32 +225,40 @@ fn temp_dir(kind: &str) -> PathBuf {
 }
 
 /// `emporium serve` in a process of its own on a fresh data directory, its catalog written first.
-async fn embedded(settings: &Settings, products: usize) -> anyhow::Result<Target> {
+/// Only the defaults a newcomer has: no configured database of the operator's is touched.
+async fn embedded(products: usize) -> anyhow::Result<Target> {
     let data_dir = temp_dir("embedded");
-    let mut seeding = settings.clone();
-    seeding.data_dir = data_dir.clone();
-    println!("embedded: writing {products} products into {} …", data_dir.display());
-    crate::seed::fill(&seeding, products, SEED, 8, |_| {}).await?;
-
-    let (mut command, port) = bench::scenarios::serve_command(&data_dir)?;
-    let mut child = command.spawn().context("starting the shop")?;
-    let gateway = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while !ready(&gateway).await {
-        if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
-            let _ = child.kill().await;
-            let _ = std::fs::remove_dir_all(&data_dir);
-            bail!("the embedded shop did not start");
+    let started = async {
+        let seeding = Settings { data_dir: data_dir.clone(), ..Settings::default() };
+        println!("embedded: writing {products} products into {} …", data_dir.display());
+        crate::seed::fill(&seeding, products, SEED, 8, |_| {}).await?;
+        let (mut command, port) = bench::scenarios::serve_command(&data_dir)?;
+        let mut child = command.spawn().context("starting the shop")?;
+        let gateway = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while !ready(&gateway).await {
+            if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!("the embedded shop did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pid = child.id().context("the shop's process id")?;
+        Ok::<_, anyhow::Error>((child, gateway, pid))
     }
-    let pid = child.id().context("the shop's process id")?;
-    Ok(Target {
-        name: "embedded",
-        gateway,
-        processes: vec![("emporium serve (the whole shop)".to_owned(), pid)],
-        teardown: Teardown::Embedded { child, data_dir },
-    })
+    .await;
+    match started {
+        Ok((child, gateway, pid)) => Ok(Target {
+            name: "embedded",
+            gateway,
+            processes: vec![("emporium serve (the whole shop)".to_owned(), pid)],
+            teardown: Teardown::Embedded { child, data_dir },
+        }),
+        Err(error) => {
+            // The child, if any, was killed when dropped.
+            let _ = std::fs::remove_dir_all(&data_dir);
+            Err(error)
+        }
+    }
 }
 
 async fn ready(gateway: &str) -> bool {
@@ -252,20 +267,13 @@ async fn ready(gateway: &str) -> bool {
 
 /// The local cluster (`--replicas` of every service, one gateway) in throw-away databases, a
 /// virtual host of its own when `rabbitmqctl` can make one, and its own Redis key prefix.
-async fn distributed(settings: &Settings, args: &bench::Args, products: usize) -> anyhow::Result<Target> {
+async fn distributed(args: &bench::Args, products: usize) -> anyhow::Result<Target> {
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let namespace = format!("bench-shop-{id}");
-    let (amqp, vhost) = match own_vhost(&args.amqp, &namespace) {
-        Some(url) => (url, Some(namespace.clone())),
-        None => {
-            println!("rabbitmqctl could not make a virtual host: queues named {namespace}.* stay on the broker");
-            (args.amqp.clone(), None)
-        }
-    };
     let server = args.postgres.rsplit_once('/').map_or(args.postgres.as_str(), |(server, _)| server).to_owned();
     // Above the ports the tests' clusters take (20,000 to 27,200), below the ephemeral range.
     let base_port = 28_000 + (std::process::id() % 20) as u16 * 100;
-    let plan = Plan {
+    let mut plan = Plan {
         dir: temp_dir("cluster"),
         replicas: args.replicas.max(1),
         gateways: 1,
@@ -274,7 +282,7 @@ async fn distributed(settings: &Settings, args: &bench::Args, products: usize) -
         postgres: server,
         database_prefix: format!("emporium_bench_{id}"),
         redis: args.redis.clone(),
-        amqp,
+        amqp: args.amqp.clone(),
         namespace: namespace.clone(),
         webhook_secret: format!("whsec_{id}"),
         extra_env: vec![("EMPORIUM_GATEWAY__RATE_LIMITS__ENABLED".to_owned(), "false".to_owned())],
@@ -290,12 +298,23 @@ async fn distributed(settings: &Settings, args: &bench::Args, products: usize) -
         .collect();
     let catalog_url = plan.database("catalog");
     let gateway = plan.gateway_url(0);
-    let mut cluster = Box::new(Cluster::new(plan, std::env::current_exe()?));
+    let binary = std::env::current_exe()?;
+    // Last before starting, so that nothing above leaves the virtual host behind.
+    let vhost = match own_vhost(&args.amqp, &namespace) {
+        Some(url) => {
+            plan.amqp = url;
+            Some(namespace.clone())
+        }
+        None => {
+            println!("rabbitmqctl could not make a virtual host: queues named {namespace}.* stay on the broker");
+            None
+        }
+    };
+    let mut cluster = Box::new(Cluster::new(plan, binary));
     println!("distributed: starting {} processes; logs in {}", cluster.processes.len(), cluster.plan.dir.display());
     let started = async {
         cluster.up().await?;
-        let mut seeding = settings.clone();
-        seeding.data_dir = cluster.plan.dir.join("data").join("seed");
+        let mut seeding = Settings { data_dir: cluster.plan.dir.join("data").join("seed"), ..Settings::default() };
         seeding.catalog.database_url = Some(catalog_url);
         println!("distributed: writing {products} products …");
         crate::seed::fill(&seeding, products, SEED, 8, |_| {}).await?;
@@ -447,7 +466,7 @@ fn summary(results: &[Measured], products: usize, load: Load) -> Report {
         cells.join(" | ")
     };
     println!("| peak RSS under this load (VmHWM) | {} |", row(|r| &r.peaks));
-    println!("| peak RSS before it: start-up, writing the catalog | {} |", row(|r| &r.peaks_before));
+    println!("| peak RSS before it: start-up, the bench's catalog and carts | {} |", row(|r| &r.peaks_before));
     let notes = vec![format!(
         "{} clients, {} warm-up and {} measured per request and round, {} round(s); the load generator runs on the same cores",
         load.concurrency,

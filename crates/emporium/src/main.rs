@@ -14,7 +14,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc 3's options, by their place in `mi_option_e` (the Rust bindings name only some).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-const MI_OPTION_MINIMAL_PURGE_SIZE: libmimalloc_sys::mi_option_t = 44;
 
 /// mimalloc 3 keeps freed memory for a second before giving it back, and backs its arenas with
 /// transparent huge pages, so each thread's transient buffers stayed resident: the embedded
@@ -22,7 +21,8 @@ const MI_OPTION_MINIMAL_PURGE_SIZE: libmimalloc_sys::mi_option_t = 44;
 /// `MIMALLOC_PURGE_DELAY=0 MIMALLOC_ALLOW_THP=0`, at the same throughput. Those variables are
 /// read before `main`, so the same is done here: freed memory goes back at once, and the process
 /// uses no transparent huge pages (what mimalloc itself does for `ALLOW_THP=0`). A `MIMALLOC_*`
-/// variable set by the operator still wins.
+/// variable set by the operator still wins. (Children of this process, such as the tools a bench
+/// runs, inherit the huge-page setting.)
 fn tune_allocator() {
     let unset = |name: &str| std::env::var_os(name).is_none();
     #[cfg(target_os = "linux")]
@@ -35,15 +35,9 @@ fn tune_allocator() {
     if unsafe { libmimalloc_sys::mi_version() } / 10_000 != 3 {
         return;
     }
-    // The minimal purge, in KiB, is 2 MiB when huge pages were allowed at start-up.
-    for (option, name, value) in [
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
-        (MI_OPTION_MINIMAL_PURGE_SIZE, "MIMALLOC_MINIMAL_PURGE_SIZE", 64),
-    ] {
-        if unset(name) {
-            // SAFETY: stores the value of an option that exists in this version.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
+    if unset("MIMALLOC_PURGE_DELAY") {
+        // SAFETY: stores the value of an option that exists in this version.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
 

@@ -62,10 +62,16 @@ impl BenchShop {
 /// `emporium serve` (this program) for a bench, as a newcomer runs it but on `data_dir`, its
 /// services on ports of the system's choosing and its gateway on the returned one, with no demo
 /// catalog and no rate limits (the load comes from one address at rates no shopper reaches),
-/// logging a JSON line at `info` for every request (the production default) to nowhere.
+/// logging a JSON line at `info` for every request (the production default) to nowhere. None of
+/// this process's own settings reach it: a configured database must not become the bench's.
 pub fn serve_command(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Command, u16)> {
     let mut command = tokio::process::Command::new(std::env::current_exe().context("finding this program")?);
     command.arg("serve");
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("EMPORIUM_")) {
+            command.env_remove(key);
+        }
+    }
     for variable in Settings::SERVICE_LISTEN_VARIABLES {
         command.env(variable, "127.0.0.1:0");
     }

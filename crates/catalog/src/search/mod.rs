@@ -77,7 +77,7 @@ struct CacheKeys {
 impl CacheKeys {
     fn of(searcher: &tantivy::Searcher, request: &SearchRequest) -> Self {
         let facets = format!("{}|{}", searcher.generation().generation_id(), request.facet_key());
-        let page = format!("{facets}|{:?}|{}|{}", request.sort, request.limit, request.offset);
+        let page = format!("{facets}|{:?}|{}|{}|{}", request.sort, request.limit, request.offset, request.facets);
         Self { page, facets }
     }
 }
@@ -178,12 +178,17 @@ impl SearchIndex {
             }
             None => {
                 metrics::counter!("catalog_search_cache_total", "kind" => "page", "result" => "miss").increment(1);
-                let _turn = self.running.acquire().await.map_err(CatalogError::internal)?;
+                // Held by the search itself, so that a request given up on still counts until
+                // its search ends.
+                let turn = self.running.clone().acquire_owned().await.map_err(CatalogError::internal)?;
                 let this = self.clone();
-                tokio::task::spawn_blocking(move || this.search_uncached(&searcher, &request, keys))
-                    .await
-                    .map_err(CatalogError::internal)?
-                    .map_err(CatalogError::internal)?
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    this.search_uncached(&searcher, &request, keys)
+                })
+                .await
+                .map_err(CatalogError::internal)?
+                .map_err(CatalogError::internal)?
             }
         };
         metrics::histogram!("catalog_search_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -250,11 +255,14 @@ impl SearchIndex {
     /// word as a prefix, longer words with a typo), best first.
     pub async fn suggest(&self, prefix: String, limit: usize) -> Result<Vec<(String, Uuid)>, CatalogError> {
         let this = self.clone();
-        let _turn = self.running.acquire().await.map_err(CatalogError::internal)?;
-        let suggestions = tokio::task::spawn_blocking(move || this.suggest_now(&prefix, limit))
-            .await
-            .map_err(CatalogError::internal)?
-            .map_err(CatalogError::internal)?;
+        let turn = self.running.clone().acquire_owned().await.map_err(CatalogError::internal)?;
+        let suggestions = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            this.suggest_now(&prefix, limit)
+        })
+        .await
+        .map_err(CatalogError::internal)?
+        .map_err(CatalogError::internal)?;
         record_search("suggest", !suggestions.is_empty());
         Ok(suggestions)
     }
