@@ -236,7 +236,7 @@ async fn embedded(products: usize) -> anyhow::Result<Target> {
         let mut child = command.spawn().context("starting the shop")?;
         let gateway = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while !ready(&gateway).await {
+        while !bench::scenarios::ready(port).await {
             if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
                 bail!("the embedded shop did not start");
             }
@@ -259,10 +259,6 @@ async fn embedded(products: usize) -> anyhow::Result<Target> {
             Err(error)
         }
     }
-}
-
-async fn ready(gateway: &str) -> bool {
-    get_json(&format!("{gateway}/health/ready")).await.is_ok_and(|(status, _)| status == 200)
 }
 
 /// The local cluster (`--replicas` of every service, one gateway) in throw-away databases, a

@@ -92,6 +92,15 @@ pub fn serve_command(data_dir: &std::path::Path) -> anyhow::Result<(tokio::proce
     Ok((command, port))
 }
 
+/// Whether the gateway on `port` answers its readiness check with 200.
+pub async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let asked = stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await;
+    let mut head = [0u8; 12];
+    asked.is_ok() && stream.read_exact(&mut head).await.is_ok() && head.ends_with(b" 200")
+}
+
 /// Every service on a loopback port of the system's choosing, so a bench never collides with a
 /// running shop.
 fn ephemeral_ports(settings: &mut Settings) {

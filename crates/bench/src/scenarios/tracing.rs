@@ -60,22 +60,13 @@ async fn start(name: String, bench: &CatalogBench, url: &str, otel: &[(&str, Str
         .envs(otel.iter().map(|(k, v)| (*k, v.as_str())));
     let mut child = command.spawn().context("starting the shop")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    while !ready(port).await {
+    while !super::ready(port).await {
         if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
             anyhow::bail!("the shop with {name} did not start");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(Variant { name, gateway: format!("http://127.0.0.1:{port}"), child, data_dir })
-}
-
-/// Whether the gateway on `port` answers its readiness check with 200.
-async fn ready(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let asked = stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await;
-    let mut head = [0u8; 12];
-    asked.is_ok() && stream.read_exact(&mut head).await.is_ok() && head.ends_with(b" 200")
 }
 
 pub async fn tracing(settings: Settings, bench: CatalogBench, load: Load) -> anyhow::Result<Report> {

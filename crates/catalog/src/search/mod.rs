@@ -213,20 +213,22 @@ impl SearchIndex {
         request: &SearchRequest,
         keys: CacheKeys,
     ) -> tantivy::Result<SearchPage> {
-        let page = if !request.facets {
-            let hits = query::run(searcher, &self.fields, request, false)?;
-            self.page(searcher, request, hits.docs, hits.total, &facets::FacetCounts::default().render())?
-        } else if let Some(facets) = self.facets.get(&keys.facets) {
-            metrics::counter!("catalog_search_cache_total", "kind" => "facets", "result" => "hit").increment(1);
-            let hits = query::run(searcher, &self.fields, request, false)?;
-            self.page(searcher, request, hits.docs, hits.total, &facets)?
+        // Facets from their cache when this generation counted them for the same filters.
+        let known = if request.facets {
+            let known = self.facets.get(&keys.facets);
+            let result = if known.is_some() { "hit" } else { "miss" };
+            metrics::counter!("catalog_search_cache_total", "kind" => "facets", "result" => result).increment(1);
+            known
         } else {
-            metrics::counter!("catalog_search_cache_total", "kind" => "facets", "result" => "miss").increment(1);
-            let hits = query::run(searcher, &self.fields, request, true)?;
-            let facets = hits.facets.render();
-            self.facets.insert(keys.facets, facets.clone());
-            self.page(searcher, request, hits.docs, hits.total, &facets)?
+            Some(facets::FacetCounts::default().render())
         };
+        let hits = query::run(searcher, &self.fields, request, known.is_none())?;
+        let facets = known.unwrap_or_else(|| {
+            let counted = hits.facets.render();
+            self.facets.insert(keys.facets, counted.clone());
+            counted
+        });
+        let page = self.page(searcher, request, hits.docs, hits.total, &facets)?;
         self.pages.insert(keys.page, page.clone());
         Ok(page)
     }
