@@ -10,10 +10,14 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, routing::get};
-use platform::http::{client::get_json, openapi::BearerAuth};
+use platform::http::{
+    client::get_json,
+    openapi::{BearerAuth, Rejections, declare_problem, operations_mut},
+};
+use serde_json::{Value, json};
 use utoipa::{
     Modify,
-    openapi::{InfoBuilder, OpenApi, OpenApiBuilder},
+    openapi::{HeaderBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, RefOr, Type},
 };
 
 use crate::proxy::Upstream;
@@ -24,7 +28,7 @@ pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
 
 pub struct Documents {
     upstreams: Vec<Arc<Upstream>>,
-    cache: Mutex<Option<(Instant, Arc<OpenApi>)>>,
+    cache: Mutex<Option<(Instant, Arc<Value>)>>,
 }
 
 impl Documents {
@@ -32,7 +36,7 @@ impl Documents {
         Self { upstreams, cache: Mutex::new(None) }
     }
 
-    pub async fn merged(&self) -> Arc<OpenApi> {
+    pub async fn merged(&self) -> Arc<Value> {
         if let Some((at, doc)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
             && at.elapsed() < CACHE_FOR
         {
@@ -47,6 +51,10 @@ impl Documents {
             }
         }
         BearerAuth.modify(&mut merged);
+        Rejections.modify(&mut merged);
+        GatewayAnswers.modify(&mut merged);
+        let mut merged = serde_json::to_value(&merged).unwrap_or_default();
+        add_links(&mut merged);
         let merged = Arc::new(merged);
         // An incomplete document is served but not cached, so it heals as soon as the service is back.
         if complete {
@@ -69,6 +77,148 @@ fn base() -> OpenApi {
                 .build(),
         )
         .build()
+}
+
+/// What the gateway itself may answer for any operation, before or instead of the service.
+struct GatewayAnswers;
+
+impl Modify for GatewayAnswers {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for operation in operations_mut(openapi) {
+            declare_problem(operation, 429, "Over a rate limit; retry after `Retry-After` seconds");
+            if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("429") {
+                let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
+                let header = HeaderBuilder::new().schema(seconds).description(Some("Seconds to wait")).build();
+                response.headers.entry("Retry-After".to_owned()).or_insert(header);
+            }
+            declare_problem(operation, 502, "The service failed to answer");
+            declare_problem(operation, 503, "The service is down or busy; retry after `Retry-After` seconds");
+            declare_problem(operation, 504, "The service did not answer in time");
+        }
+    }
+}
+
+/// (source path, method, status, link name, target path, target method, parameters, request body)
+type LinkSpec =
+    (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, Value, Option<Value>);
+
+/// How the resources one operation makes are used by the next ones (OpenAPI links), so that a
+/// client, or a fuzzer's stateful phase, can follow a shopper from a new cart to an order, and
+/// an administrator from a new product to its stock. Each names its target by path and method;
+/// the contract test checks that every target exists in the served document.
+fn links() -> Vec<LinkSpec> {
+    let cart = || json!({ "path.cart_id": "$response.body#/id" });
+    let same_cart = || json!({ "path.cart_id": "$request.path.cart_id" });
+    let product = || json!({ "path.id": "$response.body#/id" });
+    let order = || json!({ "path.id": "$response.body#/id" });
+    let line = || json!({ "path.cart_id": "$request.path.cart_id", "path.sku": "$response.body#/items/0/sku" });
+    vec![
+        ("/api/v1/carts", "post", "201", "read", "/api/v1/carts/{cart_id}", "get", cart(), None),
+        ("/api/v1/carts", "post", "201", "add", "/api/v1/carts/{cart_id}/items", "post", cart(), None),
+        ("/api/v1/carts", "post", "201", "empty", "/api/v1/carts/{cart_id}", "delete", cart(), None),
+        ("/api/v1/carts/{cart_id}/items", "post", "200", "read", "/api/v1/carts/{cart_id}", "get", same_cart(), None),
+        (
+            "/api/v1/carts/{cart_id}/items",
+            "post",
+            "200",
+            "set",
+            "/api/v1/carts/{cart_id}/items/{sku}",
+            "put",
+            line(),
+            None,
+        ),
+        (
+            "/api/v1/carts/{cart_id}/items",
+            "post",
+            "200",
+            "remove",
+            "/api/v1/carts/{cart_id}/items/{sku}",
+            "delete",
+            line(),
+            None,
+        ),
+        (
+            "/api/v1/carts/{cart_id}/items",
+            "post",
+            "200",
+            "checkout",
+            "/api/v1/orders",
+            "post",
+            json!({}),
+            Some(json!({ "cart_id": "$request.path.cart_id" })),
+        ),
+        ("/api/v1/orders", "post", "201", "read", "/api/v1/orders/{id}", "get", order(), None),
+        ("/api/v1/orders", "post", "201", "cancel", "/api/v1/orders/{id}/cancel", "post", order(), None),
+        ("/api/v1/orders", "post", "201", "ship", "/api/v1/orders/{id}/shipments", "post", order(), None),
+        ("/api/v1/orders", "post", "201", "deliver", "/api/v1/orders/{id}/delivery", "post", order(), None),
+        ("/api/v1/products", "post", "201", "read", "/api/v1/products/{id}", "get", product(), None),
+        ("/api/v1/products", "post", "201", "change", "/api/v1/products/{id}", "patch", product(), None),
+        ("/api/v1/products", "post", "201", "archive", "/api/v1/products/{id}", "delete", product(), None),
+        (
+            "/api/v1/products",
+            "post",
+            "201",
+            "stock",
+            "/api/v1/inventory/{sku}",
+            "put",
+            json!({ "path.sku": "$response.body#/variants/0/sku" }),
+            None,
+        ),
+        (
+            "/api/v1/products",
+            "post",
+            "201",
+            "read_stock",
+            "/api/v1/inventory/{sku}",
+            "get",
+            json!({ "path.sku": "$response.body#/variants/0/sku" }),
+            None,
+        ),
+        (
+            "/api/v1/users",
+            "get",
+            "200",
+            "roles",
+            "/api/v1/users/{id}/roles",
+            "put",
+            json!({ "path.id": "$response.body#/items/0/id" }),
+            None,
+        ),
+        (
+            "/api/v1/admin/notifications",
+            "get",
+            "200",
+            "resend",
+            "/api/v1/admin/notifications/{id}/resend",
+            "post",
+            json!({ "path.id": "$response.body#/items/0/id" }),
+            None,
+        ),
+    ]
+}
+
+/// `#/paths/…/method`, escaped as a JSON pointer.
+fn operation_ref(path: &str, method: &str) -> String {
+    format!("#/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Written into the served JSON rather than through utoipa's `Link`, which names its members in
+/// snake case (`operation_ref`), where OpenAPI says `operationRef`.
+fn add_links(document: &mut Value) {
+    for (path, method, status, name, target, target_method, parameters, body) in links() {
+        // A service that is down leaves its operations out: so do the links to them.
+        if document.pointer(&operation_ref(target, target_method)[1..]).is_none() {
+            continue;
+        }
+        let pointer = format!("{}/responses/{status}", &operation_ref(path, method)[1..]);
+        let Some(response) = document.pointer_mut(&pointer).and_then(Value::as_object_mut) else { continue };
+        let mut link = json!({ "operationRef": operation_ref(target, target_method), "parameters": parameters });
+        if let Some(body) = body {
+            link["requestBody"] = body;
+        }
+        let links = response.entry("links").or_insert_with(|| json!({}));
+        links[name] = link;
+    }
 }
 
 async fn fetch(upstream: &Upstream) -> Option<OpenApi> {

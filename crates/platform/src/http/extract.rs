@@ -166,6 +166,30 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Integers as JSON Schema counts them: `12`, `12.0` and `1.2e1` are all the integer 12, and a
+/// client that keeps numbers as floats (a fuzzer among them) sends the latter. serde's `i64`
+/// takes only the first, so these fields read any JSON number and keep it when it is whole.
+pub mod whole {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use serde_json::Number;
+
+    fn whole<E: Error>(number: &Number) -> Result<i64, E> {
+        let exact = |f: &f64| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64;
+        number
+            .as_i64()
+            .or_else(|| number.as_f64().filter(exact).map(|f| f as i64))
+            .ok_or_else(|| E::custom(format!("invalid value: {number}, expected a whole number")))
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        whole(&Number::deserialize(deserializer)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        Option::<Number>::deserialize(deserializer)?.as_ref().map(whole::<D::Error>).transpose()
+    }
+}
+
 /// Query parameters; a rejection is a 400 problem.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
