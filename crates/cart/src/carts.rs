@@ -162,9 +162,7 @@ impl Carts {
                 Err(CartError::OutOfStock { sku: sku.to_owned(), available: variant.available, in_cart: current })
             }
             LineOutcome::Refused(Refusal::OtherCurrency { cart }) => Err(CartError::OtherCurrency(cart)),
-            LineOutcome::Refused(Refusal::TooManyLines) => {
-                Err(CartError::field("sku", format!("a cart holds at most {MAX_LINES} different products")))
-            }
+            LineOutcome::Refused(Refusal::TooManyLines) => Err(CartError::CartFull(MAX_LINES)),
         }
     }
 

@@ -15,6 +15,10 @@ pub enum CartError {
     OutOfStock { sku: String, available: i64, in_cart: i64 },
     #[error("the cart is priced in {0}")]
     OtherCurrency(String),
+    /// A new line for a cart that holds `MAX_LINES` already: a conflict with the cart's state,
+    /// like stock, not a malformed request (the same body is fine for another cart).
+    #[error("the cart holds {0} different products already")]
+    CartFull(usize),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("the catalog is unavailable")]
@@ -29,7 +33,7 @@ impl CartError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::CartNotFound | Self::SkuNotFound(_) => ErrorCode::NotFound,
-            Self::OutOfStock { .. } | Self::OtherCurrency(_) => ErrorCode::Conflict,
+            Self::OutOfStock { .. } | Self::OtherCurrency(_) | Self::CartFull(_) => ErrorCode::Conflict,
             Self::Validation(_) => ErrorCode::Validation,
             Self::CatalogUnavailable(_) | Self::StoreUnavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
@@ -77,6 +81,9 @@ impl From<CartError> for Problem {
             .extension("in_cart", in_cart),
             CartError::OtherCurrency(currency) => {
                 Problem::with_detail(code, format!("this cart is priced in {currency}; one cart holds one currency"))
+            }
+            CartError::CartFull(lines) => {
+                Problem::with_detail(code, format!("a cart holds at most {lines} different products"))
             }
             CartError::Validation(errors) => Problem::validation(errors),
             CartError::CatalogUnavailable(_) => Problem::unavailable("prices and stock cannot be checked right now", 2),

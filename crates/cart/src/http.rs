@@ -61,7 +61,14 @@ fn cart_ref(id: &str, caller: Option<&Caller>) -> Result<CartRef, Problem> {
 /// `{sku, quantity}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddItemRequest {
+    /// A SKU the catalog sells; one it does not sell is answered 404.
+    // The examples name a SKU of the demo catalog, which the contract test's shop holds, so that
+    // the fuzzer's examples reach a real line.
+    #[schema(min_length = 1, max_length = 64, example = "CS8TS-291-M")]
     pub sku: String,
+    /// Units to add; the line may hold at most 99 afterwards.
+    #[schema(minimum = 1, maximum = 99, example = 1)]
+    #[serde(deserialize_with = "platform::http::extract::whole::required")]
     pub quantity: i64,
 }
 
@@ -70,8 +77,9 @@ pub struct AddItem {
     quantity: i64,
 }
 
+/// Counted in characters, as the schema's `maxLength` is.
 fn sku_field(fields: &mut Fields, sku: &str) {
-    if sku.is_empty() || sku.len() > 64 {
+    if sku.is_empty() || sku.chars().count() > 64 {
         fields.push("sku", "must be 1 to 64 characters");
     }
 }
@@ -93,6 +101,8 @@ impl Input for AddItem {
 /// `{quantity}`; 0 removes the line.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetItemRequest {
+    #[schema(minimum = 0, maximum = 99, example = 2)]
+    #[serde(deserialize_with = "platform::http::extract::whole::required")]
     pub quantity: i64,
 }
 
@@ -114,6 +124,10 @@ impl Input for SetItem {
 /// `{cart_id}` of the guest cart to merge.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MergeRequest {
+    /// The guest cart's id (the `id` that `POST /api/v1/carts` answered).
+    // Only emptiness is checked here (422); any other string that is not a UUID names no cart
+    // (404), so `uuid` is exactly what can succeed.
+    #[schema(format = Uuid, example = "5f0c6a1e-8b7d-4c2a-9e3f-1a2b3c4d5e6f")]
     pub cart_id: String,
 }
 
@@ -132,16 +146,25 @@ impl Input for Merge {
 }
 
 /// Start a guest cart. Its id is a secret: holding it grants access.
-#[utoipa::path(post, path = "/api/v1/carts", tag = "cart", responses((status = 201, body = CartView)))]
+#[utoipa::path(post, path = "/api/v1/carts", tag = "cart", responses((status = 201, description = "The new, empty guest cart", body = CartView)))]
 async fn create(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<(StatusCode, Json<CartView>), CartError> {
     Ok((StatusCode::CREATED, Json(state.carts.create_guest().await?)))
 }
 
+// The operations on one cart take a token only for `me` (`cart_ref`), hence the optional
+// bearer. Their 401 (bad token, or `me` without one), 404 (no such cart: also an id that is not
+// one) and the body's 400/413/415/422 are declared by rule for the whole document
+// (`platform::http::openapi::Rejections`); each declares only what its own handler adds.
+
 /// A cart: a guest cart by id, or `me`.
-#[utoipa::path(get, path = "/api/v1/carts/{cart_id}", tag = "cart", params(("cart_id" = String, Path, description = "A guest cart's id, or `me`")),
-    responses((status = 200, body = CartView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+///
+/// `me` is the signed-in user's own cart, created on first use; it needs a token. 404: no such
+/// guest cart (or it expired, or was merged).
+#[utoipa::path(get, path = "/api/v1/carts/{cart_id}", tag = "cart", security((), ("bearer" = [])),
+    params(("cart_id" = String, Path, description = "A guest cart's id, or `me`", example = "me")),
+    responses((status = 200, description = "The cart, priced now", body = CartView)))]
 async fn read(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Option<Caller>,
@@ -152,13 +175,16 @@ async fn read(
 }
 
 /// Add units of a SKU (atomically: concurrent adds never lose one).
-#[utoipa::path(post, path = "/api/v1/carts/{cart_id}/items", tag = "cart", params(("cart_id" = String, Path)), request_body = AddItemRequest,
+///
+/// 404: no such cart, or no such SKU for sale. 422: besides a body outside its schema, a line
+/// that would hold more than 99 units. 503: the catalog cannot be asked (retry after
+/// `Retry-After`).
+#[utoipa::path(post, path = "/api/v1/carts/{cart_id}/items", tag = "cart", security((), ("bearer" = [])),
+    params(("cart_id" = String, Path, description = "A guest cart's id, or `me`", example = "me")),
+    request_body = AddItemRequest,
     responses(
-        (status = 200, body = CartView),
-        (status = 404, description = "No such cart, or no such SKU for sale", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "More than the available stock; `available` says how many", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Quantity below 1, or a line above 99", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog cannot be asked; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The cart with the line added to", body = CartView),
+        (status = 409, description = "More than the available stock (`available` and `in_cart` say how many), a SKU priced in another currency than the cart, or a new line for a cart of 100 lines", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn add(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -171,9 +197,18 @@ async fn add(
 }
 
 /// Set a line's quantity; 0 removes it.
-#[utoipa::path(put, path = "/api/v1/carts/{cart_id}/items/{sku}", tag = "cart", params(("cart_id" = String, Path), ("sku" = String, Path)),
+///
+/// 404: no such cart, or (above 0) no such SKU for sale. 503: the catalog cannot be asked.
+#[utoipa::path(put, path = "/api/v1/carts/{cart_id}/items/{sku}", tag = "cart", security((), ("bearer" = [])),
+    params(
+        ("cart_id" = String, Path, description = "A guest cart's id, or `me`", example = "me"),
+        ("sku" = String, Path, description = "The line's SKU", example = "CS8TS-291-M"),
+    ),
     request_body = SetItemRequest,
-    responses((status = 200, body = CartView), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "The cart with the line set (or gone)", body = CartView),
+        (status = 409, description = "More than the available stock, a SKU priced in another currency than the cart, or a new line for a cart of 100 lines", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn set(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Option<Caller>,
@@ -185,8 +220,14 @@ async fn set(
 }
 
 /// Remove a line.
-#[utoipa::path(delete, path = "/api/v1/carts/{cart_id}/items/{sku}", tag = "cart", params(("cart_id" = String, Path), ("sku" = String, Path)),
-    responses((status = 200, body = CartView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+///
+/// Removing a line the cart does not have changes nothing. 404: no such cart.
+#[utoipa::path(delete, path = "/api/v1/carts/{cart_id}/items/{sku}", tag = "cart", security((), ("bearer" = [])),
+    params(
+        ("cart_id" = String, Path, description = "A guest cart's id, or `me`", example = "me"),
+        ("sku" = String, Path, description = "The line's SKU", example = "CS8TS-291-M"),
+    ),
+    responses((status = 200, description = "The cart without the line", body = CartView)))]
 async fn remove(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Option<Caller>,
@@ -197,8 +238,11 @@ async fn remove(
 }
 
 /// Empty the cart.
-#[utoipa::path(delete, path = "/api/v1/carts/{cart_id}", tag = "cart", params(("cart_id" = String, Path)),
-    responses((status = 204, description = "Emptied"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+///
+/// 404: no such cart.
+#[utoipa::path(delete, path = "/api/v1/carts/{cart_id}", tag = "cart", security((), ("bearer" = [])),
+    params(("cart_id" = String, Path, description = "A guest cart's id, or `me`", example = "me")),
+    responses((status = 204, description = "Emptied")))]
 async fn clear(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Option<Caller>,
@@ -210,9 +254,14 @@ async fn clear(
 }
 
 /// Merge a guest cart into the signed-in user's cart; the guest cart is retired.
+///
+/// Quantities add, each line capped at 99 and at the stock (never below what the user had).
 #[utoipa::path(post, path = "/api/v1/carts/me/merge", tag = "cart", security(("bearer" = [])), request_body = MergeRequest,
-    responses((status = 200, body = CartView), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 404, description = "No such guest cart (or it was merged already)", body = Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "The user's cart, merged", body = CartView),
+        (status = 404, description = "No such guest cart (or it was merged already)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Both carts have lines, priced in different currencies", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn merge(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
@@ -220,4 +269,56 @@ async fn merge(
 ) -> Result<Json<CartView>, Problem> {
     let guest = Uuid::try_parse(&merge.cart_id).map_err(|_| Problem::from(CartError::CartNotFound))?;
     Ok(Json(state.carts.merge(caller.user_id, guest).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::carts::MAX_LINE_QUANTITY;
+
+    fn schema(name: &str) -> Value {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        doc["components"]["schemas"][name].clone()
+    }
+
+    fn add_item(sku: &str, quantity: i64) -> bool {
+        AddItem::parse(AddItemRequest { sku: sku.to_owned(), quantity }).is_ok()
+    }
+
+    // The fuzzer holds the code to its schema: the literals in `#[schema]` must be the rules.
+    #[test]
+    fn the_documented_quantities_are_the_enforced_ones() {
+        let quantity = &schema("AddItemRequest")["properties"]["quantity"];
+        let bounds = (quantity["minimum"].as_f64(), quantity["maximum"].as_f64());
+        assert_eq!(bounds, (Some(1.0), Some(MAX_LINE_QUANTITY as f64)));
+        assert!(add_item("A", 1) && add_item("A", MAX_LINE_QUANTITY));
+        assert!(!add_item("A", 0) && !add_item("A", MAX_LINE_QUANTITY + 1));
+
+        let quantity = &schema("SetItemRequest")["properties"]["quantity"];
+        let bounds = (quantity["minimum"].as_f64(), quantity["maximum"].as_f64());
+        assert_eq!(bounds, (Some(0.0), Some(MAX_LINE_QUANTITY as f64)));
+        let set = |quantity| SetItem::parse(SetItemRequest { quantity }).is_ok();
+        assert!(set(0) && set(MAX_LINE_QUANTITY) && !set(-1) && !set(MAX_LINE_QUANTITY + 1));
+    }
+
+    #[test]
+    fn a_sku_is_counted_in_characters_as_max_length_is() {
+        let sku = &schema("AddItemRequest")["properties"]["sku"];
+        assert_eq!((sku["minLength"].as_u64(), sku["maxLength"].as_u64()), (Some(1), Some(64)));
+        assert!(add_item(&"é".repeat(64), 1), "64 characters, 128 bytes");
+        assert!(!add_item(&"é".repeat(65), 1));
+        assert!(!add_item("", 1));
+    }
+
+    #[test]
+    fn one_cart_operations_take_an_optional_token_and_merge_a_required_one() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        let optional = serde_json::json!([{}, {"bearer": []}]);
+        assert_eq!(doc["paths"]["/api/v1/carts/{cart_id}"]["get"]["security"], optional);
+        assert_eq!(doc["paths"]["/api/v1/carts/{cart_id}/items/{sku}"]["put"]["security"], optional);
+        assert_eq!(doc["paths"]["/api/v1/carts/me/merge"]["post"]["security"], serde_json::json!([{"bearer": []}]));
+        assert!(doc["paths"]["/api/v1/carts"]["post"]["security"].is_null(), "anyone starts a guest cart");
+    }
 }

@@ -119,15 +119,18 @@ pub struct DeliveryPage {
     pub next_cursor: Option<String>,
 }
 
+/// What the schema says is the rule: a `status` outside the enum is a 400 (serde), a `limit`
+/// outside 1 to 100 a 422 (`PageQuery::parse`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only messages in this state.
+    #[param(example = "failed")]
     pub status: Option<DeliveryStatus>,
     /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, example = 20)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page; empty is the first page.
     pub cursor: Option<String>,
 }
 
@@ -141,15 +144,16 @@ fn unavailable(error: sqlx::Error) -> Response {
     }
 }
 
+// 400 (a status outside the enum, a limit that is not a number) and 401 are declared by rule for
+// the whole document (`platform::http::openapi::Rejections`); the 422 is this handler's own.
+
 /// Email deliveries, newest first (admin).
 #[utoipa::path(get, path = "/api/v1/admin/notifications", tag = "notifications", security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, body = DeliveryPage),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "An unknown status", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A limit out of range or a cursor not from this list", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A limit out of 1 to 100, or a cursor not from this list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -168,13 +172,13 @@ async fn list(
 }
 
 /// Queue a message again, whatever became of it (admin).
+///
+/// 404: no delivery has that id.
 #[utoipa::path(post, path = "/api/v1/admin/notifications/{id}/resend", tag = "notifications", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The delivery's id")),
     responses(
         (status = 202, description = "Queued; it is sent within seconds", body = DeliveryView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn resend(
     State(state): State<AppState>,
