@@ -8,6 +8,9 @@ use platform::money::Money;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// [`Slug::parse`]'s rule as a schema states it, with `maxLength` [`Slug::MAX_LEN`].
+pub const SLUG_PATTERN: &str = "^[a-z0-9]+(?:-[a-z0-9]+)*$";
+
 /// A URL-safe name: lower-case ASCII letters and digits in words joined by single hyphens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Slug(String);
@@ -19,7 +22,7 @@ impl Slug {
         if input.is_empty() {
             return Err("is required");
         }
-        if input.len() > Self::MAX_LEN {
+        if input.chars().count() > Self::MAX_LEN {
             return Err("must be at most 100 characters");
         }
         let well_formed = input
@@ -48,6 +51,12 @@ impl Slug {
         Self::parse(&slug).ok()
     }
 
+    /// The slug of a product whose title leaves nothing to derive one from (punctuation only,
+    /// or a first word longer than a slug): unique, since the id is.
+    pub fn for_product(id: Uuid) -> Self {
+        Self(format!("product-{}", id.simple()))
+    }
+
     /// A display name for a slug nobody named: `trail-running` → `Trail running`.
     pub fn humanize(&self) -> String {
         let spaced = self.0.replace('-', " ");
@@ -66,18 +75,23 @@ impl fmt::Display for Slug {
     }
 }
 
+/// [`Sku::parse`]'s rule as a schema states it, with `maxLength` [`Sku::MAX_LEN`].
+pub const SKU_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+
 /// A stock-keeping unit: 1 to 64 of ASCII letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit. Case matters: `TEE-M` and `tee-m` are different SKUs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Sku(String);
 
 impl Sku {
+    pub const MAX_LEN: usize = 64;
+
     pub fn parse(input: &str) -> Result<Self, &'static str> {
         let bytes = input.as_bytes();
         if bytes.is_empty() {
             return Err("is required");
         }
-        if bytes.len() > 64 {
+        if input.chars().count() > Self::MAX_LEN {
             return Err("must be at most 64 characters");
         }
         let valid = bytes[0].is_ascii_alphanumeric()
@@ -128,11 +142,15 @@ impl ProductStatus {
 
 /// Free-text fields with a length limit and no control characters (newlines and tabs allowed
 /// where `multiline`). Leading and trailing whitespace is dropped.
+///
+/// The limit counts the characters as sent, spaces around included, as a schema's `maxLength`
+/// does; whitespace that is trimmed may be anything `str::trim` removes, control characters
+/// such as a trailing newline included. `crate::schemas` states this rule as a pattern.
 pub fn text(input: &str, max_chars: usize, multiline: bool) -> Result<String, String> {
-    let trimmed = input.trim();
-    if trimmed.chars().count() > max_chars {
+    if input.chars().count() > max_chars {
         return Err(format!("must be at most {max_chars} characters"));
     }
+    let trimmed = input.trim();
     let allowed = |c: char| !c.is_control() || (multiline && matches!(c, '\n' | '\t' | '\r'));
     if !trimmed.chars().all(allowed) {
         return Err("must not contain control characters".to_owned());
@@ -146,15 +164,25 @@ pub fn required_text(input: &str, max_chars: usize) -> Result<String, String> {
     if value.is_empty() { Err("is required".to_owned()) } else { Ok(value) }
 }
 
+pub const MAX_TITLE: usize = 200;
+pub const MAX_DESCRIPTION: usize = 10_000;
+pub const MAX_BRAND: usize = 100;
+pub const MAX_CATEGORY_NAME: usize = 100;
+
 /// Attributes such as `{"color": "red", "size": "M"}`: names are `[a-z0-9_]`, 1 to 40
-/// characters; values are 1 to 100 characters without control characters or `=` in names.
+/// characters; values are 1 to 100 characters without control characters, and without spaces
+/// at either end.
 pub type Attributes = BTreeMap<String, String>;
 
 pub const MAX_ATTRIBUTES: usize = 30;
+pub const MAX_ATTRIBUTE_NAME: usize = 40;
+pub const MAX_ATTRIBUTE_VALUE: usize = 100;
+/// [`attribute_name`]'s rule as a schema states it.
+pub const ATTRIBUTE_NAME_PATTERN: &str = "^[a-z0-9_]{1,40}$";
 
 pub fn attribute_name(name: &str) -> Result<(), &'static str> {
     let valid = !name.is_empty()
-        && name.len() <= 40
+        && name.len() <= MAX_ATTRIBUTE_NAME
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if valid { Ok(()) } else { Err("names must be 1 to 40 of a-z, 0-9 and '_'") }
 }
@@ -166,7 +194,7 @@ pub fn attributes(attributes: &Attributes) -> Result<(), String> {
     }
     for (name, value) in attributes {
         attribute_name(name).map_err(|e| format!("{name:?}: {e}"))?;
-        let value = required_text(value, 100).map_err(|e| format!("{name}: {e}"))?;
+        let value = required_text(value, MAX_ATTRIBUTE_VALUE).map_err(|e| format!("{name}: {e}"))?;
         if value.len() != attributes[name].len() {
             return Err(format!("{name}: must not have leading or trailing spaces"));
         }
@@ -174,11 +202,14 @@ pub fn attributes(attributes: &Attributes) -> Result<(), String> {
     Ok(())
 }
 
-/// An image reference: an absolute http(s) URL of at most 2,000 characters.
+pub const MAX_IMAGE_URL: usize = 2000;
+
+/// An image reference: an absolute http(s) URL of at most 2,000 characters, with something
+/// after the scheme and no whitespace or control characters anywhere.
 pub fn image_url(url: &str) -> Result<(), &'static str> {
-    let valid = (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= 2000
-        && url.len() > "https://".len()
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let valid = rest.is_some_and(|rest| !rest.is_empty())
+        && url.chars().count() <= MAX_IMAGE_URL
         && !url.chars().any(|c| c.is_whitespace() || c.is_control());
     if valid { Ok(()) } else { Err("must be an absolute http(s) URL without spaces") }
 }
@@ -256,6 +287,15 @@ mod tests {
         assert_eq!(Slug::derive("  ***  "), None);
         assert!(Slug::derive(&"word ".repeat(60)).unwrap().as_str().len() <= Slug::MAX_LEN);
         assert_eq!(Slug::parse("trail-running").unwrap().humanize(), "Trail running");
+    }
+
+    #[test]
+    fn a_title_without_words_still_gets_a_slug() {
+        let id = Uuid::now_v7();
+        assert_eq!(Slug::derive("  ***  "), None);
+        assert_eq!(Slug::derive(&"x".repeat(Slug::MAX_LEN + 1)), None, "a first word longer than a slug");
+        let slug = Slug::for_product(id);
+        assert_eq!(Slug::parse(slug.as_str()), Ok(slug));
     }
 
     #[test]

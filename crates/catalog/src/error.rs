@@ -15,6 +15,11 @@ pub enum CatalogError {
     SkuTaken(String),
     #[error("stock on hand cannot go below the {reserved} reserved")]
     BelowReserved { reserved: i64 },
+    /// A well-formed request that what the catalog holds rules out: a parent category that does
+    /// not exist, stock sent for a SKU that exists already, a SKU twice in one request. No
+    /// schema can foresee it, so it is a conflict (409), not a validation failure (422).
+    #[error("{field}: {message}")]
+    Contradicts { field: String, message: &'static str },
     #[error("this order id already holds a reservation for other lines")]
     ReservationMismatch,
     #[error("no reservation for this order")]
@@ -36,6 +41,7 @@ impl CatalogError {
             Self::SlugTaken(_)
             | Self::SkuTaken(_)
             | Self::BelowReserved { .. }
+            | Self::Contradicts { .. }
             | Self::ReservationMismatch
             | Self::ReservationClosed(_) => ErrorCode::Conflict,
             Self::Validation(_) => ErrorCode::Validation,
@@ -50,6 +56,10 @@ impl CatalogError {
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn contradicts(field: impl Into<String>, message: &'static str) -> Self {
+        Self::Contradicts { field: field.into(), message }
     }
 
     /// Logs what the client will not see, once, where the error leaves the service.
@@ -87,6 +97,9 @@ impl From<CatalogError> for Problem {
                 format!("{reserved} units are reserved for orders; stock on hand cannot be set below that"),
             )
             .extension("reserved", reserved),
+            CatalogError::Contradicts { field, message } => {
+                Problem::with_detail(code, format!("{field}: {message}")).extension("field", field)
+            }
             CatalogError::Validation(errors) => Problem::validation(errors),
             CatalogError::Unavailable(_) => Problem::unavailable("the catalog database is unavailable", 2),
             CatalogError::Internal(_) => Problem::internal(),

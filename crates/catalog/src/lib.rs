@@ -18,6 +18,7 @@ mod grpc;
 mod http;
 pub mod inventory;
 pub mod products;
+mod schemas;
 pub mod search;
 mod store;
 pub mod views;

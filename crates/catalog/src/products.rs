@@ -1,7 +1,7 @@
 //! Product and category use cases: creating, changing and archiving products, each change
 //! committed together with its `product.*` event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use events::{
     CloudEvent,
@@ -54,6 +54,11 @@ impl Products {
         &self.store
     }
 
+    /// The one currency prices are in.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
     /// How many products the catalog holds, in every status.
     pub async fn count(&self) -> Result<u64, CatalogError> {
         Ok(u64::try_from(self.store.count_products().await?).unwrap_or(0))
@@ -78,12 +83,9 @@ impl Products {
         for (i, variant) in command.variants.iter().enumerate() {
             self.check_currency(format!("variants[{i}].price.currency"), &variant.price)?;
         }
-        let slug = match command.slug {
-            Some(slug) => slug,
-            None => Slug::derive(&command.title)
-                .ok_or_else(|| CatalogError::field("slug", "cannot be derived from this title; send one"))?,
-        };
+        once_each(command.variants.iter().map(|v| v.sku.as_str()))?;
         let id = Uuid::now_v7();
+        let slug = command.slug.or_else(|| Slug::derive(&command.title)).unwrap_or_else(|| Slug::for_product(id));
         let now = platform::time::now();
         let mut tx = self.store.db().begin().await?;
         self.store.ensure_category(&mut tx, command.category.as_str(), &command.category.humanize(), now).await?;
@@ -145,6 +147,7 @@ impl Products {
                 self.check_currency(format!("variants[{i}].price.currency"), price)?;
             }
         }
+        once_each(patch.variants.iter().map(|v| v.sku.as_str()))?;
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.store.product(id).await?.ok_or(CatalogError::ProductNotFound)?;
             if let Some(updated) = self.try_update(&current, &patch, traceparent.clone()).await? {
@@ -197,7 +200,7 @@ impl Products {
             match existing.get(variant.sku.as_str()) {
                 Some(old) => {
                     if variant.on_hand.is_some() {
-                        return Err(CatalogError::field(
+                        return Err(CatalogError::contradicts(
                             format!("variants[{i}].on_hand"),
                             "stock of an existing SKU is set with PUT /api/v1/inventory/{sku}",
                         ));
@@ -209,7 +212,7 @@ impl Products {
                 }
                 None => {
                     let Some(price) = variant.price else {
-                        return Err(CatalogError::field(
+                        return Err(CatalogError::contradicts(
                             format!("variants[{i}].price"),
                             "is required for a new variant",
                         ));
@@ -271,12 +274,12 @@ impl Products {
         if let Some(parent) = &command.parent {
             let parents = self.store.category_parents_tx(&mut tx).await?;
             if !parents.contains_key(parent.as_str()) {
-                return Err(CatalogError::field("parent", "no such category"));
+                return Err(CatalogError::contradicts("parent", "no such category"));
             }
             let mut current = Some(parent.as_str());
             while let Some(ancestor) = current {
                 if ancestor == slug.as_str() {
-                    return Err(CatalogError::field("parent", "would make the category its own ancestor"));
+                    return Err(CatalogError::contradicts("parent", "would make the category its own ancestor"));
                 }
                 current = parents.get(ancestor).and_then(|p| p.as_deref());
             }
@@ -291,6 +294,17 @@ impl Products {
             .find(|c| c.slug == slug.as_str())
             .ok_or_else(|| CatalogError::internal(std::io::Error::other("category vanished after its write")))
     }
+}
+
+/// Each SKU at most once in one request: a second would take a SKU the first just took.
+fn once_each<'a>(skus: impl Iterator<Item = &'a str>) -> Result<(), CatalogError> {
+    let mut seen = HashSet::new();
+    for (i, sku) in skus.enumerate() {
+        if !seen.insert(sku) {
+            return Err(CatalogError::contradicts(format!("variants[{i}].sku"), "appears twice in this request"));
+        }
+    }
+    Ok(())
 }
 
 /// A unique violation is the given conflict; anything else stays a database error.

@@ -21,6 +21,7 @@ pub struct ProductView {
     pub brand: Option<String>,
     /// The category's slug.
     pub category: String,
+    #[schema(schema_with = crate::schemas::attribute_map)]
     pub attributes: Attributes,
     pub images: Vec<String>,
     pub status: ProductStatus,
@@ -34,6 +35,7 @@ pub struct VariantView {
     pub sku: String,
     pub title: String,
     pub price: Money,
+    #[schema(schema_with = crate::schemas::attribute_map)]
     pub attributes: Attributes,
     /// On hand minus reserved.
     pub stock_available: i64,

@@ -16,10 +16,14 @@ use platform::{
     ErrorCode, Problem,
     auth::{Admin, Caller, Verifier},
     http::{ApiJson, ApiPath, RequestContext, openapi::BearerAuth},
+    money::Currency,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{
+    OpenApi, ToSchema,
+    openapi::{ObjectBuilder, RefOr, Schema, Type},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -49,7 +53,7 @@ pub fn router(state: AppState, verifier: Arc<Verifier>) -> Router {
         .route("/api/v1/inventory/{sku}", get(get_stock).put(set_stock))
         .route("/api/v1/categories", get(list_categories))
         .route("/api/v1/categories/{slug}", axum::routing::put(put_category))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(openapi))
         .layer(Extension(verifier))
         .with_state(state)
 }
@@ -64,6 +68,27 @@ pub fn router(state: AppState, verifier: Arc<Verifier>) -> Router {
 )]
 pub struct ApiDoc;
 
+/// The document as this catalog serves it: [`ApiDoc`] with the one currency its prices may be
+/// in, which is configuration, not code.
+pub fn document(currency: Currency) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let money = doc.components.as_mut().and_then(|c| c.schemas.get_mut("MoneyRequest"));
+    if let Some(RefOr::T(Schema::Object(money))) = money {
+        let mut only = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([currency.as_str()]))
+            .description(Some("The shop's currency: a price in any other is refused"))
+            .build();
+        only.example = Some(currency.as_str().into());
+        money.properties.insert("currency".to_owned(), RefOr::T(Schema::Object(only)));
+    }
+    doc
+}
+
+async fn openapi(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(document(state.products.currency()))
+}
+
 fn traceparent(context: Option<Extension<RequestContext>>) -> Option<String> {
     context.map(|Extension(c)| c.trace.traceparent())
 }
@@ -77,31 +102,51 @@ pub struct SearchResults {
     total: usize,
     limit: usize,
     offset: usize,
-    /// `category`, `brand`, `attr.NAME` → `[{value, count}]`; `price` → `[{min, max, count}]`. Each
-    /// facet is counted with every filter applied except its own.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::schemas::facets)]
     facets: crate::search::facets::RenderedFacets,
 }
 
+// Statuses every operation answers by rule are declared for the whole document
+// (`platform::http::openapi::Rejections`): 400 for a query parameter or body of the wrong type,
+// 413/415/422 for a body, 404 for a path parameter that names nothing (here also no such product
+// or SKU), 401 for a bad token. Each operation declares what its own handler adds.
+
 /// Search and browse products.
-#[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
+///
+/// Attribute filters are a family of parameters, `attr.NAME=VALUE`: `NAME` is an attribute name
+/// (1 to 40 of a-z, 0-9 and `_`; any other is refused with 400), and a product matches when it
+/// or one of its variants has any of the values given for that name. OpenAPI cannot declare a
+/// parameter whose name is a pattern, so `attr.color` and `attr.size` stand for the family here;
+/// every other `attr.NAME` works the same way. Query keys the search does not know are ignored.
+///
+/// Facets count, for `category`, `brand`, `price` and every `attr.NAME` asked about, the
+/// products that each value would match with every other filter applied.
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog", security((), ("bearer" = [])),
     params(
-        ("q" = Option<String>, Query, description = "Full text; typo tolerant, the last word also as a prefix"),
-        ("category" = Option<String>, Query, description = "A category slug; includes the categories below it"),
-        ("brand" = Option<Vec<String>>, Query, description = "Repeatable; any of them"),
-        ("min_price" = Option<i64>, Query, description = "Inclusive, minor units, on the lowest variant price"),
-        ("max_price" = Option<i64>, Query, description = "Inclusive, minor units"),
-        ("in_stock" = Option<bool>, Query),
-        ("attr.NAME" = Option<String>, Query, description = "attr.color=red; repeatable; a product or any of its variants"),
-        ("sort" = Option<String>, Query, description = "relevance | price_asc | price_desc | newest | title; newest without q"),
-        ("status" = Option<String>, Query, description = "Admins only: draft | active | archived | all (the default for admins)"),
-        ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
-        ("offset" = Option<usize>, Query),
+        ("q" = Option<String>, Query, max_length = 200, example = "trail shoe",
+            description = "Full text over title, description, brand and category: every word must match, one typo allowed in words of 5 letters or more, the last word also as a prefix"),
+        ("category" = Option<String>, Query, example = "shoes",
+            description = "A category's slug: products in it and in the categories below it"),
+        ("brand" = Option<Vec<String>>, Query, example = json!(["Hoka", "Asics"]),
+            description = "Repeatable: products of any of these brands"),
+        ("min_price" = Option<i64>, Query, example = 5000,
+            description = "Inclusive, in minor units, on a product's lowest variant price"),
+        ("max_price" = Option<i64>, Query, example = 20000,
+            description = "Inclusive, in minor units; below `min_price`, nothing matches"),
+        ("in_stock" = Option<bool>, Query, example = true, description = "Only products with a variant in stock"),
+        ("attr.color" = Option<Vec<String>>, Query, example = json!(["Blue"]),
+            description = "One of the `attr.NAME` filters (see above), repeatable: products whose own or a variant's `color` is any of these"),
+        ("attr.size" = Option<Vec<String>>, Query, example = json!(["42"]),
+            description = "One of the `attr.NAME` filters (see above), repeatable: products whose own or a variant's `size` is any of these"),
+        ("sort" = inline(Option<crate::search::Sort>), Query,
+            description = "`relevance` (the default with `q`), `newest` (the default without), by price or by title"),
+        ("status" = inline(Option<search::StatusFilter>), Query,
+            description = "Administrators only (others are shown active products, whatever they ask): one status, or `all`, the default for them"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, example = 20, description = "Page size, 1 to 100; 20 by default"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 10000, example = 0,
+            description = "Products to skip, 0 to 10,000: no page starts deeper"),
     ),
-    responses(
-        (status = 200, body = SearchResults),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-    ))]
+    responses((status = 200, description = "A page of products, the total and the facets", body = SearchResults)))]
 async fn search_products(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -120,21 +165,29 @@ async fn search_products(
 
 #[derive(Serialize, ToSchema)]
 pub struct Suggestion {
+    /// A product's title.
     text: String,
     product_id: Uuid,
 }
 
-/// Completions for a search box.
+/// Characters of a search box's text that suggestions look at.
+const MAX_SUGGEST_Q: usize = 100;
+
+/// Completions for a search box: up to 10 active products' titles, prefix and typo tolerant.
 #[utoipa::path(get, path = "/api/v1/products/suggest", tag = "catalog",
-    params(("q" = String, Query, description = "What was typed so far")),
-    responses((status = 200, body = Vec<Suggestion>), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    params(("q" = String, Query, max_length = 100, example = "speedg",
+        description = "What was typed so far; empty suggests nothing")),
+    responses((status = 200, description = "Titles, best first", body = Vec<Suggestion>)))]
 async fn suggest(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Vec<Suggestion>>, Response> {
-    let q = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+    let Some(q) = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "q")
         .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    if q.chars().count() > 100 {
-        return Err(Problem::with_detail(ErrorCode::BadRequest, "q must be at most 100 characters").into_response());
+    else {
+        return Err(Problem::with_detail(ErrorCode::BadRequest, "q is required").into_response());
+    };
+    if q.chars().count() > MAX_SUGGEST_Q {
+        let detail = format!("q must be at most {MAX_SUGGEST_Q} characters");
+        return Err(Problem::with_detail(ErrorCode::BadRequest, detail).into_response());
     }
     let found = state.index.suggest(q, 10).await.map_err(IntoResponse::into_response)?;
     Ok(Json(found.into_iter().map(|(text, product_id)| Suggestion { text, product_id }).collect()))
@@ -165,12 +218,20 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// One product by id or slug.
-#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog",
-    params(("id" = String, Path, description = "The product's id or slug"), ("If-None-Match" = Option<String>, Header)),
+///
+/// Drafts and archived products are found by administrators only; to anyone else they do not
+/// exist (404).
+#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog", security((), ("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The product's id or slug", example = "adidas-kinvara-8-running-shoe"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, example = "\"9c1185a5c5e9fc54612808977ee8f548\"",
+            description = "ETags of copies the client holds, or `*`"),
+    ),
     responses(
-        (status = 200, body = ProductView, headers(("ETag" = String), ("Cache-Control" = String))),
-        (status = 304, description = "The client's copy is current"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The product", body = ProductView,
+            headers(("ETag" = String, description = "Strong: a digest of the body"), ("Cache-Control" = String))),
+        (status = 304, description = "The client's copy is current",
+            headers(("ETag" = String, description = "Strong: a digest of the body"), ("Cache-Control" = String))),
     ))]
 async fn get_product(
     State(state): State<AppState>,
@@ -213,13 +274,15 @@ async fn get_product(
 }
 
 /// Create a product (admin).
+///
+/// 422: besides a body outside its schema, a price in another currency than the shop's.
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", security(("bearer" = [])),
     request_body = crate::commands::NewProductRequest,
     responses(
-        (status = 201, body = ProductView),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The slug or a SKU is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = ProductView,
+            headers(("Location" = String, description = "The new product's URL"))),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug or a SKU is taken, or a SKU is sent twice", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_product(
     State(state): State<AppState>,
@@ -237,13 +300,16 @@ async fn create_product(
 }
 
 /// Change a product (admin): any of its fields, its status, and its variants by SKU.
+///
+/// 404: no product has that id. 422: besides a body outside its schema, a price in another
+/// currency than the shop's.
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "catalog", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), request_body = crate::commands::ProductPatchRequest,
+    params(("id" = Uuid, Path, description = "The product's id", example = "01a24ebc-c63e-701f-b2ca-5512753eacc1")),
+    request_body = crate::commands::ProductPatchRequest,
     responses(
-        (status = 200, body = ProductView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The product as changed", body = ProductView),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug or a new SKU is taken, a SKU is sent twice, a new SKU has no price, or stock is sent for an existing SKU", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_product(
     State(state): State<AppState>,
@@ -258,9 +324,14 @@ async fn update_product(
 }
 
 /// Archive a product (admin). It leaves the storefront and stays for existing orders.
+///
+/// Archiving an archived product changes nothing. 404: no product has that id.
 #[utoipa::path(delete, path = "/api/v1/products/{id}", tag = "catalog", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    responses((status = 204, description = "Archived"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "The product's id", example = "01a24ebc-c63e-701f-b2ca-5512753eacc1")),
+    responses(
+        (status = 204, description = "Archived"),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn archive_product(
     State(state): State<AppState>,
     _admin: Admin,
@@ -277,9 +348,15 @@ fn sku(text: &str) -> Result<Sku, CatalogError> {
 }
 
 /// A SKU's stock (admin).
+///
+/// 404: no such SKU.
 #[utoipa::path(get, path = "/api/v1/inventory/{sku}", tag = "catalog", security(("bearer" = [])),
-    params(("sku" = String, Path)),
-    responses((status = 200, body = StockView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length = 64, example = "AK8RS-1-44",
+        description = "The SKU; one that is not well formed names nothing (404)")),
+    responses(
+        (status = 200, description = "On hand, reserved and available", body = StockView),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_stock(
     State(state): State<AppState>,
     _admin: Admin,
@@ -289,13 +366,16 @@ async fn get_stock(
 }
 
 /// Set a SKU's stock on hand (admin).
+///
+/// 404: no such SKU.
 #[utoipa::path(put, path = "/api/v1/inventory/{sku}", tag = "catalog", security(("bearer" = [])),
-    params(("sku" = String, Path)), request_body = crate::commands::SetStockRequest,
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length = 64, example = "AK8RS-1-44",
+        description = "The SKU; one that is not well formed names nothing (404)")),
+    request_body = crate::commands::SetStockRequest,
     responses(
-        (status = 200, body = StockView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Below what is reserved", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "On hand, reserved and available", body = StockView),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Below what is reserved for orders (`reserved` says how much)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_stock(
     State(state): State<AppState>,
@@ -310,15 +390,24 @@ async fn set_stock(
 }
 
 /// Every category, with the number of active products in and below it.
-#[utoipa::path(get, path = "/api/v1/categories", tag = "catalog", responses((status = 200, body = Vec<CategoryView>)))]
+#[utoipa::path(get, path = "/api/v1/categories", tag = "catalog",
+    responses((status = 200, description = "Every category", body = Vec<CategoryView>)))]
 async fn list_categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, CatalogError> {
     Ok(Json(state.products.categories().await?.into_iter().map(Into::into).collect()))
 }
 
-/// Create or rename a category (admin).
+/// Create or rename a category (admin), or move it below another.
+///
+/// 422: besides a body outside its schema, a slug that is not well formed.
 #[utoipa::path(put, path = "/api/v1/categories/{slug}", tag = "catalog", security(("bearer" = [])),
-    params(("slug" = String, Path)), request_body = crate::commands::CategoryRequest,
-    responses((status = 200, body = CategoryView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    params(("slug" = String, Path, pattern = "^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length = 100, example = "trail-running",
+        description = "The category's slug")),
+    request_body = crate::commands::CategoryRequest,
+    responses(
+        (status = 200, description = "The category as stored", body = CategoryView),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The parent does not exist, or lies below this category", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_category(
     State(state): State<AppState>,
     _admin: Admin,
@@ -365,5 +454,95 @@ mod tests {
         assert_eq!(parsed["facets"]["brand"], serde_json::json!([{"value": "Hoka", "count": 2}]));
         assert_eq!(parsed["facets"]["price"], serde_json::json!([{"min": 1000, "max": 2499, "count": 2}]));
         assert_eq!(parsed["facets"]["category"], serde_json::json!([]));
+    }
+
+    fn doc() -> serde_json::Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("the document serialises")
+    }
+
+    /// The values an enum schema allows, inline or behind a `oneOf`, `anyOf` or `allOf`.
+    fn enum_of(schema: &serde_json::Value) -> Vec<String> {
+        if let Some(values) = schema["enum"].as_array() {
+            return values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        }
+        ["oneOf", "anyOf", "allOf"]
+            .iter()
+            .flat_map(|k| schema[*k].as_array().into_iter().flatten())
+            .flat_map(enum_of)
+            .collect()
+    }
+
+    fn parameter(doc: &serde_json::Value, path: &str, method: &str, name: &str) -> serde_json::Value {
+        let parameters = doc["paths"][path][method]["parameters"].as_array().cloned().unwrap_or_default();
+        parameters.into_iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{method} {path} has no {name}"))
+    }
+
+    #[test]
+    fn operations_declare_the_tokens_they_take() {
+        let doc = doc();
+        let optional = serde_json::json!([{}, {"bearer": []}]);
+        assert_eq!(doc["paths"]["/api/v1/products"]["get"]["security"], optional);
+        assert_eq!(doc["paths"]["/api/v1/products/{id}"]["get"]["security"], optional);
+        for (path, method) in [
+            ("/api/v1/products", "post"),
+            ("/api/v1/products/{id}", "patch"),
+            ("/api/v1/products/{id}", "delete"),
+            ("/api/v1/inventory/{sku}", "get"),
+            ("/api/v1/inventory/{sku}", "put"),
+            ("/api/v1/categories/{slug}", "put"),
+        ] {
+            let operation = &doc["paths"][path][method];
+            assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]), "{method} {path}");
+            assert!(operation["responses"]["403"].is_object(), "{method} {path} is for administrators");
+        }
+        assert!(doc["paths"]["/api/v1/products/suggest"]["get"]["security"].is_null());
+        assert!(doc["paths"]["/api/v1/categories"]["get"]["security"].is_null());
+    }
+
+    // The fuzzer holds the parser to the parameters: their literals must be its rules.
+    #[test]
+    fn the_search_parameters_are_the_parsed_ones() {
+        let doc = doc();
+        let param = |name: &str| parameter(&doc, "/api/v1/products", "get", name)["schema"].clone();
+        let sorts = enum_of(&param("sort"));
+        assert_eq!(sorts.len(), 5, "{sorts:?}");
+        assert!(sorts.iter().all(|s| crate::search::Sort::parse(s).is_some()), "{sorts:?}");
+        let statuses = enum_of(&param("status"));
+        assert_eq!(statuses.len(), 4, "{statuses:?}");
+        assert!(statuses.iter().all(|s| search::StatusFilter::parse(s).is_some()), "{statuses:?}");
+        let range = |name: &str| (param(name)["minimum"].as_u64(), param(name)["maximum"].as_u64());
+        assert_eq!(range("limit"), (Some(1), Some(search::MAX_LIMIT as u64)));
+        assert_eq!(range("offset"), (Some(0), Some(search::MAX_OFFSET as u64)));
+        assert_eq!(param("q")["maxLength"].as_u64(), Some(search::MAX_Q as u64));
+        for name in ["attr.color", "attr.size"] {
+            let attribute = name.trim_start_matches("attr.");
+            assert!(crate::domain::attribute_name(attribute).is_ok(), "{name} is one of the family");
+        }
+        let q = parameter(&doc, "/api/v1/products/suggest", "get", "q");
+        assert_eq!(
+            (q["required"].as_bool(), q["schema"]["maxLength"].as_u64()),
+            (Some(true), Some(MAX_SUGGEST_Q as u64))
+        );
+    }
+
+    #[test]
+    fn path_parameters_state_the_domain_rules() {
+        let doc = doc();
+        for method in ["get", "put"] {
+            let sku = parameter(&doc, "/api/v1/inventory/{sku}", method, "sku");
+            assert_eq!(sku["schema"]["pattern"], crate::domain::SKU_PATTERN);
+            assert_eq!(sku["schema"]["maxLength"].as_u64(), Some(Sku::MAX_LEN as u64));
+        }
+        let slug = parameter(&doc, "/api/v1/categories/{slug}", "put", "slug");
+        assert_eq!(slug["schema"]["pattern"], crate::domain::SLUG_PATTERN);
+        assert_eq!(slug["schema"]["maxLength"].as_u64(), Some(Slug::MAX_LEN as u64));
+    }
+
+    #[test]
+    fn the_served_document_names_the_shop_currency() {
+        let currency = Currency::parse("SEK").expect("a currency");
+        let doc = serde_json::to_value(document(currency)).expect("the document serialises");
+        let schema = &doc["components"]["schemas"]["MoneyRequest"]["properties"]["currency"];
+        assert_eq!(schema["enum"], serde_json::json!(["SEK"]));
     }
 }

@@ -1,9 +1,14 @@
 //! Reading `GET /products` query strings (with repeated keys and `attr.NAME=VALUE`) into a
 //! [`SearchRequest`].
+//!
+//! Every rule here is one the operation's parameters state (`minimum`, `maximum`, `maxLength`,
+//! enums), so none depends on two parameters at once: a request the document calls valid is
+//! never refused.
 
 use std::collections::{HashMap, HashSet};
 
 use platform::{ErrorCode, Problem};
+use utoipa::ToSchema;
 
 use crate::{
     domain,
@@ -11,8 +16,43 @@ use crate::{
 };
 
 pub const MAX_LIMIT: usize = 100;
-/// Deeper pages than this are refused: nobody reads them, and they cost the most.
-pub const MAX_WINDOW: usize = 10_000;
+/// No page starts deeper: nobody reads that far, and deep pages cost the most. The bound is on
+/// `offset` alone, whatever the page's size, so that it is one a schema states (a bound on
+/// `offset + limit` would tie two parameters together); a search ranks at most 10,100 results.
+pub const MAX_OFFSET: usize = 10_000;
+pub const MAX_Q: usize = 200;
+
+/// `status`: which products an admin lists. Checked for everyone, applied for admins only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum StatusFilter {
+    Draft,
+    Active,
+    Archived,
+    All,
+}
+
+impl StatusFilter {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "draft" => Self::Draft,
+            "active" => Self::Active,
+            "archived" => Self::Archived,
+            "all" => Self::All,
+            _ => return None,
+        })
+    }
+
+    /// The statuses listed; empty for all of them.
+    fn statuses(self) -> Vec<String> {
+        match self {
+            Self::Draft => vec!["draft".to_owned()],
+            Self::Active => vec!["active".to_owned()],
+            Self::Archived => vec!["archived".to_owned()],
+            Self::All => Vec::new(),
+        }
+    }
+}
 
 fn bad(detail: impl Into<String>) -> Problem {
     Problem::with_detail(ErrorCode::BadRequest, detail)
@@ -28,8 +68,8 @@ pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<
         let value = value.into_owned();
         match key.as_ref() {
             "q" => {
-                if value.chars().count() > 200 {
-                    return Err(bad("q must be at most 200 characters"));
+                if value.chars().count() > MAX_Q {
+                    return Err(bad(format!("q must be at most {MAX_Q} characters")));
                 }
                 request.q = Some(value).filter(|q| !q.trim().is_empty());
             }
@@ -57,12 +97,18 @@ pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
                     .ok_or_else(|| bad(format!("limit must be an integer from 1 to {MAX_LIMIT}")))?
             }
-            "offset" => request.offset = value.parse().map_err(|_| bad("offset must be a non-negative integer"))?,
-            "status" if admin => {
-                request.statuses = match value.as_str() {
-                    "all" => Some(Vec::new()),
-                    "draft" | "active" | "archived" => Some(vec![value]),
-                    _ => return Err(bad("status must be draft, active, archived or all")),
+            "offset" => {
+                request.offset = value
+                    .parse()
+                    .ok()
+                    .filter(|o| *o <= MAX_OFFSET)
+                    .ok_or_else(|| bad(format!("offset must be an integer from 0 to {MAX_OFFSET}")))?
+            }
+            "status" => {
+                let status =
+                    StatusFilter::parse(&value).ok_or_else(|| bad("status must be draft, active, archived or all"))?;
+                if admin {
+                    request.statuses = Some(status.statuses());
                 }
             }
             name => {
@@ -73,14 +119,6 @@ pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<
                 // Anything else (a cache buster, a tracking parameter) is ignored.
             }
         }
-    }
-    if let (Some(min), Some(max)) = (request.min_price, request.max_price)
-        && min > max
-    {
-        return Err(Problem::validation(vec![platform::FieldError::new("min_price", "must not exceed max_price")]));
-    }
-    if request.offset + request.limit > MAX_WINDOW {
-        return Err(bad(format!("offset + limit must not exceed {MAX_WINDOW}")));
     }
     if admin && request.statuses.is_none() {
         // Admins see every product unless they ask for a status.
@@ -142,11 +180,29 @@ mod tests {
             "sort=cheap",
             "offset=-1",
             "attr.Color=x",
-            "offset=9990&limit=20",
+            "attr.=x",
+            "offset=10001",
+            "status=gone",
         ] {
             assert_eq!(parse(Some(bad), false).unwrap_err().status, 400, "{bad}");
         }
-        assert_eq!(parse(Some("min_price=10&max_price=5"), false).unwrap_err().status, 422);
+    }
+
+    /// What the document allows is taken, whatever else the query holds.
+    #[test]
+    fn schema_valid_query_strings() {
+        let (request, _) = parse(Some("min_price=10&max_price=5"), false).unwrap();
+        assert_eq!((request.min_price, request.max_price), (Some(10), Some(5)), "an empty range, not an error");
+        assert_eq!(parse(Some("offset=10000&limit=100"), false).unwrap().0.offset, MAX_OFFSET);
+        assert_eq!(parse(Some("offset=9990&limit=20"), false).unwrap().0.limit, 20);
+        assert_eq!(parse(Some("status=draft"), false).unwrap().0.statuses, None, "ignored for shoppers");
+        assert_eq!(parse(Some("status=all"), true).unwrap().0.statuses, Some(Vec::new()));
+        assert_eq!(parse(Some(&format!("q={}", "é".repeat(MAX_Q))), false).unwrap().0.q.map(|q| q.len()), Some(400));
+        assert!(parse(Some(&format!("q={}", "é".repeat(MAX_Q + 1))), false).is_err());
+        assert!(parse(Some("attr.size_eu=42&utm_source=mail&_=1"), false).is_ok(), "unknown keys are ignored");
+        for sort in ["relevance", "price_asc", "price_desc", "newest", "title"] {
+            assert!(parse(Some(&format!("sort={sort}")), false).is_ok(), "{sort}");
+        }
     }
 
     #[test]

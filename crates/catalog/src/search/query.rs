@@ -12,8 +12,8 @@ use tantivy::{
     DocAddress, Order, Searcher, Term,
     collector::{Count, TopDocs},
     query::{
-        AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery,
-        TermQuery,
+        AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, FuzzyTermQuery, Occur, PhraseQuery, Query,
+        RangeQuery, TermQuery,
     },
     schema::{Field, IndexRecordOption},
 };
@@ -23,7 +23,9 @@ use super::{
     schema::{Fields, analyzer},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The orders a search can be listed in; the API's `sort` names them in snake case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum Sort {
     Relevance,
     PriceAsc,
@@ -213,7 +215,13 @@ fn build(fields: &Fields, request: &SearchRequest, without: &Without) -> Box<dyn
     if (request.min_price.is_some() || request.max_price.is_some()) && *without != Without::Price {
         let bound =
             |v: Option<i64>| v.map_or(Bound::Unbounded, |v| Bound::Included(Term::from_field_i64(fields.price, v)));
-        clauses.push(filter(Box::new(RangeQuery::new(bound(request.min_price), bound(request.max_price)))));
+        let range: Box<dyn Query> = match (request.min_price, request.max_price) {
+            // An empty range, not an error: each bound is valid on its own, and the API document
+            // can only state them one by one.
+            (Some(min), Some(max)) if min > max => Box::new(EmptyQuery),
+            (min, max) => Box::new(RangeQuery::new(bound(min), bound(max))),
+        };
+        clauses.push(filter(range));
     }
     if request.in_stock {
         let lower = Bound::Included(Term::from_field_i64(fields.available, 1));
