@@ -54,12 +54,13 @@ impl IdentityError {
         match self {
             Self::EmailTaken | Self::LastAdmin | Self::LastWayToSignIn => ErrorCode::Conflict,
             Self::UnknownProvider | Self::IdentityNotFound => ErrorCode::NotFound,
-            Self::SignInUnknown | Self::SignInElsewhere | Self::InvalidCode | Self::MalformedLinkToken => {
-                ErrorCode::BadRequest
-            }
+            Self::SignInUnknown | Self::SignInElsewhere | Self::MalformedLinkToken => ErrorCode::BadRequest,
             Self::SignInAgain => ErrorCode::Forbidden,
             Self::ProviderUnavailable(_) => ErrorCode::Unavailable,
-            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::InvalidLinkToken => ErrorCode::Unauthorized,
+            // A one-time code is a credential like the others: unknown, spent or expired is a 401.
+            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::InvalidLinkToken | Self::InvalidCode => {
+                ErrorCode::Unauthorized
+            }
             Self::Throttled { .. } | Self::TooManyLinks { .. } => ErrorCode::TooManyRequests,
             Self::WrongCurrentPassword => ErrorCode::Forbidden,
             Self::UserNotFound => ErrorCode::NotFound,

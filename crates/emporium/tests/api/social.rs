@@ -206,7 +206,7 @@ async fn a_certified_provider_signs_people_in_through_the_gateway(db: TestDataba
     assert_eq!(identities[0]["email"], "alice@example.com");
 
     // The code works once.
-    s.exchange(&code).await.problem(400);
+    s.exchange(&code).await.problem(401);
     // The refresh token is ours, like any other session's.
     let refreshed = s
         .shop
@@ -404,7 +404,7 @@ async fn forged_misdirected_and_replayed_answers_are_refused(db: TestDatabase) {
             throttled = Some(attempt);
             break;
         }
-        answer.problem(400);
+        answer.problem(401);
     }
     let throttled = throttled.expect("guessing is throttled");
     assert!(throttled >= 40, "after {throttled} guesses (some were spent above)");

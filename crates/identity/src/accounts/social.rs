@@ -133,6 +133,11 @@ impl Accounts {
         self.config.social.public_url.starts_with("https://")
     }
 
+    /// The client redirect URIs a sign-in may end at.
+    pub fn redirect_uris(&self) -> &[String] {
+        &self.config.social.redirect_uris
+    }
+
     /// The configured providers, for sign-in buttons.
     pub fn providers(&self) -> Vec<ProviderInfo> {
         self.providers.iter().map(|p| ProviderInfo { id: p.id.clone(), name: p.name.clone() }).collect()
@@ -145,7 +150,7 @@ impl Accounts {
             return Err(IdentityError::field("redirect_uri", "is not one of the configured redirect URIs"));
         }
         if let Some(state) = &begin.client_state
-            && (state.len() > 512 || state.chars().any(char::is_control))
+            && (state.chars().count() > 512 || state.chars().any(char::is_control))
         {
             return Err(IdentityError::field("state", "must be at most 512 printable characters"));
         }

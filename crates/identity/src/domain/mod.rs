@@ -5,6 +5,6 @@ mod credentials;
 mod identity;
 mod user;
 
-pub use credentials::{Email, NewPassword, Password};
+pub use credentials::{Email, MAX_EMAIL_CHARS, NewPassword, Password};
 pub use identity::{EmailOwner, Refusal, SignIn, SignInFacts, decide};
 pub use user::{DisplayName, RoleSet, User};

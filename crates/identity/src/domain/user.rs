@@ -6,7 +6,11 @@ use chrono::{DateTime, Utc};
 use platform::auth::Role;
 use uuid::Uuid;
 
-/// A user's display name: 1 to 200 characters, no control characters.
+/// The longest display name, in characters as sent (surrounding whitespace included, so that
+/// the limit is one a schema's `maxLength` states).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A user's display name: trimmed, not empty, no control characters; at most 200 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -16,7 +20,7 @@ impl DisplayName {
         if trimmed.is_empty() {
             return Err("is required");
         }
-        if trimmed.chars().count() > 200 {
+        if input.chars().count() > MAX_NAME_CHARS {
             return Err("must be at most 200 characters");
         }
         if trimmed.chars().any(char::is_control) {
@@ -105,5 +109,12 @@ mod tests {
         assert!(DisplayName::parse(" ").is_err());
         assert!(DisplayName::parse("a\u{0007}b").is_err());
         assert!(DisplayName::parse(&"x".repeat(201)).is_err());
+        assert!(DisplayName::parse(&"é".repeat(200)).is_ok(), "characters, not bytes");
+        assert!(DisplayName::parse(&format!(" {} ", "x".repeat(199))).is_err(), "counted as sent");
+        // Whitespace that is also a control character is trimmed at the ends, refused inside.
+        assert_eq!(DisplayName::parse("\u{85}\tAda King\n").unwrap().as_str(), "Ada King");
+        assert!(DisplayName::parse("Ada\u{85}King").is_err());
+        assert!(DisplayName::parse("Ada\u{9f}").is_err());
+        assert_eq!(DisplayName::parse("Ada\u{3000}King").unwrap().as_str(), "Ada\u{3000}King");
     }
 }

@@ -1,4 +1,12 @@
 //! What identity's endpoints accept and return on the wire.
+//!
+//! Each request schema states exactly what the `Input::parse` beside it enforces: the API
+//! document is the contract, and a fuzzer holds the code to it. The patterns are written for
+//! ECMA-262 and Python's `re` alike. Where the code trims (Rust's `str::trim`, which removes
+//! Unicode `White_Space`), they allow that whitespace around the value, spelled as the class
+//! `[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]`; "not blank" is a
+//! search for one character outside it. Lengths are counted in characters as sent, which is
+//! what `maxLength` counts.
 
 use chrono::{DateTime, Utc};
 use platform::{
@@ -11,18 +19,29 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{Register, Tokens, UpdateProfile},
-    domain::{DisplayName, Email, NewPassword, Password, RoleSet, User},
+    domain::{DisplayName, Email, MAX_EMAIL_CHARS, NewPassword, Password, RoleSet, User},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
-    /// Unique, case-insensitively.
-    #[schema(example = "ada@example.com")]
+    /// Unique, case-insensitively. `local@domain` in ASCII: a dot-separated local part of
+    /// letters, digits and ``!#$%&'*+/=?^_`{|}~-``, and a domain of at least two labels (letters,
+    /// digits, inner hyphens; at most 63 characters each). Surrounding whitespace is ignored.
+    #[schema(
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub email: String,
-    /// At least 10 characters.
-    #[schema(example = "correct horse battery staple", min_length = 10)]
+    /// 10 to 1024 characters.
+    #[schema(example = "correct horse battery staple", min_length = 10, max_length = 1024)]
     pub password: String,
-    #[schema(example = "Ada Lovelace")]
+    /// Not blank, no control characters; surrounding whitespace is trimmed.
+    #[schema(
+        example = "Ada Lovelace",
+        max_length = 200,
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub name: String,
 }
 
@@ -42,9 +61,15 @@ impl Input for Register {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(example = "ada@example.com")]
+    /// Not blank, no NUL character, at most 254 characters (no account has a longer address).
+    /// Anything else is looked up as it is, and fails like a wrong password.
+    #[schema(
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[^\x00]*[^\x00\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub email: String,
-    #[schema(example = "correct horse battery staple")]
+    #[schema(example = "correct horse battery staple", min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
@@ -59,6 +84,10 @@ impl Input for Login {
         let mut fields = Fields::default();
         if raw.email.trim().is_empty() {
             fields.push("email", "is required");
+        } else if raw.email.chars().count() > MAX_EMAIL_CHARS || raw.email.contains('\0') {
+            // No account has such an address, and a database could not even look it up (text
+            // holds no NUL; an index key has a size limit).
+            fields.push("email", "is not a valid email address");
         }
         let password = fields.check("password", Password::parse(raw.password));
         match password {
@@ -70,6 +99,11 @@ impl Input for Login {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    /// Not blank; any other value is looked up (401 when it names no session).
+    #[schema(
+        example = "ert_BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY",
+        pattern = r"[^\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub refresh_token: String,
 }
 
@@ -88,7 +122,12 @@ impl Input for PresentedToken {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct VerifyEmailRequest {
-    /// The token of the link the verification email carries.
+    /// The token of the link the verification email carries: 64 base64url characters
+    /// (anything else is answered 400). Surrounding whitespace is ignored.
+    #[schema(
+        example = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoOEhYaHiImKi4yNjo-QkZKT",
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9_-]{64}[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub token: String,
 }
 
@@ -107,7 +146,12 @@ impl Input for LinkToken {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ForgotPasswordRequest {
-    #[schema(example = "ada@example.com")]
+    /// An address as registration accepts it.
+    #[schema(
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub email: String,
 }
 
@@ -128,10 +172,15 @@ impl Input for ForgotPassword {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetPasswordRequest {
-    /// The token of the link the reset email carries.
+    /// The token of the link the reset email carries: 64 base64url characters (anything else
+    /// is answered 400). Surrounding whitespace is ignored.
+    #[schema(
+        example = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoOEhYaHiImKi4yNjo-QkZKT",
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9_-]{64}[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub token: String,
-    /// The new password, at least 10 characters.
-    #[schema(min_length = 10)]
+    /// The new password, 10 to 1024 characters.
+    #[schema(example = "a brand new passphrase", min_length = 10, max_length = 1024)]
     pub password: String,
 }
 
@@ -157,9 +206,19 @@ impl Input for ResetPassword {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateMeRequest {
+    /// Not blank, no control characters; surrounding whitespace is trimmed. Absent or `null`:
+    /// unchanged.
+    #[schema(
+        example = "Ada King",
+        max_length = 200,
+        pattern = r"^[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub name: Option<String>,
-    /// The new password (at least 10 characters); needs `current_password`.
+    /// The new password (10 to 1024 characters); needs `current_password`. Absent or `null`:
+    /// unchanged.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: Option<String>,
+    /// Checked only when `password` is given: a wrong, empty or missing one is a 403.
     pub current_password: Option<String>,
 }
 
@@ -180,8 +239,8 @@ impl Input for UpdateProfile {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetRolesRequest {
-    /// `customer` is implied; `admin` grants administration.
-    #[schema(example = json!(["customer", "admin"]))]
+    /// `customer` is implied; `admin` grants administration. Any other name is refused (422).
+    #[schema(value_type = Vec<Role>, example = json!(["customer", "admin"]))]
     pub roles: Vec<String>,
 }
 

@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users", get(list_users))
         .route("/api/v1/users/{id}/roles", put(set_roles))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(openapi))
         .layer(Extension(verifier))
         .with_state(state)
 }
@@ -73,6 +73,15 @@ pub fn router(state: AppState) -> Router {
     tags((name = "identity", description = "Accounts, sessions and tokens"))
 )]
 pub struct ApiDoc;
+
+/// The document as this instance answers: the sign-in parameters that configuration decides are
+/// narrowed to what it accepts.
+async fn openapi(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    let mut document = ApiDoc::openapi();
+    let providers: Vec<String> = state.accounts.providers().into_iter().map(|p| p.id).collect();
+    social::narrow_to_configuration(&mut document, &providers, state.accounts.redirect_uris());
+    Json(document)
+}
 
 /// The client's address: taken from `X-Forwarded-For` as written by the trusted proxies in
 /// front of us, else the peer of the connection.
@@ -119,11 +128,12 @@ fn no_store(status: StatusCode, body: impl serde::Serialize) -> Response {
 }
 
 /// Create an account and sign in.
+///
+/// An invalid email, a password under 10 characters or a blank name is a 422 naming each field.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "identity", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered and signed in", body = TokensView),
         (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid email, short password or missing name", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register(
     State(state): State<AppState>,
@@ -135,11 +145,12 @@ async fn register(
 }
 
 /// Sign in with email and password.
+///
+/// Repeated failures for one account or from one address are answered 429, with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokensView),
         (status = 401, description = "Unknown email or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this account or address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -176,12 +187,12 @@ async fn logout(
 }
 
 /// Prove the email a verification link was sent to.
+///
+/// A token that is not 64 base64url characters is answered 400.
 #[utoipa::path(post, path = "/api/v1/auth/email/verify", tag = "identity", request_body = VerifyEmailRequest,
     responses(
         (status = 204, description = "The user's email_verified is true; access tokens issued from now on say so"),
-        (status = 400, description = "Not a link token", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown, spent, expired or replaced link", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn verify_email(
     State(state): State<AppState>,
@@ -192,11 +203,12 @@ async fn verify_email(
 }
 
 /// Send the signed-in user a new verification email (the previous link stops working).
+///
+/// Asking too often for one account or from one address is answered 429, with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/email/resend", tag = "identity", security(("bearer" = [])),
     responses(
         (status = 202, description = "A new link is on its way (nothing is sent for an email already verified)"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many asked for; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The token's user no longer exists", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn resend_verification(
     State(state): State<AppState>,
@@ -209,11 +221,11 @@ async fn resend_verification(
 
 /// Ask for a password reset link. The answer is the same whether or not an account has this
 /// email.
+///
+/// Asking too often for one address or from one client is answered 429, with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "identity", request_body = ForgotPasswordRequest,
     responses(
         (status = 202, description = "If an account has this email, a link valid 30 minutes is on its way"),
-        (status = 422, description = "Not an email address", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many asked for this address or from this client; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn forgot_password(
     State(state): State<AppState>,
@@ -225,12 +237,13 @@ async fn forgot_password(
 }
 
 /// Set a new password with a reset link; every session of the user is revoked.
+///
+/// A token that is not 64 base64url characters is answered 400, a password under 10 characters
+/// 422.
 #[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "identity", request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "The password is set, the email counts as verified, every session is revoked"),
-        (status = 400, description = "Not a link token", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown, spent, expired or replaced link", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The password is too short", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn reset_password(
     State(state): State<AppState>,
@@ -244,19 +257,21 @@ async fn reset_password(
 /// The signed-in user.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "identity", security(("bearer" = [])),
     responses(
-        (status = 200, body = UserView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 404, description = "The token's user no longer exists", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<UserView>, IdentityError> {
     Ok(Json(state.accounts.user(caller.user_id).await?.into()))
 }
 
 /// Change the signed-in user's name or password.
+///
+/// A new password signs out every other session of the user.
 #[utoipa::path(patch, path = "/api/v1/users/me", tag = "identity", security(("bearer" = [])), request_body = UpdateMeRequest,
     responses(
-        (status = 200, body = UserView),
-        (status = 403, description = "A new password without the right current_password; nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user as changed", body = UserView),
+        (status = 403, description = "A new password without the right current_password (or, for an account without a password, without a sign-in in the last 10 minutes); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The token's user no longer exists", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_me(
     State(state): State<AppState>,
@@ -267,10 +282,15 @@ async fn update_me(
 }
 
 /// All users, newest first (admin).
-#[utoipa::path(get, path = "/api/v1/users", tag = "identity", security(("bearer" = [])), params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/users", tag = "identity", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
     responses(
-        (status = 200, body = UserPage),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A limit out of range, or a cursor this service did not make", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_users(
     State(state): State<AppState>,
@@ -283,11 +303,13 @@ async fn list_users(
 }
 
 /// Replace a user's roles (admin).
+///
+/// An unknown user is answered 404.
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "identity", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The user's id")), request_body = SetRolesRequest,
     responses(
-        (status = 200, body = UserView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user with the new roles", body = UserView),
+        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Would remove the last administrator", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_roles(
@@ -301,7 +323,8 @@ async fn set_roles(
 
 /// The public keys that verify access tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
-    responses((status = 200, description = "A JSON Web Key Set", content_type = "application/json", body = Object)))]
+    responses((status = 200, description = "A JSON Web Key Set", content_type = "application/json", body = Object,
+        headers(("Cache-Control" = String, description = "public, max-age=60")))))]
 async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.accounts.keys().jwks().as_ref().clone()).into_response();
     // Verifiers refetch on an unknown kid anyway; a short max-age keeps caches honest.

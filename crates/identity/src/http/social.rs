@@ -14,7 +14,10 @@ use platform::{
     http::{ApiJson, ApiPath, ApiQuery, Fields, Input},
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{OpenApi, RefOr, Schema},
+};
 
 use super::{AppState, RequestOrigin, TokensView, no_store};
 use crate::{
@@ -39,19 +42,27 @@ impl From<ProviderInfo> for ProviderView {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
-    /// Where the sign-in ends: exactly one of the configured client redirect URIs.
+    /// Where the sign-in ends: exactly one of the configured client redirect URIs (422 for any
+    /// other).
     pub redirect_uri: String,
-    /// The client's own state, handed back with the code (at most 512 characters).
+    /// The client's own state, handed back with the code: at most 512 characters, no control
+    /// characters.
+    #[param(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", example = "checkout")]
     pub state: Option<String>,
-    /// `true` to link the provider to the signed-in user's account (send the access token).
+    /// `true` to link the provider to the signed-in user's account (send the access token:
+    /// 401 without one).
     pub link: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
+    /// The provider's authorization code.
     pub code: Option<String>,
+    /// The `state` this shop sent the provider: it names the sign-in in flight (400 when it names
+    /// none).
     pub state: Option<String>,
+    /// The provider's error code, passed on to the client when it is one of RFC 6749's.
     pub error: Option<String>,
     pub error_description: Option<String>,
     /// The issuer, from providers that send it (RFC 9207).
@@ -60,7 +71,13 @@ pub struct CallbackQuery {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ExchangeRequest {
-    /// The one-time code the sign-in's redirect carried.
+    /// The one-time code the sign-in's redirect carried: not blank, at most 128 characters
+    /// (surrounding whitespace is ignored).
+    #[schema(
+        example = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY",
+        max_length = 128,
+        pattern = r"[^\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub code: String,
 }
 
@@ -71,7 +88,8 @@ impl Input for Exchange {
     fn parse(raw: ExchangeRequest) -> Result<Self, Vec<platform::FieldError>> {
         let mut fields = Fields::default();
         let code = raw.code.trim().to_owned();
-        if code.is_empty() || code.len() > 128 {
+        // Counted as sent, in characters: the limit the schema's maxLength states.
+        if code.is_empty() || raw.code.chars().count() > 128 {
             fields.push("code", "must be 1 to 128 characters");
         }
         if fields.is_empty() { Ok(Self(code)) } else { Err(fields.into_errors()) }
@@ -120,6 +138,29 @@ fn redirect(location: &str) -> Result<Response, IdentityError> {
     Ok(response)
 }
 
+/// Narrows the sign-in operations' parameters to what this instance's configuration accepts: the
+/// provider ids and the client redirect URIs become enums, so that the document states the
+/// allow-list the code enforces. An empty list is left unstated rather than made an enum no
+/// request could satisfy (without providers, every sign-in is a 404 anyway).
+pub fn narrow_to_configuration(document: &mut OpenApi, providers: &[String], redirect_uris: &[String]) {
+    for path in ["/api/v1/auth/oauth/{provider}/authorize", "/api/v1/auth/oauth/{provider}/callback"] {
+        let Some(operation) = document.paths.paths.get_mut(path).and_then(|item| item.get.as_mut()) else { continue };
+        for parameter in operation.parameters.iter_mut().flatten() {
+            let allowed = match parameter.name.as_str() {
+                "provider" => providers,
+                "redirect_uri" => redirect_uris,
+                _ => continue,
+            };
+            if allowed.is_empty() {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema {
+                schema.enum_values = Some(allowed.iter().map(|value| value.as_str().into()).collect());
+            }
+        }
+    }
+}
+
 /// Where the browser goes to sign in at the provider: for a client that asked for JSON (a
 /// script that cannot follow a cross-site redirect, such as one linking a provider with its
 /// access token), `{"url": …}`.
@@ -130,21 +171,23 @@ pub struct AuthorizeView {
 
 /// The social sign-in providers this shop offers.
 #[utoipa::path(get, path = "/api/v1/auth/providers", tag = "identity",
-    responses((status = 200, body = [ProviderView])))]
+    responses((status = 200, description = "The configured providers", body = [ProviderView])))]
 pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderView>> {
     Json(state.accounts.providers().into_iter().map(Into::into).collect())
 }
 
 /// Begin signing in with a provider: a redirect to it.
+///
+/// A provider that is not configured is answered 404; one that cannot be reached 503. The access
+/// token is optional: it is needed only with `link=true`, and a token sent must be valid.
 #[utoipa::path(get, path = "/api/v1/auth/oauth/{provider}/authorize", tag = "identity",
-    params(("provider" = String, Path), AuthorizeQuery),
+    security((), ("bearer" = [])),
+    params(("provider" = String, Path, description = "A configured provider's id, as /api/v1/auth/providers lists it"), AuthorizeQuery),
     responses(
-        (status = 302, description = "To the provider's authorization endpoint, with the browser's sign-in cookie"),
-        (status = 200, description = "With `Accept: application/json`: where to send the browser", body = AuthorizeView),
-        (status = 401, description = "`link=true` without a valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A redirect_uri not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider cannot be reached", body = Problem, content_type = "application/problem+json"),
+        (status = 302, description = "To the provider's authorization endpoint, with the browser's sign-in cookie",
+            headers(("Location" = String, description = "The provider's authorization URL"), ("Set-Cookie" = String, description = "The browser's sign-in cookie"))),
+        (status = 200, description = "With `Accept: application/json`: where to send the browser (the sign-in cookie is set as well)", body = AuthorizeView),
+        (status = 422, description = "A redirect_uri not on the allow-list, or a state over 512 characters or with control characters", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn authorize(
     State(state): State<AppState>,
@@ -192,13 +235,15 @@ pub async fn authorize(
 
 /// Where the provider sends the browser back: a redirect to the client's redirect URI with a
 /// one-time `code` (or an `error`: `access_denied`, `account_exists`, …).
+///
+/// Only a callback that matches no sign-in in flight (an unknown, expired or used `state`, or one
+/// begun in another browser) is answered with an error here: 400. A provider that is not
+/// configured is answered 404; too many failures from one address 429, with `Retry-After`.
 #[utoipa::path(get, path = "/api/v1/auth/oauth/{provider}/callback", tag = "identity",
-    params(("provider" = String, Path), CallbackQuery),
+    params(("provider" = String, Path, description = "A configured provider's id"), CallbackQuery),
     responses(
-        (status = 302, description = "To the client's redirect URI, with `code` or `error` (and the client's `state`)"),
-        (status = 400, description = "No sign-in in flight matches (unknown, expired or already used state), or it began in another browser", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 302, description = "To the client's redirect URI, with `code` or `error` (and the client's `state`)",
+            headers(("Location" = String, description = "The client's redirect URI with its query"))),
     ))]
 pub async fn callback(
     State(state): State<AppState>,
@@ -223,11 +268,13 @@ pub async fn callback(
 }
 
 /// Exchange a sign-in's one-time code for tokens (once, within 60 seconds).
+///
+/// Failures count against the client's address like failed logins: too many are answered 429,
+/// with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/oauth/exchange", tag = "identity", request_body = ExchangeRequest,
     responses(
         (status = 200, description = "Signed in", body = TokensView),
-        (status = 400, description = "Unknown, expired or used code", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired or used code", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn exchange(
     State(state): State<AppState>,
@@ -240,7 +287,7 @@ pub async fn exchange(
 
 /// The signed-in user's linked sign-in identities.
 #[utoipa::path(get, path = "/api/v1/users/me/identities", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = [IdentityView]), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The linked identities", body = [IdentityView])))]
 pub async fn identities(
     State(state): State<AppState>,
     caller: Caller,
@@ -249,11 +296,12 @@ pub async fn identities(
 }
 
 /// Unlink a provider from the signed-in user's account.
+///
+/// A provider the user has no identity of is answered 404.
 #[utoipa::path(delete, path = "/api/v1/users/me/identities/{provider}", tag = "identity", security(("bearer" = [])),
-    params(("provider" = String, Path)),
+    params(("provider" = String, Path, description = "The provider's id, as the user's identities name it")),
     responses(
         (status = 204, description = "Unlinked"),
-        (status = 404, description = "No identity of this provider", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It is the user's last way to sign in", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn unlink(
@@ -263,4 +311,48 @@ pub async fn unlink(
 ) -> Result<StatusCode, IdentityError> {
     state.accounts.unlink(caller.user_id, &provider).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use utoipa::OpenApi as _;
+
+    use super::*;
+
+    fn enum_of(document: &OpenApi, path: &str, name: &str) -> Option<Vec<Value>> {
+        let operation = document.paths.paths[path].get.as_ref()?;
+        let parameter = operation.parameters.as_ref()?.iter().find(|p| p.name == name)?;
+        match parameter.schema.as_ref()? {
+            RefOr::T(Schema::Object(schema)) => schema.enum_values.clone(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn configuration_narrows_the_sign_in_parameters() {
+        let authorize = "/api/v1/auth/oauth/{provider}/authorize";
+        let callback = "/api/v1/auth/oauth/{provider}/callback";
+        let mut document = crate::http::ApiDoc::openapi();
+        narrow_to_configuration(&mut document, &[], &[]);
+        assert_eq!(enum_of(&document, authorize, "provider"), None, "an empty allow-list is not an empty enum");
+        assert_eq!(enum_of(&document, authorize, "redirect_uri"), None);
+
+        let providers = ["google".to_owned()];
+        let redirect_uris = ["https://shop.example/signed-in".to_owned()];
+        narrow_to_configuration(&mut document, &providers, &redirect_uris);
+        assert_eq!(enum_of(&document, authorize, "provider"), Some(vec![json!("google")]));
+        assert_eq!(enum_of(&document, callback, "provider"), Some(vec![json!("google")]));
+        assert_eq!(enum_of(&document, authorize, "redirect_uri"), Some(vec![json!("https://shop.example/signed-in")]));
+        assert_eq!(enum_of(&document, authorize, "state"), None);
+    }
+
+    #[test]
+    fn codes_are_counted_in_characters_as_sent() {
+        let code = |code: String| Exchange::parse(ExchangeRequest { code });
+        assert!(code("é".repeat(128)).is_ok());
+        assert!(code(format!(" {} ", "x".repeat(127))).is_err());
+        assert!(code(" \u{3000}".to_owned()).is_err());
+        assert_eq!(code(" abc\n".to_owned()).unwrap().0, "abc");
+    }
 }
