@@ -3,16 +3,50 @@
 use platform::http::Fields;
 use serde::{Deserialize, Serialize};
 
-/// Where an order goes. Every field is trimmed; `country` is an ISO 3166-1 alpha-2 code.
+use super::text::{printable, within};
+
+/// Where an order goes. Each text field is at most its `maxLength` characters as sent, has no
+/// control characters and is not only whitespace; it is kept trimmed. `country` is an ISO 3166-1
+/// alpha-2 code, kept in capitals.
+// The schema states exactly what `Address::parse` takes: the text fields' pattern is
+// `text::PRINTABLE` (`text::NO_CONTROLS` for `line2`), spelt out because the macro takes no
+// constant; the tests in `http` hold them to the constants. Orders read back satisfy it too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Address {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "Ada Lovelace",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "1 Main Street",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub line1: String,
+    /// Blank or `null` means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, example = "Flat 2", pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub line2: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "Berlin",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub city: String,
+    #[schema(
+        min_length = 1,
+        max_length = 20,
+        example = "10115",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2, such as `DE`.
+    /// ISO 3166-1 alpha-2, such as `DE`, in either case.
+    #[schema(min_length = 2, max_length = 2, pattern = "^[A-Za-z]{2}$", example = "DE")]
     pub country: String,
 }
 
@@ -26,19 +60,26 @@ impl Address {
     /// Checks and normalises an address, reporting each problem under `prefix.field`.
     pub fn parse(raw: Address, prefix: &str, fields: &mut Fields) -> Option<Address> {
         let before = fields.len();
-        let mut text = |name: &str, value: String, max: usize| {
-            let value = value.trim().to_owned();
-            if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        let text = |fields: &mut Fields, name: &str, value: &str, max: usize| {
+            printable(value, max).unwrap_or_else(|| {
                 fields.push(&format!("{prefix}.{name}"), format!("must be 1 to {max} printable characters"));
-            }
-            value
+                String::new()
+            })
         };
-        let name = text("name", raw.name, 200);
-        let line1 = text("line1", raw.line1, 200);
-        let line2 = raw.line2.filter(|l| !l.trim().is_empty()).map(|l| text("line2", l, 200));
-        let city = text("city", raw.city, 100);
-        let postal_code = text("postal_code", raw.postal_code, 20);
-        let country = raw.country.trim().to_ascii_uppercase();
+        let name = text(fields, "name", &raw.name, 200);
+        let line1 = text(fields, "line1", &raw.line1, 200);
+        let line2 = match raw.line2 {
+            Some(line) if !within(&line, 200) => {
+                fields.push(&format!("{prefix}.line2"), "must be at most 200 characters, none a control character");
+                None
+            }
+            Some(line) => Some(line.trim().to_owned()).filter(|line| !line.is_empty()),
+            None => None,
+        };
+        let city = text(fields, "city", &raw.city, 100);
+        let postal_code = text(fields, "postal_code", &raw.postal_code, 20);
+        // Not trimmed: the schema's pattern is the whole rule.
+        let country = raw.country.to_ascii_uppercase();
         if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
             fields.push(&format!("{prefix}.country"), "must be a two-letter ISO 3166-1 country code such as DE");
         }
@@ -69,5 +110,35 @@ mod tests {
         let errors = fields.into_errors();
         let names: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(names, ["shipping_address.city", "shipping_address.country"]);
+    }
+
+    #[test]
+    fn the_rules_are_the_ones_a_schema_states() {
+        let good = Address {
+            name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        };
+        // Lengths count what was sent, padding included; control characters count anywhere;
+        // a country code is not trimmed; a blank second line is none, a controlled one is refused.
+        let bad = Address {
+            name: format!("{} ", "a".repeat(200)),
+            line1: "1 Main St\n".into(),
+            line2: Some("\t".into()),
+            country: " de".into(),
+            ..good.clone()
+        };
+        let mut fields = Fields::default();
+        assert!(Address::parse(bad, "a", &mut fields).is_none());
+        let errors = fields.into_errors();
+        let names: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(names, ["a.name", "a.line1", "a.line2", "a.country"]);
+        let mut fields = Fields::default();
+        let blank = Address { line2: Some("   ".into()), ..good };
+        assert_eq!(Address::parse(blank, "a", &mut fields).and_then(|a| a.line2), None);
+        assert!(fields.is_empty());
     }
 }

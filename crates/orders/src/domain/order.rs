@@ -14,6 +14,8 @@ use super::{Address, Plan, Totals};
 /// An order's status. The transitions in [`Status::can_become`] are the whole state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+// Named for the merged document, where other services have statuses of their own.
+#[schema(as = OrderStatus)]
 pub enum Status {
     PendingPayment,
     Paid,

@@ -20,7 +20,7 @@ use crate::{
     SERVICE,
     domain::{Order, OrderEvent, Pricing, Status},
     error::{OrderError, internal},
-    payments::{Payments, Provider, SignatureError},
+    payments::{Methods, Payments, Provider, SignatureError},
     peers::Carts,
     saga::{CancelError, Sagas},
     store::Store,
@@ -74,6 +74,11 @@ impl Orders {
         idempotency_wait: Duration,
     ) -> Self {
         Self { store, sagas, provider, carts, pricing, idempotency_wait }
+    }
+
+    /// The payment methods checkout takes: the configured provider's.
+    pub fn payment_methods(&self) -> Methods {
+        self.provider.methods()
     }
 
     /// The order, if the caller may see it: its owner or an admin. Anyone else gets the same

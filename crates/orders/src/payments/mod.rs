@@ -83,6 +83,16 @@ pub trait Payments: Send + Sync {
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>>;
 }
 
+/// The payment methods a provider takes, as the API document states them: exactly what
+/// [`Payments::accepts`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// These and no others.
+    Listed(&'static [&'static str]),
+    /// Those that match this pattern (ECMA-262 and Python's `re` read it alike).
+    Matching(&'static str),
+}
+
 /// The configured provider.
 #[derive(Clone)]
 pub enum Provider {
@@ -98,11 +108,12 @@ impl Payments for Provider {
         }
     }
 
-    /// The sandbox knows exactly the documented test methods; a real provider decides itself.
+    /// The sandbox knows exactly the documented test methods; a real provider decides itself,
+    /// past the shape of its ids. [`Provider::methods`] says the same to the API document.
     fn accepts(&self, payment_method: &str) -> bool {
         match self {
             Self::Sandbox(_) => sandbox::KNOWN_METHODS.contains(&payment_method),
-            Self::Stripe(_) => payment_method.starts_with("pm_") && payment_method.len() <= 255,
+            Self::Stripe(_) => stripe::is_method(payment_method),
         }
     }
 
@@ -150,6 +161,14 @@ pub async fn migrate(config: &PaymentsConfig, db: &Db) -> Result<(), StartError>
 }
 
 impl Provider {
+    /// What [`Payments::accepts`] takes, for the API document.
+    pub fn methods(&self) -> Methods {
+        match self {
+            Self::Sandbox(_) => Methods::Listed(&sandbox::KNOWN_METHODS),
+            Self::Stripe(_) => Methods::Matching(stripe::METHOD_PATTERN),
+        }
+    }
+
     /// The configured provider (its tables brought up to date by [`migrate`]).
     pub fn open(config: &PaymentsConfig, db: &Db) -> Result<Self, StartError> {
         match config.provider.as_str() {

@@ -19,6 +19,18 @@ use crate::config::StripeConfig;
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// [`is_method`] as a pattern, for the API document.
+pub const METHOD_PATTERN: &str = "^pm_[0-9A-Za-z_]+$";
+
+/// Whether `method` has the shape of a Stripe payment method: `pm_` and then letters, digits and
+/// underscores, like Stripe's own ids (`pm_1Nx…`) and its test methods (`pm_card_visa`). What
+/// Stripe makes of it is Stripe's to say; anything else never reaches it (nor the database).
+pub fn is_method(method: &str) -> bool {
+    method
+        .strip_prefix("pm_")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
 #[derive(Clone)]
 pub struct Stripe {
     client: HttpsClient,
@@ -131,5 +143,20 @@ fn classify(status: StatusCode, body: &Value) -> PaymentError {
         PaymentError::Unavailable(format!("{status}: {message}"))
     } else {
         PaymentError::Refused(format!("{status}: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_methods_have_the_shape_of_stripe_ids() {
+        for method in ["pm_card_visa", "pm_1NxAbC2eZvKYlo2C", "pm_card_chargeCustomerFail"] {
+            assert!(is_method(method), "{method}");
+        }
+        for method in ["", "pm_", "card_visa", "pm_card visa", "pm_card\0", " pm_card_visa", "pm_carte_bleue_é"] {
+            assert!(!is_method(method), "{method:?}");
+        }
     }
 }
