@@ -5,6 +5,7 @@ mod cart;
 mod catalog;
 mod chaos;
 mod common;
+mod contract;
 mod distributed;
 mod events;
 mod identity;
