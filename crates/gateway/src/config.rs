@@ -23,6 +23,9 @@ pub struct Config {
     /// Terminate TLS here (HTTP/2 and HTTP/1.1 to clients, and HSTS on every answer); none
     /// serves plain HTTP, for a load balancer or a laptop.
     pub tls: Option<TlsConfig>,
+    /// Timeouts and sizes that hold slow and greedy clients to a bounded share of the gateway
+    /// (every service runs with the defaults).
+    pub connections: platform::server::ConnectionLimits,
 }
 
 /// The gateway's certificate chain and private key, as PEM files.
@@ -68,6 +71,7 @@ impl Default for Config {
                 RouteConfig::new("/api/v1/payments", "orders", AuthPolicy::None),
             ],
             rate_limits: crate::limits::LimitsConfig::default(),
+            connections: platform::server::ConnectionLimits::default(),
             tls: None,
         }
     }

@@ -90,7 +90,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
         None => None,
     };
     let probed: Vec<Arc<Upstream>> = upstreams.into_iter().map(|(_, upstream)| upstream).collect();
-    let mut server = Server::bind(SERVICE, config.listen, router).await?;
+    let mut server = Server::bind(SERVICE, config.listen, router).await?.connection_limits(config.connections);
     if let Some(acceptor) = acceptor {
         server = server.tls(acceptor);
     }

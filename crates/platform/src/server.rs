@@ -67,17 +67,56 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// What one connection may hold of a server, so that slow or greedy clients (a request head
+/// dribbled a byte at a time, thousands of idle connections, a flood of headers, a body that
+/// never ends) cost a bounded share of it and never delay anyone else.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct ConnectionLimits {
+    /// A request's line and headers must have arrived this long after the server began waiting
+    /// for them. The clock starts when a connection opens and again when a kept-alive connection
+    /// has been answered, so it is also how long an idle connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// The largest request head, in bytes (at least 8 KiB); a larger one is answered 431.
+    pub max_header_bytes: usize,
+    /// The most header fields in one request; more are answered 431.
+    pub max_headers: usize,
+    /// Connections served at once by this process; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// The longest pause while a request body is being read (then 400, and it is dropped).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_connections: 10_000,
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// hyper refuses a read buffer below this.
+const MIN_HEAD_BYTES: usize = 8 * 1024;
+
 /// Serves `router` until `shutdown` is cancelled, then stops accepting and lets in-flight
 /// requests finish (up to [`DRAIN_TIMEOUT`]).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let drained = shutdown.clone();
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     // Responses are written whole; Nagle's algorithm would only hold back their last segment.
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move { drained.cancelled().await });
-    drain(server.into_future(), shutdown).await
+    drain(serve_connections(listener, router, limits, shutdown.clone()), shutdown).await
 }
 
 /// [`serve`] over TLS: HTTP/2 or HTTP/1.1, as the client's ALPN asks.
@@ -85,21 +124,149 @@ pub async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::extract::{ConnectInfo, Request};
-    // Handlers read the client's address as on plain connections.
-    let router = router.layer(axum::middleware::map_request(|mut request: Request| async move {
-        if let Some(ConnectInfo(crate::tls::TlsPeer(peer))) = request.extensions().get().copied() {
-            request.extensions_mut().insert(ConnectInfo(peer));
-        }
-        request
-    }));
-    let service = router.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
-    let drained = shutdown.clone();
     let listener = crate::tls::TlsListener::new(listener, acceptor)?;
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move { drained.cancelled().await });
-    drain(server.into_future(), shutdown).await
+    drain(serve_connections(listener, router, limits, shutdown.clone()), shutdown).await
+}
+
+/// Accepts connections while fewer than `max_connections` are open, serving each with the
+/// limits' timeouts and sizes, until `shutdown`; then waits for the open ones to finish their
+/// requests. Axum's own `serve` takes no limits, so this is its loop with them.
+async fn serve_connections<L>(
+    mut listener: L,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
+    use axum::extract::ConnectInfo;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+    };
+    use tower::ServiceExt;
+
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_read_timeout));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // An HTTP/2 connection that stops answering pings is closed like an idle HTTP/1 one.
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer.clone()));
+            router.clone().oneshot(request)
+        });
+        let io = TokioIo::new(FirstByteWithin::new(io, limits.header_read_timeout));
+        let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or breaks the protocol ends only its own connection.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A connection that must send its first byte within a time: hyper's header-read clock starts
+/// only once it knows the protocol, which it learns from those bytes, so without this a client
+/// that connects and says nothing would hold its connection for ever.
+struct FirstByteWithin<I> {
+    inner: I,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteWithin<I> {
+    fn new(inner: I, within: Duration) -> Self {
+        Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))) }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByteWithin<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let filled = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(deadline) = self.deadline.as_mut() {
+            match read {
+                Poll::Ready(Ok(())) if buf.filled().len() > filled => self.deadline = None,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                }
+                _ => {}
+            }
+        }
+        read
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByteWithin<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// Runs `server` until it has finished the requests in flight after `shutdown`, or until

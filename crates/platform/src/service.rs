@@ -112,6 +112,7 @@ pub struct Server {
     router: Router,
     grpc: Option<(TcpListener, crate::grpc::Router)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: crate::server::ConnectionLimits,
     tasks: Vec<Task>,
 }
 
@@ -123,7 +124,15 @@ impl Server {
     /// Binds the service's HTTP API (`router`, as [`crate::server::finish`] made it); port 0
     /// picks a free port.
     pub async fn bind(service: &'static str, listen: SocketAddr, router: Router) -> Result<Self, StartError> {
-        Ok(Self { service, http: bind(listen).await?, router, grpc: None, tls: None, tasks: Vec::new() })
+        let http = bind(listen).await?;
+        let limits = crate::server::ConnectionLimits::default();
+        Ok(Self { service, http, router, grpc: None, tls: None, limits, tasks: Vec::new() })
+    }
+
+    /// Holds each connection to `limits` (the defaults otherwise).
+    pub fn connection_limits(mut self, limits: crate::server::ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves the HTTP API over TLS ([`crate::tls::acceptor`]).
@@ -186,7 +195,7 @@ impl Server {
         let addresses = self.addresses();
         let grpc_addr = addresses.grpc.map(|a| a.to_string());
         tracing::info!(service = self.service, addr = %addresses.http, grpc = grpc_addr, "listening");
-        let Self { service, http, router, grpc, tls, tasks } = self;
+        let Self { service, http, router, grpc, tls, limits, tasks } = self;
         // One server failing stops the other, but not the services beside this one.
         let stop = shutdown.child_token();
         let background = CancellationToken::new();
@@ -200,8 +209,8 @@ impl Server {
             })
         });
         let served = match tls {
-            Some(acceptor) => crate::server::serve_tls(http, acceptor, router, stop.clone()).await,
-            None => crate::server::serve(http, router, stop.clone()).await,
+            Some(acceptor) => crate::server::serve_tls(http, acceptor, router, limits, stop.clone()).await,
+            None => crate::server::serve(http, router, limits, stop.clone()).await,
         };
         stop.cancel();
         if let Some(grpc) = grpc {

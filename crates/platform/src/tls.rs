@@ -77,17 +77,6 @@ impl Drop for TlsListener {
     }
 }
 
-/// The client's address on a TLS connection; [`crate::server::serve_tls`] hands it on as the
-/// `ConnectInfo<SocketAddr>` every handler reads.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsPeer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;

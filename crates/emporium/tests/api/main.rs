@@ -18,6 +18,7 @@ mod orders;
 mod recovery;
 mod search;
 mod shutdown;
+mod slow_clients;
 mod social;
 mod stripe;
 mod tokens;
