@@ -40,12 +40,17 @@ pub enum FetchError {
     Json(#[from] serde_json::Error),
 }
 
+/// How long an idle pooled connection is kept: less than the services' own idle timeout (the
+/// header-read timeout, 10 s by default), so that a request is never sent on a connection the
+/// server is closing at that moment.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pooled client whose connection attempts give up after `connect_timeout`.
 pub fn client(connect_timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector)
 }
 
 /// A pooled HTTPS client whose connection attempts give up after `connect_timeout`.
@@ -59,7 +64,7 @@ pub fn https(connect_timeout: Duration) -> HttpsClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector)
 }
 
 /// Sends `request` and reads the whole answer (at most `max_bytes` of body), within `timeout`.
