@@ -73,7 +73,10 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
     api = api.merge(openapi::router(documents));
 
-    let mut router = platform::server::finish(SERVICE, api, Health::new()).layer(cors(&config.cors));
+    // Preflights are answered by the CORS layer, outside what `finish` wraps: they too say nosniff.
+    let mut router = platform::server::finish(SERVICE, api, Health::new())
+        .layer(cors(&config.cors))
+        .layer(axum::middleware::map_response(platform::server::no_sniffing));
     let acceptor = match &config.tls {
         Some(tls) => {
             let hsts = format!("max-age={}; includeSubDomains", tls.hsts_max_age.as_secs());

@@ -34,6 +34,14 @@ pub fn finish(service: &'static str, api: Router, health: Health) -> Router {
         // `Router::layer` runs after routing, so the route template is known to `observe`.
         .layer(middleware::from_fn_with_state(service, observe))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response(no_sniffing))
+}
+
+/// Every answer says its `Content-Type` is to be believed: a browser must not guess a script
+/// out of a JSON body or a problem document (OWASP API8, security misconfiguration).
+pub async fn no_sniffing(mut response: Response) -> Response {
+    response.headers_mut().entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 async fn metrics() -> Response {

@@ -42,6 +42,18 @@ pub fn backends_required() -> bool {
     std::env::var("EMPORIUM_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// Whether `program` runs here and succeeds with `args`: how a test finds out that a tool `.ci/run`
+/// installs is there.
+pub async fn runs(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> bool {
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
 /// Reports that a test cannot run here: a skip, or (when backends are required) a failure.
 pub fn skip_or_fail(reason: &str) {
     if backends_required() {

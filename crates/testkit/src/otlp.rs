@@ -35,13 +35,8 @@ impl OtlpReceiver {
     /// installed.
     pub async fn start() -> Option<Self> {
         let python = python();
-        let installed = Command::new(&python)
-            .args(["-c", "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|status| status.success());
+        let imports = "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc";
+        let installed = crate::runs(&python, &["-c", imports]).await;
         if !installed {
             crate::skip_or_fail(&format!("the OTLP receiver's packages are not installed for {}", python.display()));
             return None;

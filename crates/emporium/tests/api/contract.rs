@@ -4,7 +4,7 @@
 //! `.ci/run` installs schemathesis into a virtual environment under `$HOME/.cache/emporium` and
 //! names it in `EMPORIUM_TEST_SCHEMATHESIS`.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 use testkit::TestDatabase;
@@ -42,13 +42,7 @@ fn dangling_links(document: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fuzzer_finds_nothing_the_document_does_not_say() {
     let schemathesis = schemathesis();
-    let installed = tokio::process::Command::new(&schemathesis)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|status| status.success());
+    let installed = testkit::runs(&schemathesis, &["--version"]).await;
     if !installed {
         testkit::skip_or_fail(&format!("schemathesis is not installed at {}", schemathesis.display()));
         return;

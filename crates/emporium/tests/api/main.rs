@@ -17,6 +17,7 @@ mod observability;
 mod orders;
 mod recovery;
 mod search;
+mod security_misconfiguration;
 mod shutdown;
 mod slow_clients;
 mod social;
