@@ -7,7 +7,7 @@
 mod admission;
 pub mod config;
 pub mod limits;
-mod openapi;
+pub mod openapi;
 mod proxy;
 
 use std::sync::Arc;

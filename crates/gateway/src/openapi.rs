@@ -106,6 +106,12 @@ type LinkSpec =
 /// client, or a fuzzer's stateful phase, can follow a shopper from a new cart to an order, and
 /// an administrator from a new product to its stock. Each names its target by path and method;
 /// the contract test checks that every target exists in the served document.
+/// How many links a complete document carries: what the contract test holds the served one to,
+/// since a link whose source or target is missing is left out.
+pub fn link_count() -> usize {
+    links().len()
+}
+
 fn links() -> Vec<LinkSpec> {
     let cart = || json!({ "path.cart_id": "$response.body#/id" });
     let same_cart = || json!({ "path.cart_id": "$request.path.cart_id" });

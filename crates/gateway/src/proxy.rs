@@ -162,6 +162,9 @@ enum Failure {
     Unavailable,
     TimedOut,
     BodyTooLarge,
+    /// The client's body stopped arriving (the server's body-read timeout): the client's fault,
+    /// not the replica's.
+    BodyStalled,
     Broken,
 }
 
@@ -407,6 +410,9 @@ impl Upstream {
                     if is_body_too_large(&error) {
                         return Err(Failure::BodyTooLarge);
                     }
+                    if is_body_stalled(&error) {
+                        return Err(Failure::BodyStalled);
+                    }
                     tracing::warn!(upstream = %self.name, replica = %base, error = %platform::http::problem::error_chain(&error), "upstream request failed");
                     if let Some(replica) = replica {
                         self.eject_quietly(replica, Duration::ZERO);
@@ -442,6 +448,9 @@ impl Upstream {
             }
             Failure::BodyTooLarge => {
                 Problem::with_detail(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
+            }
+            Failure::BodyStalled => {
+                Problem::with_detail(ErrorCode::BadRequest, "the request body stopped arriving before its end")
             }
             Failure::Broken => {
                 Problem::with_detail(ErrorCode::BadGateway, format!("the {service} service failed to answer"))
@@ -522,9 +531,27 @@ fn join(base: &Uri, path_and_query: Option<PathAndQuery>) -> Option<Uri> {
 fn classify_body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Failure {
     if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
         Failure::BodyTooLarge
+    } else if caused_by_stall(&*error) {
+        Failure::BodyStalled
     } else {
         Failure::Broken
     }
+}
+
+/// Whether the server's body-read timeout ended the client's body (anywhere in the chain).
+fn caused_by_stall(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<tower_http::timeout::TimeoutError>().is_some() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn is_body_stalled(error: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(error).is_some_and(caused_by_stall)
 }
 
 fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {

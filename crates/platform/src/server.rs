@@ -178,9 +178,11 @@ where
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
-            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = open.clone().acquire_owned() => permit,
             () = shutdown.cancelled() => break,
         };
+        // The semaphore is never closed; were it, there would be nothing left to serve.
+        let Ok(permit) = permit else { break };
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
@@ -205,17 +207,34 @@ where
     Ok(())
 }
 
-/// A connection that must send its first byte within a time: hyper's header-read clock starts
-/// only once it knows the protocol, which it learns from those bytes, so without this a client
-/// that connects and says nothing would hold its connection for ever.
+/// A connection that must show its protocol within a time. hyper's header-read clock starts only
+/// once it knows the protocol, which it learns from the first bytes: up to the 24 of an HTTP/2
+/// preface, for as long as they match one. Without this, a client that connects and says nothing,
+/// or sends `PRI * HTTP` and stops, would hold its connection (and its place under the cap) for
+/// ever.
 struct FirstByteWithin<I> {
     inner: I,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// How many bytes so far match the HTTP/2 preface.
+    preface: usize,
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<I> FirstByteWithin<I> {
     fn new(inner: I, within: Duration) -> Self {
-        Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))) }
+        Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))), preface: 0 }
+    }
+
+    /// Whether `read` settles the protocol: a byte off the preface (HTTP/1), or all of it (HTTP/2).
+    fn settles(&mut self, read: &[u8]) -> bool {
+        for &byte in read {
+            if H2_PREFACE.get(self.preface) != Some(&byte) {
+                return true;
+            }
+            self.preface += 1;
+        }
+        self.preface == H2_PREFACE.len()
     }
 }
 
@@ -228,10 +247,14 @@ impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByteWithin<I
         use std::task::Poll;
         let filled = buf.filled().len();
         let read = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(deadline) = self.deadline.as_mut() {
+        if self.deadline.is_some() {
             match read {
-                Poll::Ready(Ok(())) if buf.filled().len() > filled => self.deadline = None,
-                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Ok(())) if buf.filled().len() > filled && self.settles(&buf.filled()[filled..]) => {
+                    self.deadline = None;
+                }
+                Poll::Pending
+                    if self.deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready()) =>
+                {
                     return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
                 }
                 _ => {}

@@ -12,6 +12,8 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections handshaking, or handshaken and waiting for the server to take them.
+const MAX_PENDING: usize = 1024;
 
 /// An acceptor for the certificate chain in `cert_file` and the private key in `key_file`.
 pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
@@ -43,8 +45,12 @@ impl TlsListener {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (ready, handshaken) = mpsc::channel(64);
+        // Handshakes in flight, and handshaken connections the server has not taken yet, are
+        // bounded: past this, new connections wait in the kernel's backlog as plain ones do.
+        let pending = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
         let accepting = tokio::spawn(async move {
             loop {
+                let Ok(permit) = pending.clone().acquire_owned().await else { return };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -57,9 +63,13 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let (acceptor, ready) = (acceptor.clone(), ready.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = ready.send((tls, peer)).await;
+                            // A server at its connection cap takes none: give up rather than park.
+                            if tokio::time::timeout(HANDSHAKE_TIMEOUT, ready.send((tls, peer))).await.is_err() {
+                                tracing::debug!(%peer, "the server took no connection in time; closed");
+                            }
                         }
                         Ok(Err(error)) => tracing::debug!(error = %error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

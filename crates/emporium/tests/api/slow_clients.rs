@@ -162,4 +162,19 @@ async fn idle_connections_are_closed_and_header_floods_refused() {
     let ended = tokio::time::timeout(BODY_READ_TIMEOUT * 5, stalled.read_to_end(&mut answer)).await;
     assert!(ended.is_ok(), "a stalled body is given up");
     assert!(sent.elapsed() >= BODY_READ_TIMEOUT - Duration::from_millis(100));
+    // The client's fault, answered as such: not a 502 that would count against the service.
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("stopped arriving"), "{answer}");
+
+    // The start of an HTTP/2 preface, then silence, is cut like any other head that never ends.
+    let mut preface = TcpStream::connect(address(&shop)).await.unwrap();
+    preface.write_all(b"PRI * HTTP").await.unwrap();
+    let opened = Instant::now();
+    let ended = tokio::time::timeout(HEADER_READ_TIMEOUT * 4, async {
+        while matches!(preface.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "a stalled preface is cut");
+    assert!(opened.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(200));
 }
