@@ -155,7 +155,7 @@ where
     use axum::extract::ConnectInfo;
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        server::conn::auto::Builder,
     };
     use tower::ServiceExt;
 
@@ -174,8 +174,8 @@ where
         // An HTTP/2 connection that stops answering pings is closed like an idle HTTP/1 one.
         .keep_alive_interval(limits.header_read_timeout)
         .keep_alive_timeout(limits.header_read_timeout);
-    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let slots = limits.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
     loop {
         let permit = tokio::select! {
             permit = open.clone().acquire_owned() => permit,
@@ -188,23 +188,89 @@ where
             () = shutdown.cancelled() => break,
         };
         let router = router.clone();
+        let activity = std::sync::Arc::new(Activity::default());
+        let seen = activity.clone();
         let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer.clone()));
-            router.clone().oneshot(request)
+            let answering = seen.begin();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await;
+                drop(answering);
+                response
+            }
         });
         let io = TokioIo::new(FirstByteWithin::new(io, limits.header_read_timeout));
         let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let connection = graceful.watch(connection);
+        let (shutdown, idle_limit) = (shutdown.clone(), limits.header_read_timeout);
         tokio::spawn(async move {
-            // A client that goes away or breaks the protocol ends only its own connection.
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                let wait = activity.idle_for().map_or(idle_limit, |idle| idle_limit.saturating_sub(idle));
+                tokio::select! {
+                    // A client that goes away or breaks the protocol ends only its own connection.
+                    _ = connection.as_mut() => break,
+                    () = shutdown.cancelled(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    // hyper closes an idle HTTP/1 connection itself (its header-read clock); an
+                    // HTTP/2 one it keeps for as long as the client answers pings.
+                    () = tokio::time::sleep(wait), if !closing => {
+                        if activity.idle_for().is_some_and(|idle| idle >= idle_limit) {
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection gives its slot back when it ends: holding them all means all have ended.
+    let _ = open.acquire_many(u32::try_from(slots).unwrap_or(u32::MAX)).await;
     Ok(())
+}
+
+/// Requests being answered on one connection, and since when none is: how an idle HTTP/2
+/// connection is found.
+struct Activity {
+    answering: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self { answering: 0.into(), idle_since: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+}
+
+impl Activity {
+    fn begin(self: &std::sync::Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Answering(self.clone())
+    }
+
+    /// How long no request has been answered, or `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.answering.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed())
+    }
+}
+
+/// One request being answered; dropped when its answer is ready (or the request is abandoned).
+struct Answering(std::sync::Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        self.0.answering.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A connection that must show its protocol within a time. hyper's header-read clock starts only

@@ -178,3 +178,24 @@ async fn idle_connections_are_closed_and_header_floods_refused() {
     assert!(ended.is_ok(), "a stalled preface is cut");
     assert!(opened.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(200));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed() {
+    let shop = shop().await;
+    let stream = TcpStream::connect(address(&shop)).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let driving = tokio::spawn(connection);
+    let request = http::Request::get(format!("{}/health/live", shop.gateway.base()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200, "HTTP/2 with prior knowledge is served");
+    let answered = Instant::now();
+    // hyper keeps an HTTP/2 connection whose client answers pings; the server closes it once no
+    // request has been answered for the idle limit.
+    let closed = tokio::time::timeout(HEADER_READ_TIMEOUT * 4, driving).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection is closed");
+    assert!(answered.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(200));
+}
