@@ -213,12 +213,13 @@ fn operation_ref(path: &str, method: &str) -> String {
 fn add_links(document: &mut Value) {
     for (path, method, status, name, target, target_method, parameters, body) in links() {
         // A service that is down leaves its operations out: so do the links to them.
-        if document.pointer(&operation_ref(target, target_method)[1..]).is_none() {
+        let target = operation_ref(target, target_method);
+        if document.pointer(&target[1..]).is_none() {
             continue;
         }
         let pointer = format!("{}/responses/{status}", &operation_ref(path, method)[1..]);
         let Some(response) = document.pointer_mut(&pointer).and_then(Value::as_object_mut) else { continue };
-        let mut link = json!({ "operationRef": operation_ref(target, target_method), "parameters": parameters });
+        let mut link = json!({ "operationRef": target, "parameters": parameters });
         if let Some(body) = body {
             link["requestBody"] = body;
         }

@@ -529,40 +529,28 @@ fn join(base: &Uri, path_and_query: Option<PathAndQuery>) -> Option<Uri> {
 }
 
 fn classify_body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Failure {
-    if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+    let error: &(dyn std::error::Error + 'static) = &*error;
+    if caused_by::<http_body_util::LengthLimitError>(error) {
         Failure::BodyTooLarge
-    } else if caused_by_stall(&*error) {
+    } else if caused_by::<tower_http::timeout::TimeoutError>(error) {
+        // The server's body-read timeout ended the client's body.
         Failure::BodyStalled
     } else {
         Failure::Broken
     }
 }
 
-/// Whether the server's body-read timeout ended the client's body (anywhere in the chain).
-fn caused_by_stall(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.downcast_ref::<tower_http::timeout::TimeoutError>().is_some() {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
+/// Whether `error`, or anything in its chain of causes, is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
 }
 
 fn is_body_stalled(error: &hyper_util::client::legacy::Error) -> bool {
-    std::error::Error::source(error).is_some_and(caused_by_stall)
+    caused_by::<tower_http::timeout::TimeoutError>(error)
 }
 
 fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    caused_by::<http_body_util::LengthLimitError>(error)
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// The most header fields in one request; more are answered 431.
     pub max_headers: usize,
-    /// Connections served at once by this process; past it, new ones wait to be accepted.
+    /// Connections served at once by each listener; past it, new ones wait to be accepted.
     pub max_connections: usize,
     /// The longest pause while a request body is being read (then 400, and it is dropped).
     #[serde(with = "humantime_serde")]

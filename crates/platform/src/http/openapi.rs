@@ -1,5 +1,6 @@
 //! OpenAPI pieces every service's document shares.
 
+use super::problem::PROBLEM_JSON;
 use utoipa::{
     Modify,
     openapi::{
@@ -55,8 +56,6 @@ pub fn declare_problem(operation: &mut Operation, status: u16, description: &str
         )
     });
 }
-
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The statuses an operation answers because of how its handler reads the request, whatever the
 /// handler does: the shared extractors' rejections ([`super::extract`]) and the bearer check. An
