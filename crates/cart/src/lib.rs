@@ -67,7 +67,11 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     let carts = Arc::new(Carts::new(store.clone(), catalog, config.guest_ttl, config.user_ttl, config.currency));
     let relay = Relay::of(&store, events);
 
-    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
+    let verifier = Verifier::remote(
+        &shared.auth,
+        shared.revocations.clone(),
+        platform::http::client::client(Duration::from_secs(1)),
+    );
     let health = Health::new()
         .check("store", move || {
             let store = store.clone();

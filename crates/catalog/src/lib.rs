@@ -91,7 +91,11 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     if created { indexer.build().await } else { indexer.reconcile().await }
         .map_err(StartError::dependency("search index"))?;
 
-    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
+    let verifier = Verifier::remote(
+        &shared.auth,
+        shared.revocations.clone(),
+        platform::http::client::client(Duration::from_secs(1)),
+    );
     let health = health(store.db().clone(), &events.bus, cache.clone());
     let state = http::AppState { products: opened.products.clone(), inventory: opened.inventory.clone(), index, cache };
     let router = platform::server::finish(SERVICE, http::router(state, verifier), health);

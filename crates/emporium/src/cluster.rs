@@ -146,6 +146,7 @@ impl Plan {
                         ),
                     ]),
                     "notifications" => own.push(("EMPORIUM_NOTIFICATIONS__IDENTITY_URL".into(), grpc_list("identity"))),
+                    "identity" => own.push(self.master_key_env()),
                     _ => {}
                 }
                 own
@@ -156,12 +157,23 @@ impl Plan {
         env
     }
 
-    /// Every database URL, for `emporium migrate`.
+    /// Every database URL, for `emporium migrate` (with the master key identity's secrets are
+    /// sealed with).
     fn databases_env(&self) -> Vec<(String, String)> {
         ["identity", "catalog", "orders", "notifications"]
             .iter()
             .map(|s| (format!("EMPORIUM_{}__DATABASE_URL", s.to_uppercase()), self.database(s)))
+            .chain([self.master_key_env()])
             .collect()
+    }
+
+    /// The one master key every identity replica is given, as a Kubernetes Secret would be.
+    fn master_key_file(&self) -> PathBuf {
+        self.dir.join("secrets").join("identity.master-key")
+    }
+
+    fn master_key_env(&self) -> (String, String) {
+        ("EMPORIUM_IDENTITY__SECRETS__MASTER_KEY_FILE".into(), self.master_key_file().display().to_string())
     }
 }
 
@@ -225,6 +237,9 @@ impl Cluster {
     /// the next service starts.
     pub async fn up(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.plan.dir.join("logs"))?;
+        if !self.plan.master_key_file().exists() {
+            platform::secrets::write_new_key(&self.plan.master_key_file())?;
+        }
         let migrated = tokio::process::Command::new(&self.binary)
             .arg("migrate")
             .envs(self.plan.databases_env())

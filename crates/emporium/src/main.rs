@@ -202,6 +202,14 @@ enum AdminCommand {
     },
     /// Start signing access tokens with a new key; tokens signed by the old one stay valid.
     RotateSigningKey,
+    /// Write a new random master key to FILE (readable by its owner only).
+    NewMasterKey { file: std::path::PathBuf },
+    /// Seal identity's data key with the master key in FILE (made when absent) instead of the
+    /// configured one. Then give every identity replica that file (`identity.secrets.master_key_file`).
+    RotateMasterKey {
+        #[arg(long)]
+        new_key_file: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -374,8 +382,30 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
 
 async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
     use identity::domain::{DisplayName, Email, NewPassword};
+    match command {
+        AdminCommand::NewMasterKey { file } => {
+            platform::secrets::write_new_key(&file)?;
+            println!("wrote a new master key to {}", file.display());
+            return Ok(());
+        }
+        AdminCommand::RotateMasterKey { new_key_file } => {
+            let next =
+                platform::secrets::MasterKeyConfig { master_key_file: Some(new_key_file.clone()), master_key: None };
+            let id = identity::rotate_master_key(&settings.identity, &settings.shared(), &next)
+                .await
+                .context("rotating identity's master key")?;
+            println!(
+                "identity's secrets are now sealed with master key {id} ({}); running replicas keep working: set \
+                 identity.secrets.master_key_file (EMPORIUM_IDENTITY__SECRETS__MASTER_KEY_FILE) to it before each restarts",
+                new_key_file.display()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let accounts = identity::open(&settings.identity, &settings.shared()).await.context("opening identity")?;
     match command {
+        AdminCommand::NewMasterKey { .. } | AdminCommand::RotateMasterKey { .. } => unreachable!("handled above"),
         AdminCommand::Create { email, name, password } => {
             let password = SecretString::from(password);
             let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;

@@ -15,6 +15,7 @@ mod observe;
 pub mod outbox;
 pub mod payloads;
 pub mod relay;
+pub mod revocations;
 
 pub use bus::{Bus, BusConfig, BusError, HandlerError, Parked, Subscription, TailFrom};
 

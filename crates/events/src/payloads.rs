@@ -82,9 +82,23 @@ pub struct UserSessionsRevoked {
     /// The session that made the change, when it stays signed in.
     #[serde(default)]
     pub kept_session_id: Option<Uuid>,
+    /// The sessions that ended, whose access tokens every verifier must now refuse.
+    #[serde(default)]
+    pub session_ids: Vec<Uuid>,
     pub at: DateTime<Utc>,
 }
 event!(UserSessionsRevoked, "user.sessions_revoked", |e| e.user_id.to_string());
+
+/// One session of a user ended (`logout`, `refresh_token_reused`): its access tokens must be
+/// refused from now on, not at their expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessionRevoked {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+event!(UserSessionRevoked, "user.session_revoked", |e| e.user_id.to_string());
 
 /// What product events carry about the product: enough for a read model to know what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ use crate::{Bus, BusError, bus::Outgoing, outbox};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Events claimed and published per round.
     pub batch_size: u32,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes (413 beyond).
@@ -30,6 +31,7 @@ pub struct Config {
 
 /// The gateway's certificate chain and private key, as PEM files.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
@@ -100,6 +102,7 @@ pub enum AuthPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Matches this path and everything below it (`/api/v1/users` matches `/api/v1/users/me`).
     pub prefix: String,
@@ -121,6 +124,7 @@ impl RouteConfig {
 /// A pool of replicas of one service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URLs of the replicas (`http://host:port`).
     pub urls: Vec<String>,
@@ -184,6 +188,7 @@ impl Default for UpstreamConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins allowed to call the API from a browser (`https://shop.example.com`); `*` allows any.
     pub allowed_origins: Vec<String>,

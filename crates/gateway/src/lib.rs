@@ -50,7 +50,11 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
             upstream.urls = vec![url];
         }
     }
-    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(std::time::Duration::from_secs(1)));
+    let verifier = Verifier::remote(
+        &shared.auth,
+        shared.revocations.clone(),
+        platform::http::client::client(std::time::Duration::from_secs(1)),
+    );
     let limiter = Arc::new(Limiter::new(&config.rate_limits).map_err(StartError::Config)?);
     let upstreams: Vec<(String, Arc<Upstream>)> =
         config.upstreams.iter().map(|(name, up)| (name.clone(), Arc::new(Upstream::new(name, up)))).collect();

@@ -39,6 +39,7 @@ const LOCAL_SWEEP_AT: usize = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub enabled: bool,
     /// Redis shared by every gateway replica (`redis://host:6379`); none counts in this process,
@@ -105,6 +106,7 @@ fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<ipn
 
 /// `requests` per `per` (a minute unless said), all of which may be spent at once.
 #[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Quota {
     pub requests: u32,
     #[serde(with = "humantime_serde", default = "a_minute")]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Identity's internal gRPC service (contacts and one-time links, for notifications).
@@ -36,6 +37,8 @@ pub struct Config {
     pub key_reload_interval: Duration,
     /// Sign-in with Google, GitHub, Facebook and OpenID Connect providers.
     pub social: SocialConfig,
+    /// The master key that seals the signing keys and the link secret in the database.
+    pub secrets: platform::secrets::MasterKeyConfig,
     /// Set from `EMPORIUM_BOOTSTRAP_ADMIN_EMAIL` / `_PASSWORD`.
     #[serde(skip)]
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -57,6 +60,7 @@ impl Default for Config {
             trusted_proxy_hops: 1,
             key_reload_interval: Duration::from_secs(60),
             social: SocialConfig::default(),
+            secrets: platform::secrets::MasterKeyConfig::default(),
             bootstrap_admin: None,
         }
     }
@@ -65,6 +69,7 @@ impl Default for Config {
 /// argon2id cost parameters. The defaults are OWASP's recommendation (19 MiB, 2 passes, 1 lane).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct HashingConfig {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -83,6 +88,7 @@ impl Default for HashingConfig {
 /// Failed logins tolerated per window before further attempts get 429.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
     pub max_failures_per_account: u32,
     pub max_failures_per_address: u32,
@@ -99,6 +105,7 @@ impl Default for ThrottleConfig {
 /// One-time links sent by email, and how often they may be asked for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct LinksConfig {
     /// How long an email verification link works.
     #[serde(with = "humantime_serde")]
@@ -129,6 +136,7 @@ impl Default for LinksConfig {
 /// Social sign-in: the providers, and where a sign-in may begin and end.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SocialConfig {
     /// The shop's public address as browsers reach the gateway; providers send the browser back
     /// to `{public_url}/api/v1/auth/oauth/{provider}/callback`, which is the redirect URI to
@@ -171,6 +179,7 @@ pub enum ProviderKind {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// Shown on sign-in buttons; by default the kind's name (or the id, for `oidc`).
@@ -224,7 +233,9 @@ impl Config {
     /// Checks what types alone cannot; each message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if self.access_token_ttl > Duration::from_secs(15 * 60) || self.access_token_ttl < Duration::from_secs(10) {
+        if self.access_token_ttl > platform::auth::MAX_ACCESS_TOKEN_TTL
+            || self.access_token_ttl < Duration::from_secs(10)
+        {
             problems.push("identity.access_token_ttl must be between 10s and 15m".to_owned());
         }
         if self.refresh_token_ttl < self.access_token_ttl {

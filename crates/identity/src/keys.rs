@@ -14,7 +14,10 @@ use jsonwebtoken::{
     EncodingKey, Header,
     jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash},
 };
-use platform::auth::{ALGORITHM, AccessClaims, AuthConfig, Verifier, ed25519_pkcs8};
+use platform::{
+    auth::{ALGORITHM, AccessClaims, AuthConfig, Revocations, Verifier, ed25519_pkcs8},
+    secrets::DataKey,
+};
 use rand::RngCore;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -22,6 +25,7 @@ use uuid::Uuid;
 use crate::{
     domain::User,
     error::IdentityError,
+    secrets::private_key_place,
     store::{Store, StoredKey},
 };
 
@@ -35,6 +39,8 @@ pub struct KeyRing {
     active: RwLock<Arc<ActiveKey>>,
     published: RwLock<Arc<JwkSet>>,
     verifier: Arc<Verifier>,
+    /// Opens the private keys as they are read.
+    data_key: Arc<DataKey>,
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -45,28 +51,31 @@ impl KeyRing {
     /// Loads the stored keys, generating the first one on a fresh database.
     pub async fn load(
         store: &Store,
+        data_key: Arc<DataKey>,
         auth: &AuthConfig,
+        revocations: Arc<Revocations>,
         access_ttl: Duration,
         reload_interval: Duration,
     ) -> Result<Self, IdentityError> {
         let publish_window = access_ttl + reload_interval + auth.leeway;
-        let (active, published) = match read(store, publish_window).await? {
+        let (active, published) = match read(store, &data_key, publish_window).await? {
             Some(keys) => keys,
             None => {
-                store.insert_signing_key(&generate()?).await?;
+                store.insert_signing_key(&generate(&data_key)?).await?;
                 // Re-read rather than use what we generated: a replica starting at the same
                 // moment may have inserted too, and all must agree on the newest.
-                read(store, publish_window).await?.ok_or_else(|| {
+                read(store, &data_key, publish_window).await?.ok_or_else(|| {
                     IdentityError::internal(std::io::Error::other("no signing key after generating one"))
                 })?
             }
         };
-        let verifier = Verifier::local(auth);
+        let verifier = Verifier::local(auth, revocations);
         verifier.set_keys(&published);
         Ok(Self {
             active: RwLock::new(Arc::new(active)),
             published: RwLock::new(Arc::new(published)),
             verifier,
+            data_key,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             access_ttl,
@@ -76,7 +85,7 @@ impl KeyRing {
 
     /// Picks up keys rotated by another replica or an operator.
     pub async fn reload(&self, store: &Store) -> Result<(), IdentityError> {
-        if let Some((active, published)) = read(store, self.publish_window).await? {
+        if let Some((active, published)) = read(store, &self.data_key, self.publish_window).await? {
             self.verifier.set_keys(&published);
             *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
             *self.published.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(published);
@@ -111,26 +120,31 @@ impl KeyRing {
 
 /// Starts signing with a new key; the old ones stay published until their tokens expire.
 /// Returns the new key id.
-pub async fn rotate(store: &Store) -> Result<String, IdentityError> {
-    let key = generate()?;
+pub async fn rotate(store: &Store, ring: &KeyRing) -> Result<String, IdentityError> {
+    let key = generate(&ring.data_key)?;
     store.insert_signing_key(&key).await?;
     store.retire_signing_keys_except(&key.kid, platform::time::now()).await?;
     Ok(key.kid)
 }
 
-async fn read(store: &Store, publish_window: Duration) -> Result<Option<(ActiveKey, JwkSet)>, IdentityError> {
+async fn read(
+    store: &Store,
+    data_key: &DataKey,
+    publish_window: Duration,
+) -> Result<Option<(ActiveKey, JwkSet)>, IdentityError> {
     let window = chrono::Duration::from_std(publish_window).map_err(IdentityError::internal)?;
     let keys = store.signing_keys(platform::time::now() - window).await?;
     let Some(newest) = keys.iter().find(|k| k.retired_at.is_none()) else {
         return Ok(None);
     };
-    let active = ActiveKey { kid: newest.kid.clone(), encoding: EncodingKey::from_ed_der(&newest.private_key) };
+    let der = data_key.open(&newest.private_key, &private_key_place(&newest.kid)).map_err(IdentityError::internal)?;
+    let active = ActiveKey { kid: newest.kid.clone(), encoding: EncodingKey::from_ed_der(&der) };
     let published = JwkSet { keys: keys.iter().map(|k| k.public_jwk.0.clone()).collect() };
     Ok(Some((active, published)))
 }
 
-/// A new Ed25519 key; its id is its RFC 7638 thumbprint.
-fn generate() -> Result<StoredKey, IdentityError> {
+/// A new Ed25519 key, its private half sealed; its id is its RFC 7638 thumbprint.
+fn generate(data_key: &DataKey) -> Result<StoredKey, IdentityError> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let der = ed25519_pkcs8(&seed);
@@ -139,10 +153,11 @@ fn generate() -> Result<StoredKey, IdentityError> {
     let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(IdentityError::internal)?;
     jwk.common.key_id = Some(kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let private_key = data_key.seal(&der, &private_key_place(&kid));
     Ok(StoredKey {
         kid,
         algorithm: "EdDSA".to_owned(),
-        private_key: der,
+        private_key,
         public_jwk: Json(jwk),
         created_at: platform::time::now(),
         retired_at: None,

@@ -14,6 +14,7 @@ mod grpc;
 mod http;
 mod keys;
 mod passwords;
+mod secrets;
 mod social;
 mod store;
 mod tokens;
@@ -37,15 +38,44 @@ pub const SERVICE: &str = platform::service::names::IDENTITY;
 /// Opens identity's database (migrating it) and the use cases over it, without serving.
 pub async fn open(config: &Config, shared: &Shared) -> Result<Accounts, StartError> {
     config.validate().map_err(StartError::Config)?;
+    let master = secrets::master_key(config, shared)?;
     let store = store::Store::open(&shared.database_url(SERVICE, config.database_url.as_deref()), &config.pool).await?;
+    let (data_key, link_secret) = secrets::open(&store, &master).await?;
     let hasher =
         passwords::Hasher::new(&config.password_hashing).await.map_err(StartError::dependency("password hashing"))?;
-    let keys = keys::KeyRing::load(&store, &shared.auth, config.access_token_ttl, config.key_reload_interval)
-        .await
-        .map_err(StartError::dependency("signing keys"))?;
+    let keys = keys::KeyRing::load(
+        &store,
+        Arc::new(data_key),
+        &shared.auth,
+        shared.revocations.clone(),
+        config.access_token_ttl,
+        config.key_reload_interval,
+    )
+    .await
+    .map_err(StartError::dependency("signing keys"))?;
     let providers = social::Providers::from_config(&config.social).map_err(StartError::Config)?;
-    let link_secret = store.link_secret().await.map_err(StartError::dependency("link secret"))?;
     Ok(Accounts::new(store, hasher, keys, providers, config.clone(), link_secret))
+}
+
+/// Wraps identity's data key with the master key `next` (a file, made when absent) instead of
+/// the configured one; returns the new master key's fingerprint. Running replicas keep working;
+/// each must be given the new key before it restarts.
+pub async fn rotate_master_key(
+    config: &Config,
+    shared: &Shared,
+    next: &platform::secrets::MasterKeyConfig,
+) -> Result<String, StartError> {
+    let current = secrets::master_key(config, shared)?;
+    if let Some(file) = next.master_key_file.as_deref().filter(|f| !f.exists()) {
+        platform::secrets::write_new_key(file).map_err(|e| StartError::Config(e.to_string()))?;
+    }
+    let next = platform::secrets::MasterKey::load(next, std::path::Path::new(""))
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let store = store::Store::open(&shared.database_url(SERVICE, config.database_url.as_deref()), &config.pool).await?;
+    // Seals whatever is not sealed yet, and proves the current key opens the data key.
+    secrets::open(&store, &current).await?;
+    secrets::rotate_master_key(&store, &current, &next).await?;
+    Ok(next.id().to_owned())
 }
 
 /// Creates or upgrades identity's schema, then returns.

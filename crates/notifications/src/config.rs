@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     /// `postgres://…` or `sqlite://…`; the embedded SQLite file under the data directory when unset.
@@ -74,6 +75,7 @@ impl Default for Config {
 /// directory instead.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     /// `smtp://host:587` (STARTTLS required), `smtps://host:465` (TLS from the first byte), or
     /// `smtp://host:25?tls=none` (no encryption: a relay on the same host only).

@@ -58,7 +58,11 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
     events.bus.prepare(&subscription).await.map_err(StartError::dependency("event bus"))?;
     let sender = Arc::new(sender::Sender::new(store.clone(), identity, templates, mailer, config.clone()));
 
-    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
+    let verifier = Verifier::remote(
+        &shared.auth,
+        shared.revocations.clone(),
+        platform::http::client::client(Duration::from_secs(1)),
+    );
     let health = Health::new().database(store.db().clone()).check("broker", events.bus.readiness());
     let state = http::AppState { store, wake: wake.clone() };
     let router = platform::server::finish(SERVICE, http::router(state, verifier), health);

@@ -24,6 +24,7 @@ pub enum FaultPoint {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     /// `postgres://…` or `sqlite://…`; the embedded SQLite file under the data directory when unset.
@@ -89,6 +90,7 @@ impl Default for Config {
 /// Which payment provider charges orders, and each provider's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     /// `sandbox` (built in, the default) or `stripe`.
     pub provider: String,
@@ -112,6 +114,7 @@ impl Default for PaymentsConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Signs the sandbox's webhooks. Unset: a random secret per process, which only works
     /// when one process serves the webhooks (the embedded shop); replicas must share one.
@@ -131,6 +134,7 @@ impl Default for SandboxConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct StripeConfig {
     /// The API's base URL (`https://api.stripe.com`; `localstripe` in tests).
     pub api_base: String,

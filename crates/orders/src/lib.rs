@@ -79,7 +79,11 @@ pub async fn build(config: Config, shared: &Shared, events: &events::Events) -> 
         config.pricing.clone(),
         config.idempotency_wait,
     ));
-    let verifier = Verifier::remote(&shared.auth, platform::http::client::client(Duration::from_secs(1)));
+    let verifier = Verifier::remote(
+        &shared.auth,
+        shared.revocations.clone(),
+        platform::http::client::client(Duration::from_secs(1)),
+    );
     let health = Health::new().database(store.db().clone()).check("broker", events.bus.readiness());
     let router =
         platform::server::finish(SERVICE, http::router(http::AppState { orders: orders.clone() }, verifier), health);

@@ -10,6 +10,12 @@
 //! requests, and an Ed25519 verification costs far more than a lookup. Only tokens that passed
 //! full verification are remembered, never past their `exp`, and the memory is dropped whenever
 //! the key set changes (a removed key must stop vouching for its tokens).
+//!
+//! A signed token stays valid until its `exp`, so ending a session (logout, a password change,
+//! a stolen refresh token) also has to reach every verifier: identity publishes the sessions it
+//! revokes, each process follows those events into its [`Revocations`], and every verification
+//! (cached or not) consults them. An entry lives as long as a token of that session could:
+//! [`MAX_ACCESS_TOKEN_TTL`] plus the leeway.
 
 use std::{
     collections::HashMap,
@@ -35,9 +41,14 @@ use crate::{
 /// key-confusion tokens fail.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
 
+/// The longest an access token may live; identity refuses a longer `access_token_ttl`. It bounds
+/// how long a revoked session must be remembered.
+pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// How tokens are issued and where their keys are published.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The `iss` claim identity writes and everyone checks.
     pub issuer: String,
@@ -182,6 +193,9 @@ pub enum AuthError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The session the token was issued in has ended.
+    #[error("session revoked")]
+    Revoked,
     /// The token names a key that could not be fetched: identity is unreachable, which says
     /// nothing of the token.
     #[error("the signing keys cannot be fetched")]
@@ -196,6 +210,7 @@ impl AuthError {
         let (detail, challenge) = match self {
             Self::Missing => ("a bearer access token is required", "Bearer"),
             Self::Expired => ("the access token has expired", "Bearer error=\"invalid_token\""),
+            Self::Revoked => ("the session has ended; sign in again", "Bearer error=\"invalid_token\""),
             _ => ("the access token is invalid", "Bearer error=\"invalid_token\""),
         };
         Problem::with_detail(ErrorCode::Unauthorized, detail)
@@ -218,11 +233,63 @@ struct Remote {
 /// How many verified tokens one process remembers (a few hundred bytes each).
 const VERIFIED_CAPACITY: usize = 50_000;
 
+/// The sessions that ended while tokens issued in them may still be unexpired. One per process,
+/// shared by its verifiers and fed from identity's events.
+#[derive(Debug)]
+pub struct Revocations {
+    /// Session id → the Unix time after which no token of it can be valid any more.
+    sessions: RwLock<HashMap<Uuid, i64>>,
+    /// Lets the common case (nothing revoked lately) skip the lock.
+    empty: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self { sessions: RwLock::default(), empty: std::sync::atomic::AtomicBool::new(true) }
+    }
+}
+
+impl Revocations {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Refuses the tokens of `session`, revoked at `at`, until every token it issued has expired.
+    pub fn revoke(&self, session: Uuid, at: chrono::DateTime<chrono::Utc>) {
+        let until = at.timestamp() + Self::window().as_secs() as i64;
+        let now = chrono::Utc::now().timestamp();
+        if until <= now {
+            return;
+        }
+        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, until| *until > now);
+        let entry = sessions.entry(session).or_insert(until);
+        *entry = (*entry).max(until);
+        self.empty.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_revoked(&self, session: Option<Uuid>) -> bool {
+        let Some(session) = session else { return false };
+        if self.empty.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        sessions.get(&session).is_some_and(|until| *until > chrono::Utc::now().timestamp())
+    }
+
+    /// How far back revocations matter: the longest a token lives, with the clock skew tolerated
+    /// on `exp` (30 s by default; a minute here covers any sane setting).
+    pub fn window() -> Duration {
+        MAX_ACCESS_TOKEN_TTL + Duration::from_secs(60)
+    }
+}
+
 /// Verifies access tokens against the issuer's current public keys.
 pub struct Verifier {
     validation: Validation,
     /// Token → (caller, `exp`) for tokens that passed verification.
     verified: quick_cache::sync::Cache<String, (Caller, i64)>,
+    revocations: Arc<Revocations>,
     max_age: Duration,
     cooldown: Duration,
     cache: RwLock<KeyCache>,
@@ -238,21 +305,21 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier that fetches keys from `config.jwks_url` (a comma-separated list: the key set
-    /// of each identity replica).
-    pub fn remote(config: &AuthConfig, client: HttpClient) -> Arc<Self> {
+    /// of each identity replica) and refuses the sessions in `revocations`.
+    pub fn remote(config: &AuthConfig, revocations: Arc<Revocations>, client: HttpClient) -> Arc<Self> {
         let remote = config.jwks_url.as_deref().map(|urls| Remote {
             client,
             urls: urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect(),
         });
-        Arc::new(Self::build(config, remote))
+        Arc::new(Self::build(config, revocations, remote))
     }
 
     /// A verifier whose keys are handed to it with [`Verifier::set_keys`].
-    pub fn local(config: &AuthConfig) -> Arc<Self> {
-        Arc::new(Self::build(config, None))
+    pub fn local(config: &AuthConfig, revocations: Arc<Revocations>) -> Arc<Self> {
+        Arc::new(Self::build(config, revocations, None))
     }
 
-    fn build(config: &AuthConfig, remote: Option<Remote>) -> Self {
+    fn build(config: &AuthConfig, revocations: Arc<Revocations>, remote: Option<Remote>) -> Self {
         let mut validation = Validation::new(ALGORITHM);
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
@@ -261,6 +328,7 @@ impl Verifier {
         Self {
             validation,
             verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
+            revocations,
             max_age: config.jwks_max_age,
             cooldown: config.jwks_refetch_cooldown,
             cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
@@ -291,13 +359,18 @@ impl Verifier {
         if let Some((caller, exp)) = self.verified.get(token)
             && chrono::Utc::now().timestamp() < exp
         {
-            return Ok(caller);
+            return self.unrevoked(caller);
         }
         let (caller, exp) = self.verify_signature(token).await?;
+        let caller = self.unrevoked(caller)?;
         if token.len() <= 4096 {
             self.verified.insert(token.to_owned(), (caller.clone(), exp));
         }
         Ok(caller)
+    }
+
+    fn unrevoked(&self, caller: Caller) -> Result<Caller, AuthError> {
+        if self.revocations.is_revoked(caller.session_id) { Err(AuthError::Revoked) } else { Ok(caller) }
     }
 
     async fn verify_signature(&self, token: &str) -> Result<(Caller, i64), AuthError> {
@@ -482,7 +555,7 @@ mod tests {
     }
 
     fn verifier_with(keys: &[&TestKey]) -> Arc<Verifier> {
-        let verifier = Verifier::local(&AuthConfig::default());
+        let verifier = Verifier::local(&AuthConfig::default(), Revocations::new());
         verifier.set_keys(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() });
         verifier
     }
@@ -503,12 +576,39 @@ mod tests {
         let token = sign(&k, &claims(600));
 
         let both = config(format!("http://{dead_addr}/jwks, http://{live_addr}/jwks"));
-        assert!(Verifier::remote(&both, client.clone()).verify(&token).await.is_ok(), "the live replica's keys");
-        let none = Verifier::remote(&config(format!("http://{dead_addr}/jwks")), client);
+        assert!(
+            Verifier::remote(&both, Revocations::new(), client.clone()).verify(&token).await.is_ok(),
+            "the live replica's keys"
+        );
+        let none = Verifier::remote(&config(format!("http://{dead_addr}/jwks")), Revocations::new(), client);
         let refused = none.verify(&token).await.unwrap_err();
         assert!(matches!(refused, AuthError::KeysUnavailable), "{refused:?}");
         let answer = axum::response::IntoResponse::into_response(refused.to_problem());
         assert_eq!(answer.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// A revoked session's tokens fail at once, whether or not they were verified before; other
+    /// sessions' tokens pass, and a revocation older than any token's life is not kept.
+    #[tokio::test]
+    async fn a_revoked_session_stops_its_tokens_even_cached_ones() {
+        let k = key("k1");
+        let revocations = Revocations::new();
+        let verifier = Verifier::local(&AuthConfig::default(), revocations.clone());
+        verifier.set_keys(&JwkSet { keys: vec![k.jwk.clone()] });
+        let (ended, other) = (claims(600), claims(600));
+        let (ended_token, other_token) = (sign(&k, &ended), sign(&k, &other));
+        assert!(verifier.verify(&ended_token).await.is_ok());
+
+        revocations.revoke(ended.sid.unwrap(), chrono::Utc::now());
+        assert_eq!(verifier.verify(&ended_token).await.unwrap_err(), AuthError::Revoked);
+        assert!(verifier.verify(&other_token).await.is_ok());
+        let answer = axum::response::IntoResponse::into_response(AuthError::Revoked.to_problem());
+        assert_eq!(answer.status(), http::StatusCode::UNAUTHORIZED);
+
+        let long_ago = chrono::Utc::now() - chrono::Duration::from_std(Revocations::window()).unwrap();
+        revocations.revoke(other.sid.unwrap(), long_ago);
+        assert!(verifier.verify(&other_token).await.is_ok());
+        assert_eq!(revocations.sessions.read().unwrap().len(), 1);
     }
 
     #[tokio::test]

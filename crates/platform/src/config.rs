@@ -3,6 +3,9 @@
 //!
 //! Each service owns its config type; this module only knows how to layer and extract, and
 //! turns figment's errors into messages that name the offending key and where it came from.
+//! Config types refuse keys they do not know (`#[serde(deny_unknown_fields)]`): a misspelt key
+//! silently left at its default is a production incident waiting, so it stops the process with
+//! the nearest valid key suggested.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,18 @@ use figment::{
 use serde::{Deserialize, de::DeserializeOwned};
 
 pub const ENV_PREFIX: &str = "EMPORIUM_";
+
+/// `EMPORIUM_*` variables read by something other than the settings (the command line, the test
+/// harness, the log shipper's configuration), which therefore are not unknown keys.
+const NOT_SETTINGS: [&str; 5] = ["CONFIG", "ADMIN_PASSWORD", "REQUIRE_BACKENDS", "LOG_FILE", "FLASH_SALE_BUYERS"];
+const NOT_SETTINGS_PREFIXES: [&str; 2] = ["TEST_", "CHAOS_"];
+
+fn is_setting(key: &str) -> bool {
+    !NOT_SETTINGS.iter().any(|name| key.eq_ignore_ascii_case(name))
+        && !NOT_SETTINGS_PREFIXES
+            .iter()
+            .any(|prefix| key.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix)))
+}
 
 /// Settings every service of one deployment shares.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +40,9 @@ pub struct Shared {
     /// configured URLs.
     #[serde(skip)]
     pub bound: crate::service::Bound,
+    /// The sessions this process's verifiers refuse (one list per process, fed from events).
+    #[serde(skip)]
+    pub revocations: std::sync::Arc<crate::auth::Revocations>,
 }
 
 impl Default for Shared {
@@ -33,6 +51,7 @@ impl Default for Shared {
             data_dir: PathBuf::from("data"),
             auth: crate::auth::AuthConfig::default(),
             bound: crate::service::Bound::default(),
+            revocations: crate::auth::Revocations::new(),
         }
     }
 }
@@ -66,11 +85,61 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, ConfigError> 
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).filter(|key| is_setting(key.as_str())).split("__"));
     figment.extract::<T>().map_err(|error| {
-        let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        let messages: Vec<String> = error.into_iter().map(|e| describe(&figment, e)).collect();
         ConfigError::Invalid(messages.join("; "))
     })
+}
+
+/// figment's own message, or for an unknown key: the key as its source spells it (a dotted key
+/// in a file, a variable in the environment) and the nearest key that exists.
+fn describe(figment: &Figment, error: figment::Error) -> String {
+    let figment::error::Kind::UnknownField(field, expected) = &error.kind else {
+        return error.to_string();
+    };
+    let mut path: Vec<&str> = error.path.iter().map(String::as_str).collect();
+    if path.last() != Some(&field.as_str()) {
+        path.push(field);
+    }
+    let parent = &path[..path.len() - 1];
+    let suggestion = nearest(field, expected);
+    let from_environment = figment.find_metadata(&path.join(".")).is_some_and(|m| m.name.contains("environment"));
+    if from_environment {
+        let variable = |keys: &[&str]| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase());
+        let mut message = format!("unknown environment variable {}", variable(&path));
+        if let Some(valid) = &suggestion {
+            let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
+            message += &format!("; did you mean {}?", variable(&[parent, &valid].concat()));
+        }
+        return message;
+    }
+    let place = match figment.find_metadata(&path.join(".")).and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(file)) => format!(" in {}", file.display()),
+        _ => String::new(),
+    };
+    let mut message = format!("unknown key `{}`{place}", path.join("."));
+    if let Some(valid) = &suggestion {
+        let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
+        message += &format!("; did you mean `{}`?", [parent, &valid].concat().join("."));
+    }
+    message
+}
+
+/// The valid key `unknown` most likely meant, as the keys below the unknown one's table. Levels
+/// of an environment variable are separated by `__`, so `gateway_listen` (one underscore) is
+/// taken to mean the `gateway` table's `listen`.
+fn nearest(unknown: &str, expected: &[&str]) -> Option<Vec<String>> {
+    let unknown = unknown.to_ascii_lowercase();
+    if let Some(table) = expected.iter().find(|name| unknown.starts_with(&format!("{name}_"))) {
+        return Some(vec![(*table).to_owned(), unknown[table.len() + 1..].to_owned()]);
+    }
+    expected
+        .iter()
+        .map(|name| (strsim::jaro_winkler(&unknown, name), *name))
+        .filter(|(similarity, _)| *similarity >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| vec![name.to_owned()])
 }
 
 /// Deserialises a string that the environment layer may have read as a number or boolean
@@ -108,7 +177,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Deserialize, Default)]
-    #[serde(default)]
+    #[serde(default, deny_unknown_fields)]
     struct Inner {
         url: String,
         port: u16,
@@ -117,7 +186,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, Default)]
-    #[serde(default)]
+    #[serde(default, deny_unknown_fields)]
     struct Root {
         name: String,
         inner: Inner,
@@ -140,6 +209,63 @@ mod tests {
             jail.set_env("EMPORIUM_INNER__PORT", "not-a-port");
             let error = load::<Root>(Some(Path::new("emporium.toml"))).unwrap_err().to_string();
             assert!(error.to_lowercase().contains("inner.port"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn an_unknown_key_is_named_with_the_nearest_valid_one() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("emporium.toml", "name = \"x\"\n[inner]\nprot = 1")?;
+            let error = load::<Root>(Some(Path::new("emporium.toml"))).unwrap_err().to_string();
+            assert!(error.contains("unknown key `inner.prot` in "), "{error}");
+            assert!(error.contains("emporium.toml; did you mean `inner.port`?"), "{error}");
+
+            jail.create_file("emporium.toml", "[innr]\nport = 1")?;
+            let error = load::<Root>(Some(Path::new("emporium.toml"))).unwrap_err().to_string();
+            assert!(error.contains("did you mean `inner`?"), "{error}");
+
+            jail.create_file("emporium.toml", "")?;
+            jail.set_env("EMPORIUM_INNER__URLS", "sqlite://x");
+            let error = load::<Root>(Some(Path::new("emporium.toml"))).unwrap_err().to_string();
+            assert!(
+                error.contains("unknown environment variable EMPORIUM_INNER__URLS; did you mean EMPORIUM_INNER__URL?"),
+                "{error}"
+            );
+            jail.set_env("EMPORIUM_INNER__URLS", "");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn one_underscore_between_levels_is_corrected_and_nothing_far_is_suggested() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EMPORIUM_INNER_PORT", "1");
+            let error = load::<Root>(None).unwrap_err().to_string();
+            assert!(error.contains("EMPORIUM_INNER_PORT; did you mean EMPORIUM_INNER__PORT?"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EMPORIUM_COLOUR", "blue");
+            let error = load::<Root>(None).unwrap_err().to_string();
+            assert!(error.ends_with("unknown environment variable EMPORIUM_COLOUR"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn variables_of_the_harness_and_the_command_line_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            for name in
+                ["EMPORIUM_CONFIG", "EMPORIUM_REQUIRE_BACKENDS", "EMPORIUM_TEST_POSTGRES_URL", "EMPORIUM_CHAOS_SECONDS"]
+            {
+                jail.set_env(name, "1");
+            }
+            let root: Root = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(root.inner.port, 0);
             Ok(())
         });
     }

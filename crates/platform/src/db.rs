@@ -28,6 +28,7 @@ use tokio::sync::watch;
 /// Pool settings shared by both backends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Connections in the pool. Unset: 16 on PostgreSQL; on SQLite twice the cores, because
     /// each SQLite connection is a thread of its own and more of them than cores only contend.

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod pagination;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -80,6 +80,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// never ends) cost a bounded share of it and never delay anyone else.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectionLimits {
     /// A request's line and headers must have arrived this long after the server began waiting
     /// for them. The clock starts when a connection opens and again when a kept-alive connection

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Where embedded databases and indexes live (`./data`).
     pub data_dir: PathBuf,
@@ -33,6 +34,9 @@ pub struct Settings {
     pub orders: orders::Config,
     pub notifications: notifications::Config,
     pub gateway: gateway::Config,
+    /// The sessions every verifier of this process refuses; see `events::revocations`.
+    #[serde(skip)]
+    pub revocations: std::sync::Arc<platform::auth::Revocations>,
 }
 
 impl Default for Settings {
@@ -52,6 +56,7 @@ impl Default for Settings {
             orders: orders::Config::default(),
             notifications: notifications::Config::default(),
             gateway: gateway::Config::default(),
+            revocations: shared.revocations,
         }
     }
 }
@@ -122,7 +127,7 @@ impl Settings {
                 Some(upstream.urls.iter().map(|base| jwks(base)).collect::<Vec<_>>().join(","))
             });
         }
-        Shared { data_dir: self.data_dir.clone(), auth, bound: bound.clone() }
+        Shared { data_dir: self.data_dir.clone(), auth, bound: bound.clone(), revocations: self.revocations.clone() }
     }
 }
 

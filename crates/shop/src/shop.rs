@@ -88,6 +88,14 @@ impl Shop {
         // One bus per process, shared by every service in it; the gateway needs none.
         let needs_events = services.iter().any(|s| *s != Service::Gateway);
         let events = if needs_events { Some(settings.events().await?) } else { None };
+        if let Some(events) = &events {
+            // The gateway alone follows none: the services behind it refuse a revoked session.
+            tokio::spawn(events::revocations::follow(
+                events.bus.clone(),
+                settings.revocations.clone(),
+                backend_stop.clone(),
+            ));
+        }
         for service in Service::ALL.into_iter().filter(|s| services.contains(s)) {
             let shared = settings.shared_with(&bound);
             let built = match (service, &events) {

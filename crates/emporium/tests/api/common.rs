@@ -50,7 +50,18 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     }
     settings.identity.bootstrap_admin =
         Some(identity::BootstrapAdmin { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned().into() });
+    // A shop started again on the same database gets the same master key, wherever its data
+    // directory is.
+    settings.identity.secrets.master_key = Some(new_master_key().into());
     settings
+}
+
+/// A random master key, as `emporium admin new-master-key` writes it.
+pub fn new_master_key() -> String {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 pub struct TestShop {

@@ -1,6 +1,7 @@
 //! The shop end to end: the real binary's services on port 0, talking HTTP to each other, on
 //! real SQLite and PostgreSQL databases, driven the way a client application drives them.
 
+mod broken_authentication;
 mod cart;
 mod catalog;
 mod chaos;
@@ -17,9 +18,9 @@ mod observability;
 mod orders;
 mod recovery;
 mod search;
+mod secrets_at_rest;
 mod security_misconfiguration;
 mod shutdown;
 mod slow_clients;
 mod social;
 mod stripe;
-mod tokens;

@@ -29,6 +29,7 @@ pub use rabbit::RabbitBus;
 /// How to reach the bus and how consumers retry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// `memory:` (embedded) or `amqp://user:pass@host:5672/vhost`.
     pub url: String,

@@ -240,8 +240,14 @@ impl Accounts {
             .ok_or(IdentityError::InvalidLinkToken)?;
         self.store.set_email_verified(&mut tx, user_id, &request.email).await?;
         self.store.close_link_requests(&mut tx, user_id, Purpose::ResetPassword.as_str(), at).await?;
-        self.store.revoke_sessions_of_user(&mut tx, user_id, None, "password reset", at).await?;
-        let payload = UserSessionsRevoked { user_id, reason: "password_reset".to_owned(), kept_session_id: None, at };
+        let session_ids = self.store.revoke_sessions_of_user(&mut tx, user_id, None, "password reset", at).await?;
+        let payload = UserSessionsRevoked {
+            user_id,
+            reason: "password_reset".to_owned(),
+            kept_session_id: None,
+            session_ids,
+            at,
+        };
         let event = CloudEvent::new(SERVICE, &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
         events::enqueue(&mut tx, &event).await?;
         tx.commit().await?;

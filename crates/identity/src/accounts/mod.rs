@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use chrono::Duration as ChronoDuration;
 use events::{
     CloudEvent,
-    payloads::{UserRegistered, UserSessionsRevoked},
+    payloads::{UserRegistered, UserSessionRevoked, UserSessionsRevoked},
 };
 use platform::{
     db::{Tx, is_unique_violation},
@@ -272,7 +272,7 @@ impl Accounts {
         let (session, token_expires_at) = match self.store.spend_refresh_token(&mut tx, &digest, at).await? {
             RefreshOutcome::Spent { session, token_expires_at } => (session, token_expires_at),
             RefreshOutcome::Reused { session_id } => {
-                self.store.revoke_session(&mut tx, session_id, "refresh token reused", at).await?;
+                self.end_session(&mut tx, session_id, "refresh_token_reused", at).await?;
                 tx.commit().await?;
                 tracing::warn!(session_id = %session_id, "refresh token reuse detected, session revoked");
                 metrics::counter!("identity_token_refreshes_total", "outcome" => "reused").increment(1);
@@ -305,9 +305,26 @@ impl Accounts {
         let digest = tokens::digest(presented);
         let mut tx = self.store.db().begin().await?;
         if let Some(session_id) = self.store.session_of_token(&mut tx, &digest).await? {
-            self.store.revoke_session(&mut tx, session_id, "logout", now()).await?;
+            self.end_session(&mut tx, session_id, "logout", now()).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes a session and, when it was live, publishes its end so that every verifier refuses
+    /// its access tokens from now on.
+    async fn end_session(
+        &self,
+        tx: &mut platform::db::Tx,
+        session_id: Uuid,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), IdentityError> {
+        if let Some(user_id) = self.store.revoke_session(tx, session_id, reason, at).await? {
+            let payload = UserSessionRevoked { user_id, session_id, reason: reason.to_owned(), at };
+            let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
+            events::enqueue(tx, &event).await?;
+        }
         Ok(())
     }
 
@@ -351,9 +368,15 @@ impl Accounts {
             .await?
             .ok_or(IdentityError::UserNotFound)?;
         if new_hash.is_some() {
-            self.store.revoke_sessions_of_user(&mut tx, user_id, session_id, "password changed", at).await?;
-            let payload =
-                UserSessionsRevoked { user_id, reason: "password_changed".to_owned(), kept_session_id: session_id, at };
+            let session_ids =
+                self.store.revoke_sessions_of_user(&mut tx, user_id, session_id, "password changed", at).await?;
+            let payload = UserSessionsRevoked {
+                user_id,
+                reason: "password_changed".to_owned(),
+                kept_session_id: session_id,
+                session_ids,
+                at,
+            };
             let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
             events::enqueue(&mut tx, &event).await?;
         }
@@ -412,7 +435,7 @@ impl Accounts {
 
     /// Starts signing with a new key; tokens signed by the old ones stay valid until they expire.
     pub async fn rotate_signing_key(&self) -> Result<String, IdentityError> {
-        let kid = crate::keys::rotate(&self.store).await?;
+        let kid = crate::keys::rotate(&self.store, &self.keys).await?;
         self.keys.reload(&self.store).await?;
         Ok(kid)
     }

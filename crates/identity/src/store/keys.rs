@@ -11,7 +11,7 @@ use super::Store;
 pub struct StoredKey {
     pub kid: String,
     pub algorithm: String,
-    /// PKCS#8 DER.
+    /// PKCS#8 DER, sealed with the data key (`crate::secrets`).
     pub private_key: Vec<u8>,
     pub public_jwk: Json<Jwk>,
     pub created_at: DateTime<Utc>,

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use platform::{db::Tx, with_db, with_tx};
-use rand::RngCore;
 use uuid::Uuid;
 
 use super::Store;
@@ -39,19 +38,6 @@ pub struct NewLinkRequest<'a> {
 const COLUMNS: &str = "id, user_id, purpose, email, created_at, expires_at, used_at, superseded_at";
 
 impl Store {
-    /// The secret link tokens are derived with, made by whichever replica starts first.
-    pub async fn link_secret(&self) -> Result<Vec<u8>, sqlx::Error> {
-        let mut fresh = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut fresh);
-        with_db!(&self.db, |pool| {
-            sqlx::query("INSERT INTO link_secrets (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-                .bind(&fresh[..])
-                .execute(pool)
-                .await?;
-            sqlx::query_scalar("SELECT secret FROM link_secrets WHERE id = 1").fetch_one(pool).await
-        })
-    }
-
     /// Records a request, replacing the open ones of the same user and purpose: only the newest
     /// link works.
     pub async fn insert_link_request(&self, tx: &mut Tx, request: &NewLinkRequest<'_>) -> Result<(), sqlx::Error> {

@@ -5,6 +5,7 @@
 
 mod keys;
 mod links;
+mod secrets;
 mod sessions;
 mod social;
 mod throttle;

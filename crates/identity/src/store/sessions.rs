@@ -117,25 +117,27 @@ impl Store {
             .await)
     }
 
+    /// Ends a live session; returns its user when it was live (so that its end is published once).
     pub async fn revoke_session(
         &self,
         tx: &mut Tx,
         id: Uuid,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
-        with_tx!(tx, |conn| sqlx::query(
-            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL"
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        with_tx!(tx, |conn| sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+             RETURNING user_id"
         )
         .bind(id)
         .bind(now)
         .bind(reason)
-        .execute(conn)
-        .await
-        .map(|_| ()))
+        .fetch_optional(conn)
+        .await)
     }
 
-    /// Revokes every live session of a user but `keep` (the caller's own, on a password change).
+    /// Revokes every live session of a user but `keep` (the caller's own, on a password change);
+    /// returns the sessions it ended.
     pub async fn revoke_sessions_of_user(
         &self,
         tx: &mut Tx,
@@ -143,18 +145,18 @@ impl Store {
         keep: Option<Uuid>,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<u64, sqlx::Error> {
-        with_tx!(tx, |conn| sqlx::query(
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        with_tx!(tx, |conn| sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $3, revoked_reason = $4
-             WHERE user_id = $1 AND revoked_at IS NULL AND ($2 IS NULL OR id <> $2)"
+             WHERE user_id = $1 AND revoked_at IS NULL AND ($2 IS NULL OR id <> $2)
+             RETURNING id"
         )
         .bind(user_id)
         .bind(keep)
         .bind(now)
         .bind(reason)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))
+        .fetch_all(conn)
+        .await)
     }
 
     /// Deletes sessions (and with them their tokens) that ended before `before`.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// configured.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Pricing {
     /// The flat shipping rate of every order.
     pub shipping_flat: i64,

@@ -1,0 +1,289 @@
+//! Secrets at rest, by envelope encryption.
+//!
+//! A service's database holds one random data key, stored only wrapped (AES-256-GCM) by a master
+//! key that never enters the database: from the environment, a file (a Kubernetes Secret), or,
+//! when neither is configured, a file created beside the embedded databases. Secrets in rows are
+//! sealed with the data key, bound to where they are stored (the AAD names the table and row),
+//! so a sealed value copied into another row does not open.
+//!
+//! A copy of the database (a backup, a dump, a read replica) thus reveals no secret without the
+//! master key; rotating the master key rewraps one value and leaves every row alone.
+
+use std::path::{Path, PathBuf};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use rand::RngCore;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Where the master key comes from. With neither set, it is a file beside the embedded databases
+/// (`<data_dir>/<service>.master-key`), created on first start: fine for one process, but
+/// replicas must all be given the same key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterKeyConfig {
+    /// A file holding the key: 32 random bytes, base64 (`emporium admin new-master-key FILE`).
+    pub master_key_file: Option<PathBuf>,
+    /// The key itself, base64; prefer the file (environments leak into process listings).
+    #[serde(deserialize_with = "crate::config::lenient_secret")]
+    pub master_key: Option<SecretString>,
+}
+
+/// Sealed values start with this, which no plain value we store does (PKCS#8 DER starts with
+/// 0x30, link secrets were raw random bytes of exactly 32): it lets a database from before
+/// sealing be sealed in place.
+const SEALED: &[u8; 4] = b"\x00es1";
+const KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{0}")]
+    Key(String),
+    /// The stored data key does not open with the master key given.
+    #[error(
+        "the database's secrets are sealed with master key {stored}, but the configured master key is {configured}: \
+         configure the key they were sealed with ({where_}), or rotate to a new one with `emporium admin rotate-master-key`"
+    )]
+    WrongMasterKey { stored: String, configured: String, where_: String },
+    #[error("a sealed secret ({0}) does not open: it was altered or moved")]
+    Tampered(String),
+}
+
+/// The key that wraps a database's data key.
+pub struct MasterKey {
+    key: LessSafeKey,
+    id: String,
+    origin: String,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey").field("id", &self.id).field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// The configured master key, or the one in `default_file` (created when absent).
+    pub fn load(config: &MasterKeyConfig, default_file: &Path) -> Result<Self, SecretsError> {
+        if let Some(key) = &config.master_key {
+            return Self::parse(key.expose_secret(), "the configured key".to_owned());
+        }
+        let (file, create) = match &config.master_key_file {
+            Some(file) => (file.as_path(), false),
+            None => (default_file, true),
+        };
+        if create && !file.exists() {
+            write_new_key(file)?;
+        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| SecretsError::Key(format!("cannot read the master key file {}: {e}", file.display())))?;
+        Self::parse(text.trim(), format!("the key file {}", file.display()))
+    }
+
+    fn parse(text: &str, origin: String) -> Result<Self, SecretsError> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == KEY_LEN)
+            .ok_or_else(|| SecretsError::Key(format!("{origin} is not 32 bytes in base64")))?;
+        let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()[..8]);
+        Ok(Self { key: aead_key(&bytes), id, origin })
+    }
+
+    /// A fingerprint that names the key without revealing it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A fresh data key, and the same wrapped by this master key for storing.
+    pub fn new_data_key(&self) -> (DataKey, Vec<u8>) {
+        let mut bytes = [0u8; KEY_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let wrapped = seal_with(&self.key, &bytes, b"data-key");
+        (DataKey { key: aead_key(&bytes) }, wrapped)
+    }
+
+    /// Opens a stored data key, wrapped by the master key `stored_id`.
+    pub fn unwrap(&self, stored_id: &str, wrapped: &[u8]) -> Result<DataKey, SecretsError> {
+        let wrong = || SecretsError::WrongMasterKey {
+            stored: stored_id.to_owned(),
+            configured: self.id.clone(),
+            where_: format!("now {}", self.origin),
+        };
+        if stored_id != self.id {
+            return Err(wrong());
+        }
+        let bytes = open_with(&self.key, wrapped, b"data-key").ok_or_else(wrong)?;
+        Ok(DataKey { key: aead_key(&bytes) })
+    }
+
+    /// The stored data key wrapped again, by `next` (rotation).
+    pub fn rewrap(&self, stored_id: &str, wrapped: &[u8], next: &MasterKey) -> Result<Vec<u8>, SecretsError> {
+        self.unwrap(stored_id, wrapped)?;
+        let bytes = open_with(&self.key, wrapped, b"data-key").expect("it opened just now");
+        Ok(seal_with(&next.key, &bytes, b"data-key"))
+    }
+}
+
+/// Writes a new random master key to `file`, readable by its owner only.
+pub fn write_new_key(file: &Path) -> Result<(), SecretsError> {
+    let mut bytes = [0u8; KEY_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let text = format!("{}\n", STANDARD.encode(bytes));
+    let failed =
+        |e: std::io::Error| SecretsError::Key(format!("cannot write the master key file {}: {e}", file.display()));
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(file).map_err(failed)?;
+    std::io::Write::write_all(&mut out, text.as_bytes()).map_err(failed)?;
+    out.sync_all().map_err(failed)
+}
+
+/// The key that seals a database's secrets.
+pub struct DataKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// Seals `plain`, bound to `place` (the table and row it is stored in).
+    pub fn seal(&self, plain: &[u8], place: &str) -> Vec<u8> {
+        seal_with(&self.key, plain, place.as_bytes())
+    }
+
+    /// Opens what [`DataKey::seal`] sealed for the same `place`.
+    pub fn open(&self, sealed: &[u8], place: &str) -> Result<Vec<u8>, SecretsError> {
+        open_with(&self.key, sealed, place.as_bytes()).ok_or_else(|| SecretsError::Tampered(place.to_owned()))
+    }
+}
+
+/// Whether `stored` is sealed (rather than a value stored before secrets were sealed).
+pub fn is_sealed(stored: &[u8]) -> bool {
+    stored.starts_with(SEALED)
+}
+
+fn aead_key(bytes: &[u8]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32 bytes make an AES-256 key"))
+}
+
+/// `SEALED ‖ nonce ‖ ciphertext ‖ tag`. Random 96-bit nonces are safe here: a key seals a
+/// handful of values in its life, far below the 2^32 where collisions start to matter.
+fn seal_with(key: &LessSafeKey, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut body = plain.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .expect("sealing fails only for inputs of gigabytes");
+    [SEALED.as_slice(), &nonce, &body].concat()
+}
+
+fn open_with(key: &LessSafeKey, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    let rest = sealed.strip_prefix(SEALED)?;
+    if rest.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, body) = rest.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut body = body.to_vec();
+    let plain = key.open_in_place(nonce, Aad::from(aad), &mut body).ok()?;
+    Some(plain.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Self {
+            Self(std::env::temp_dir().join(format!("emporium-secrets-{}", uuid::Uuid::new_v4().simple())))
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn key_file(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        write_new_key(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn sealed_values_open_only_in_their_place_and_with_their_key() {
+        let dir = Dir::new();
+        let master = MasterKey::load(&MasterKeyConfig::default(), &dir.path().join("identity.master-key")).unwrap();
+        let (data, wrapped) = master.new_data_key();
+        let sealed = data.seal(b"private key", "signing_keys:k1");
+        assert!(is_sealed(&sealed) && !sealed.windows(11).any(|w| w == b"private key"));
+        assert_eq!(data.open(&sealed, "signing_keys:k1").unwrap(), b"private key");
+        assert!(matches!(data.open(&sealed, "signing_keys:k2"), Err(SecretsError::Tampered(_))));
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(data.open(&flipped, "signing_keys:k1").is_err());
+
+        // The same file gives the same key; the stored data key opens and seals alike.
+        let again = MasterKey::load(&MasterKeyConfig::default(), &dir.path().join("identity.master-key")).unwrap();
+        assert_eq!(again.id(), master.id());
+        let reopened = again.unwrap(master.id(), &wrapped).unwrap();
+        assert_eq!(reopened.open(&sealed, "signing_keys:k1").unwrap(), b"private key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("identity.master-key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn another_master_key_is_refused_by_name_and_rotation_rewraps() {
+        let dir = Dir::new();
+        let config = |file: PathBuf| MasterKeyConfig { master_key_file: Some(file), master_key: None };
+        let first = MasterKey::load(&config(key_file(dir.path(), "first")), Path::new("unused")).unwrap();
+        let second = MasterKey::load(&config(key_file(dir.path(), "second")), Path::new("unused")).unwrap();
+        let (data, wrapped) = first.new_data_key();
+        let sealed = data.seal(b"secret", "link_secrets:1");
+
+        let refused = second.unwrap(first.id(), &wrapped).unwrap_err().to_string();
+        assert!(refused.contains(first.id()) && refused.contains(second.id()), "{refused}");
+        assert!(refused.contains("second"), "names where the configured key came from: {refused}");
+        // A forged id does not help: the wrapped key still has to open.
+        assert!(second.unwrap(second.id(), &wrapped).is_err());
+
+        let rewrapped = first.rewrap(first.id(), &wrapped, &second).unwrap();
+        let opened = second.unwrap(second.id(), &rewrapped).unwrap();
+        assert_eq!(opened.open(&sealed, "link_secrets:1").unwrap(), b"secret");
+        assert!(first.unwrap(first.id(), &rewrapped).is_err());
+    }
+
+    #[test]
+    fn a_configured_key_must_be_32_bytes_of_base64_and_a_named_file_must_exist() {
+        let short = MasterKeyConfig { master_key: Some("c2hvcnQ=".to_owned().into()), master_key_file: None };
+        assert!(MasterKey::load(&short, Path::new("unused")).unwrap_err().to_string().contains("not 32 bytes"));
+        let missing = MasterKeyConfig { master_key_file: Some("/nonexistent/master-key".into()), master_key: None };
+        let error = MasterKey::load(&missing, Path::new("unused")).unwrap_err().to_string();
+        assert!(error.contains("/nonexistent/master-key"), "{error}");
+        let good = MasterKeyConfig { master_key: Some(STANDARD.encode([7u8; 32]).into()), master_key_file: None };
+        assert!(MasterKey::load(&good, Path::new("unused")).is_ok());
+    }
+}
