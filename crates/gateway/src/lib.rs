@@ -79,6 +79,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
 
     // Preflights are answered by the CORS layer, outside what `finish` wraps: they too say nosniff.
     let mut router = platform::server::finish(SERVICE, api, Health::new())
+        .layer(axum::middleware::from_fn(metrics_for_scrapers_only))
         .layer(cors(&config.cors))
         .layer(axum::middleware::map_response(platform::server::no_sniffing));
     let acceptor = match &config.tls {
@@ -104,6 +105,33 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     Ok(server.task(move |stop| async move {
         futures_util::future::join_all(probed.iter().map(|upstream| upstream.probe_until_stopped(stop.clone()))).await;
     }))
+}
+
+/// `/metrics` is for a scraper beside the gateway: a peer on a loopback or private network that
+/// comes through no proxy. Anyone else (a public address, or anything an ingress forwards, which
+/// says so in `X-Forwarded-For`) gets the 404 of a route that does not exist: the counters tell
+/// a stranger how the shop is built and how busy it is.
+async fn metrics_for_scrapers_only(request: Request, next: axum::middleware::Next) -> Response {
+    if request.uri().path() != "/metrics" {
+        return next.run(request).await;
+    }
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"].iter().any(|h| request.headers().contains_key(*h));
+    if !forwarded && peer.is_some_and(is_private) {
+        next.run(request).await
+    } else {
+        platform::server::not_found().await.into_response()
+    }
+}
+
+fn is_private(address: std::net::IpAddr) -> bool {
+    match address.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        // Unique local (fc00::/7) and link-local (fe80::/10) addresses.
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// Checks the caller's token as the route demands and spends a request of the caller's budget,

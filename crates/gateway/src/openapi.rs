@@ -16,7 +16,7 @@ use platform::http::{
 };
 use serde_json::{Value, json};
 use utoipa::{
-    Modify,
+    Modify, OpenApi as _,
     openapi::{HeaderBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, RefOr, Type},
 };
 
@@ -43,6 +43,7 @@ impl Documents {
             return doc.clone();
         }
         let mut merged = base();
+        merged.merge(OwnOperations::openapi());
         let mut complete = true;
         for upstream in &self.upstreams {
             match fetch(upstream).await {
@@ -78,6 +79,53 @@ fn base() -> OpenApi {
         )
         .build()
 }
+
+/// The gateway's own operations, on the same port as the API: what load balancers, Prometheus
+/// and people reading the API reach. They are documented like the rest so that nothing answers
+/// that the document does not name (OWASP API9, improper inventory).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(live, ready, metrics, document, viewer, viewer_file))]
+struct OwnOperations;
+
+/// Whether the gateway's process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "It runs", body = Object, content_type = "application/json")))]
+#[allow(dead_code)]
+fn live() {}
+
+/// Whether the gateway takes requests (it has no dependency of its own to check).
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "It takes requests", body = Object, content_type = "application/json")))]
+#[allow(dead_code)]
+fn ready() {}
+
+/// The gateway's metrics in Prometheus' text format, for a scraper on a private network: a
+/// request from a public address, or forwarded by a proxy, gets 404.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+    (status = 404, description = "Not for this caller", body = platform::Problem, content_type = "application/problem+json"),
+))]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object, content_type = "application/json")))]
+#[allow(dead_code)]
+fn document() {}
+
+/// This document, to read in a browser.
+#[utoipa::path(get, path = "/docs/", tag = "operations",
+    responses((status = 200, description = "The documentation viewer", body = String, content_type = "text/html")))]
+#[allow(dead_code)]
+fn viewer() {}
+
+/// The documentation viewer's files (scripts, style sheets, its configuration).
+#[utoipa::path(get, path = "/docs/{file}", tag = "operations",
+    params(("file" = String, Path, description = "A file of the viewer")),
+    responses((status = 200, description = "The file", body = String, content_type = "*/*")))]
+#[allow(dead_code)]
+fn viewer_file() {}
 
 /// What the gateway itself may answer for any operation, before or instead of the service.
 struct GatewayAnswers;
@@ -251,5 +299,14 @@ pub fn router(documents: Arc<Documents>) -> Router {
             get(|State(docs): State<Arc<Documents>>| async move { Json(docs.merged().await.as_ref().clone()) }),
         )
         .with_state(documents)
-        .merge(ui)
+        .merge(Router::from(ui).layer(axum::middleware::map_response(missing_file_is_a_problem)))
+}
+
+/// The viewer answers a file it does not have with an empty 404; ours says so as every 404 does.
+async fn missing_file_is_a_problem(response: axum::response::Response) -> axum::response::Response {
+    if response.status() == http::StatusCode::NOT_FOUND && !response.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        return axum::response::IntoResponse::into_response(platform::server::not_found().await);
+    }
+    response
 }

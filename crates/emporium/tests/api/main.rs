@@ -2,6 +2,9 @@
 //! real SQLite and PostgreSQL databases, driven the way a client application drives them.
 
 mod broken_authentication;
+mod broken_function_level_authorization;
+mod broken_object_level_authorization;
+mod broken_object_property_level_authorization;
 mod cart;
 mod catalog;
 mod chaos;
