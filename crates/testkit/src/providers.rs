@@ -95,6 +95,8 @@ struct Fake {
     /// publish.
     key: Mutex<(Vec<u8>, Jwk)>,
     other_key: Vec<u8>,
+    /// Members that replace the discovery document's own (endpoints a hostile document names).
+    discovery_overrides: Mutex<Value>,
 }
 
 /// A running set of fake providers; it stops when dropped.
@@ -137,6 +139,7 @@ impl FakeProviders {
             tokens: Mutex::new(HashMap::new()),
             key: Mutex::new(signing_key("fake-key")),
             other_key: ed25519(),
+            discovery_overrides: Mutex::new(json!({})),
         });
         let app = Router::new()
             .route("/login/oauth/authorize", get(authorize))
@@ -179,6 +182,12 @@ impl FakeProviders {
 
     pub fn next_id_token(&self, kind: IdToken) {
         *self.fake.id_token.lock().expect("id token") = kind;
+    }
+
+    /// From now on the discovery document names these members instead of its own (a document
+    /// that sends the shop's requests somewhere else).
+    pub fn discovery_names(&self, overrides: Value) {
+        *self.fake.discovery_overrides.lock().expect("overrides") = overrides;
     }
 }
 
@@ -331,7 +340,7 @@ async fn facebook_me(
 
 async fn discovery(State(fake): State<Arc<Fake>>) -> Json<Value> {
     let issuer = format!("{}/oidc", fake.base);
-    Json(json!({
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -341,7 +350,13 @@ async fn discovery(State(fake): State<Arc<Fake>>) -> Json<Value> {
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint_auth_methods_supported": ["client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    if let (Some(document), Some(overrides)) =
+        (document.as_object_mut(), fake.discovery_overrides.lock().expect("overrides").as_object())
+    {
+        document.extend(overrides.clone());
+    }
+    Json(document)
 }
 
 async fn jwks(State(fake): State<Arc<Fake>>) -> Json<Value> {

@@ -197,7 +197,15 @@ impl Providers {
     /// Builds the providers from configuration (secrets from files are read here). Nothing is
     /// fetched yet: a provider that is down delays no start.
     pub fn from_config(config: &SocialConfig) -> Result<Self, String> {
-        let http = platform::http::client::https(config.timeout);
+        // The providers' configured hosts are trusted; what their discovery documents name is
+        // reached only at public addresses.
+        let configured = config.providers.values().flat_map(|p| {
+            [&p.issuer, &p.authorization_endpoint, &p.token_endpoint, &p.api_base]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+        });
+        let http = platform::http::client::https(config.timeout, platform::http::client::Egress::trusting(configured));
         let mut providers = Vec::new();
         for (id, provider) in &config.providers {
             let secret = secret(id, provider)?;

@@ -354,7 +354,10 @@ mod tests {
             secret: "secret".to_owned().into(),
             redirect_uri: "http://127.0.0.1:1/callback".to_owned(),
             scopes: Vec::new(),
-            http: platform::http::client::https(Duration::from_secs(2)),
+            http: platform::http::client::https(
+                Duration::from_secs(2),
+                platform::http::client::Egress::trusting(["http://127.0.0.1"]),
+            ),
             timeout: Duration::from_secs(2),
         }
     }

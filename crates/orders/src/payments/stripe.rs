@@ -44,7 +44,10 @@ impl Stripe {
     pub fn new(config: &StripeConfig, timeout: Duration) -> Result<Self, String> {
         let secret_key = config.secret_key.clone().ok_or("orders.payments.stripe.secret_key is not set")?;
         Ok(Self {
-            client: platform::http::client::https(timeout),
+            client: platform::http::client::https(
+                timeout,
+                platform::http::client::Egress::trusting([config.api_base.as_str()]),
+            ),
             api_base: config.api_base.trim_end_matches('/').to_owned(),
             secret_key,
             webhook_secret: config.webhook_secret.clone(),
@@ -71,10 +74,10 @@ impl Stripe {
         ];
         let (status, body) = self.post("/v1/payment_intents", &form, &request.idempotency_key).await?;
         match status {
-            s if s.is_success() => match body.get("status").and_then(Value::as_str) {
-                Some("succeeded") => Ok(ChargeOutcome::Succeeded { reference: string(&body, "/id") }),
-                Some("requires_payment_method" | "canceled") => Ok(ChargeOutcome::Declined {
-                    reference: Some(string(&body, "/id")),
+            s if s.is_success() => match checked_intent(&body, request)? {
+                (id, "succeeded") => Ok(ChargeOutcome::Succeeded { reference: id.to_owned() }),
+                (id, "requires_payment_method" | "canceled") => Ok(ChargeOutcome::Declined {
+                    reference: Some(id.to_owned()),
                     code: body
                         .pointer("/last_payment_error/code")
                         .and_then(Value::as_str)
@@ -83,9 +86,7 @@ impl Stripe {
                 }),
                 // Processing or awaiting customer action: it is not paid, and this API has no
                 // customer to ask, so the charge is not taken as a success.
-                other => {
-                    Err(PaymentError::Refused(format!("payment intent is {}", other.unwrap_or("in an unknown state"))))
-                }
+                (_, other) => Err(PaymentError::Refused(format!("payment intent is {other}"))),
             },
             StatusCode::PAYMENT_REQUIRED => {
                 let error = body.get("error").cloned().unwrap_or_default();
@@ -108,7 +109,13 @@ impl Stripe {
         let amount = request.amount.amount.to_string();
         let form = [("payment_intent", request.reference.as_str()), ("amount", amount.as_str())];
         let (status, body) = self.post("/v1/refunds", &form, &request.idempotency_key).await?;
-        if status.is_success() { Ok(string(&body, "/id")) } else { Err(classify(status, &body)) }
+        if !status.is_success() {
+            return Err(classify(status, &body));
+        }
+        match body.get("id").and_then(Value::as_str).filter(|id| is_object_id(id, "re_")) {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(PaymentError::Refused("the refund answer names no refund".to_owned())),
+        }
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)], key: &str) -> Result<(StatusCode, Value), PaymentError> {
@@ -131,8 +138,36 @@ impl Stripe {
     }
 }
 
-fn string(body: &Value, pointer: &str) -> String {
-    body.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned()
+/// A PaymentIntent's id and status, when the answer is one, for the amount and currency asked
+/// for (OWASP API10: a provider's answer is checked before the shop acts on it). An answer that
+/// is not, however well it says "succeeded", pays nothing: the order is declined, the stock
+/// released, and the warning logged names what did not match, for reconciliation.
+fn checked_intent<'a>(body: &'a Value, request: &ChargeRequest) -> Result<(&'a str, &'a str), PaymentError> {
+    let id = body.get("id").and_then(Value::as_str).filter(|id| is_object_id(id, "pi_"));
+    let status = body.get("status").and_then(Value::as_str);
+    let amount = body.get("amount").and_then(Value::as_i64);
+    let currency = body.get("currency").and_then(Value::as_str);
+    let (Some(id), Some(status)) = (id, status) else {
+        return Err(PaymentError::Refused("the answer is not a payment intent".to_owned()));
+    };
+    if amount != Some(request.amount.amount) {
+        return Err(PaymentError::Refused(format!(
+            "payment intent {id} is for {amount:?}, not {}",
+            request.amount.amount
+        )));
+    }
+    if !currency.is_some_and(|c| c.eq_ignore_ascii_case(request.amount.currency.as_str())) {
+        return Err(PaymentError::Refused(format!("payment intent {id} is in {currency:?}")));
+    }
+    Ok((id, status))
+}
+
+/// Whether `id` looks like a Stripe object id of the kind `prefix` names.
+fn is_object_id(id: &str, prefix: &str) -> bool {
+    id.len() <= 255
+        && id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// 5xx, 429 and 409 (a concurrent request with the same key) leave the outcome open and are
@@ -149,6 +184,36 @@ fn classify(status: StatusCode, body: &Value) -> PaymentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_intent_for_the_amount_and_currency_asked_for_is_taken() {
+        let request = ChargeRequest {
+            order_id: uuid::Uuid::now_v7(),
+            order_number: "EMP-1".to_owned(),
+            amount: platform::money::Money::new(6_900, platform::money::Currency::parse("EUR").unwrap()),
+            payment_method: "pm_card_visa".to_owned(),
+            idempotency_key: "k".to_owned(),
+        };
+        let good = serde_json::json!({"id": "pi_123", "status": "succeeded", "amount": 6_900, "currency": "eur"});
+        assert_eq!(checked_intent(&good, &request).unwrap(), ("pi_123", "succeeded"));
+        for (member, value) in [
+            ("id", Value::Null),
+            ("id", "ch_123".into()),
+            ("id", "pi_".into()),
+            ("id", "pi_1 OR 1=1".into()),
+            ("status", Value::Null),
+            ("amount", 1.into()),
+            ("amount", "6900".into()),
+            ("currency", "usd".into()),
+            ("currency", Value::Null),
+        ] {
+            let mut bad = good.clone();
+            bad[member] = value.clone();
+            assert!(matches!(checked_intent(&bad, &request), Err(PaymentError::Refused(_))), "{member}: {value}");
+        }
+        assert!(checked_intent(&Value::Null, &request).is_err());
+        assert!(checked_intent(&serde_json::json!(["pi_123"]), &request).is_err());
+    }
 
     #[test]
     fn payment_methods_have_the_shape_of_stripe_ids() {

@@ -1,0 +1,205 @@
+//! OWASP API10:2023, unsafe consumption of APIs. What a payment provider or a sign-in provider
+//! answers is checked before the shop acts on it: HTML where JSON was due, a "succeeded" for
+//! another amount or currency or with no id, a token answer without a token, a garbled ID token,
+//! a body too large to read. Each ends in a clean error for the client — a declined checkout
+//! (402, stock released), a 503 while the outcome is unknown, a refused sign-in — and nothing is
+//! stored as if it had gone well: no paid order, no account.
+
+use std::sync::{Arc, Mutex};
+
+use axum::{Router, http::StatusCode, response::IntoResponse, routing::any};
+use identity::config::{ProviderConfig, ProviderKind};
+use serde_json::json;
+use testkit::{
+    Browser, TestDatabase,
+    browser::query_param,
+    free_port,
+    providers::{Account, FakeProviders},
+};
+
+use crate::{
+    catalog::{create, product_body},
+    common::*,
+    orders::{add_to_cart, available, checkout, checkout_body, unique_sku},
+};
+
+/// What the stand-in answers next: a status, a content type and a body.
+type Answer = Arc<Mutex<(StatusCode, &'static str, Vec<u8>)>>;
+
+/// A server that answers every request with whatever the test set last.
+async fn misbehaving() -> (String, Answer) {
+    let answer: Answer = Arc::new(Mutex::new((StatusCode::OK, "application/json", b"{}".to_vec())));
+    let current = answer.clone();
+    let app = Router::new().fallback(any(move || {
+        let (status, content_type, body) = current.lock().unwrap().clone();
+        async move { (status, [("content-type", content_type)], body).into_response() }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, answer)
+}
+
+fn set(answer: &Answer, status: StatusCode, content_type: &'static str, body: impl Into<Vec<u8>>) {
+    *answer.lock().unwrap() = (status, content_type, body.into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payment_answers_pay_for_nothing() {
+    let (url, answer) = misbehaving().await;
+    let shop = TestShop::start_with(TestDatabase::sqlite(), |s| {
+        s.orders.payments.provider = "stripe".to_owned();
+        s.orders.payments.stripe.api_base = url.clone();
+        s.orders.payments.stripe.secret_key = Some("sk_test_unsafe".to_owned().into());
+    })
+    .await;
+    let admin = shop.admin_token().await;
+    let sku = unique_sku("UNSAFE");
+    create(&shop, &admin, &product_body("Trusted Teapot", &sku, 2_500, 10)).await;
+    let user = token(&shop.register(&unique_email("unsafe")).await);
+    let intent = |amount: i64, currency: &str| {
+        json!({"id": "pi_unsafe1", "object": "payment_intent", "status": "succeeded", "amount": amount, "currency": currency})
+            .to_string()
+    };
+
+    let declined: [(&str, StatusCode, &'static str, String); 6] = [
+        ("an HTML page", StatusCode::OK, "text/html", "<html><body>Welcome!</body></html>".to_owned()),
+        ("truncated JSON", StatusCode::OK, "application/json", r#"{"id": "pi_1", "status": "succ"#.to_owned()),
+        ("another amount", StatusCode::OK, "application/json", intent(1, "eur")),
+        ("another currency", StatusCode::OK, "application/json", intent(2_500, "usd")),
+        (
+            "no id",
+            StatusCode::OK,
+            "application/json",
+            json!({"status": "succeeded", "amount": 2_500, "currency": "eur"}).to_string(),
+        ),
+        ("a list", StatusCode::OK, "application/json", "[]".to_owned()),
+    ];
+    for (n, (what, status, content_type, body)) in declined.into_iter().enumerate() {
+        set(&answer, status, content_type, body);
+        add_to_cart(&shop, &user, &sku, 1).await;
+        let placed = checkout(&shop, &user, &format!("unsafe-{n}"), &checkout_body("me", "pm_card_visa")).await;
+        assert_eq!(placed.status, 402, "{what}: {}", String::from_utf8_lossy(&placed.body));
+        let order = placed.json();
+        assert_eq!(
+            (order["status"].as_str(), order["payment"]["status"].as_str()),
+            (Some("payment_failed"), Some("failed")),
+            "{what}"
+        );
+        assert_eq!(available(&shop, &sku).await, 10, "{what}: the stock is released at once");
+        // The cart is kept for another try; empty it for the next case.
+        assert_eq!(shop.gateway.delete("/api/v1/carts/me").bearer(&user).send().await.status, 204);
+    }
+
+    // An answer too large to read leaves the outcome unknown: 503, to retry, and nothing paid.
+    set(&answer, StatusCode::OK, "application/json", format!(r#"{{"pad": "{}"}}"#, "x".repeat(3 * 1024 * 1024)));
+    add_to_cart(&shop, &user, &sku, 1).await;
+    let unknown = checkout(&shop, &user, "unsafe-big", &checkout_body("me", "pm_card_visa")).await;
+    unknown.problem(503);
+    assert!(unknown.header("retry-after").is_some());
+
+    let orders = shop.gateway.get("/api/v1/orders").bearer(&user).send().await.json();
+    let paid = orders["items"].as_array().unwrap().iter().filter(|o| o["status"] == "paid").count();
+    assert_eq!(paid, 0, "{orders}");
+    shop.stop().await;
+}
+
+const CLIENT_ID: &str = "unsafe-client";
+const CLIENT_SECRET: &str = "unsafe-client-secret-of-some-length";
+const REDIRECT: &str = "http://127.0.0.1:9/signed-in";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sign_in_answers_make_no_account() {
+    let (url, answer) = misbehaving().await;
+    let fakes = FakeProviders::start(CLIENT_ID, CLIENT_SECRET).await;
+    let gateway_port = free_port();
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    let cases: Vec<(&str, &str, StatusCode, &'static str, String)> = vec![
+        ("token_endpoint", "an HTML page", StatusCode::OK, "text/html", "<html>sign in again</html>".to_owned()),
+        (
+            "token_endpoint",
+            "no ID token",
+            StatusCode::OK,
+            "application/json",
+            json!({"access_token": "at"}).to_string(),
+        ),
+        (
+            "token_endpoint",
+            "an ID token that is a number",
+            StatusCode::OK,
+            "application/json",
+            json!({"id_token": 5}).to_string(),
+        ),
+        (
+            "token_endpoint",
+            "an ID token that is no JWT",
+            StatusCode::OK,
+            "application/json",
+            json!({"id_token": "a.b"}).to_string(),
+        ),
+        (
+            "token_endpoint",
+            "a body too large",
+            StatusCode::OK,
+            "application/json",
+            format!(r#"{{"id_token": "{}"}}"#, "x".repeat(2 * 1024 * 1024)),
+        ),
+        (
+            "jwks_uri",
+            "keys that are not keys",
+            StatusCode::OK,
+            "application/json",
+            json!({"keys": [{"kty": "none"}, 7]}).to_string(),
+        ),
+        ("jwks_uri", "an HTML page for keys", StatusCode::OK, "text/html", "<html>keys</html>".to_owned()),
+    ];
+    let (issuer, public, providers) = (fakes.issuer(), gateway.clone(), cases.len());
+    let shop = TestShop::start_with(TestDatabase::sqlite(), move |settings| {
+        settings.gateway.listen = format!("127.0.0.1:{gateway_port}").parse().unwrap();
+        let social = &mut settings.identity.social;
+        social.public_url = public;
+        social.redirect_uris = vec![REDIRECT.to_owned()];
+        for n in 0..providers {
+            social.providers.insert(
+                format!("p{n}"),
+                ProviderConfig {
+                    kind: ProviderKind::Oidc,
+                    name: None,
+                    client_id: CLIENT_ID.to_owned(),
+                    client_secret: Some(CLIENT_SECRET.to_owned().into()),
+                    client_secret_file: None,
+                    issuer: Some(issuer.clone()),
+                    authorization_endpoint: None,
+                    token_endpoint: None,
+                    api_base: None,
+                    scopes: Vec::new(),
+                    trust_verified_email: None,
+                },
+            );
+        }
+    })
+    .await;
+    fakes.sign_in_as(Some(Account::new("consumed", Some(("consumed@example.com", true)))));
+    let redirect = form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
+    for (n, (member, what, status, content_type, body)) in cases.into_iter().enumerate() {
+        set(&answer, status, content_type, body);
+        let endpoint = format!("{url}/{member}");
+        fakes.discovery_names(serde_json::Value::Object([(member.to_owned(), json!(endpoint))].into_iter().collect()));
+        let browser = Browser::new();
+        let started = browser.get(&format!("{gateway}/api/v1/auth/oauth/p{n}/authorize?redirect_uri={redirect}")).await;
+        assert_eq!(started.status, 302, "{what}: {}", String::from_utf8_lossy(&started.body));
+        let base = fakes.base().to_owned();
+        let callback = browser
+            .follow_within(started.header("location").unwrap(), |url| url.starts_with(&base))
+            .await
+            .left()
+            .to_owned();
+        let finished = browser.get(&callback).await;
+        assert_eq!(finished.status, 302, "{what}: {}", String::from_utf8_lossy(&finished.body));
+        let location = finished.header("location").unwrap();
+        assert_eq!(query_param(location, "code"), None, "{what}: {location}");
+        assert!(query_param(location, "error").is_some(), "{what}: {location}");
+    }
+    assert_eq!(shop.count("SELECT COUNT(*) FROM users WHERE email_normalized = 'consumed@example.com'").await, 0);
+    shop.stop().await;
+}
