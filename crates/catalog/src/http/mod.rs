@@ -114,7 +114,8 @@ pub struct SearchResults {
 /// Search and browse products.
 ///
 /// Attribute filters are a family of parameters, `attr.NAME=VALUE`: `NAME` is an attribute name
-/// (1 to 40 of a-z, 0-9 and `_`; any other is refused with 400), and a product matches when it
+/// (1 to 40 of a-z, 0-9 and `_`; any other is refused with 400; at most 20 names, each given at
+/// most 50 times), and a product matches when it
 /// or one of its variants has any of the values given for that name. OpenAPI cannot declare a
 /// parameter whose name is a pattern, so `attr.color` and `attr.size` stand for the family here;
 /// every other `attr.NAME` works the same way. Query keys the search does not know are ignored.
@@ -127,16 +128,16 @@ pub struct SearchResults {
             description = "Full text over title, description, brand and category: every word must match, one typo allowed in words of 5 letters or more, the last word also as a prefix"),
         ("category" = Option<String>, Query, example = "shoes",
             description = "A category's slug: products in it and in the categories below it"),
-        ("brand" = Option<Vec<String>>, Query, example = json!(["Hoka", "Asics"]),
-            description = "Repeatable: products of any of these brands"),
+        ("brand" = Option<Vec<String>>, Query, max_items = 50, example = json!(["Hoka", "Asics"]),
+            description = "Repeatable, up to 50 times: products of any of these brands"),
         ("min_price" = Option<i64>, Query, example = 5000,
             description = "Inclusive, in minor units, on a product's lowest variant price"),
         ("max_price" = Option<i64>, Query, example = 20000,
             description = "Inclusive, in minor units; below `min_price`, nothing matches"),
         ("in_stock" = Option<bool>, Query, example = true, description = "Only products with a variant in stock"),
-        ("attr.color" = Option<Vec<String>>, Query, example = json!(["Blue"]),
+        ("attr.color" = Option<Vec<String>>, Query, max_items = 50, example = json!(["Blue"]),
             description = "One of the `attr.NAME` filters (see above), repeatable: products whose own or a variant's `color` is any of these"),
-        ("attr.size" = Option<Vec<String>>, Query, example = json!(["42"]),
+        ("attr.size" = Option<Vec<String>>, Query, max_items = 50, example = json!(["42"]),
             description = "One of the `attr.NAME` filters (see above), repeatable: products whose own or a variant's `size` is any of these"),
         ("sort" = inline(Option<crate::search::Sort>), Query,
             description = "`relevance` (the default with `q`), `newest` (the default without), by price or by title"),

@@ -21,6 +21,11 @@ pub const MAX_LIMIT: usize = 100;
 /// `offset + limit` would tie two parameters together); a search ranks at most 10,100 results.
 pub const MAX_OFFSET: usize = 10_000;
 pub const MAX_Q: usize = 200;
+/// Values one filter may list (`brand=…&brand=…`, `attr.color=…`): more is no shopper's query,
+/// and each is a clause in the search.
+pub const MAX_VALUES: usize = 50;
+/// Distinct `attr.NAME` filters in one query.
+pub const MAX_ATTRIBUTES: usize = 20;
 
 /// `status`: which products an admin lists. Checked for everyone, applied for admins only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
@@ -74,7 +79,12 @@ pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<
                 request.q = Some(value).filter(|q| !q.trim().is_empty());
             }
             "category" => category = Some(value),
-            "brand" => request.brands.push(value),
+            "brand" => {
+                if request.brands.len() == MAX_VALUES {
+                    return Err(bad(format!("brand may be given at most {MAX_VALUES} times")));
+                }
+                request.brands.push(value)
+            }
             "min_price" => request.min_price = Some(value.parse().map_err(|_| bad("min_price must be an integer"))?),
             "max_price" => request.max_price = Some(value.parse().map_err(|_| bad("max_price must be an integer"))?),
             "in_stock" => {
@@ -114,7 +124,14 @@ pub fn parse(query: Option<&str>, admin: bool) -> Result<(SearchRequest, Option<
             name => {
                 if let Some(attribute) = name.strip_prefix("attr.") {
                     domain::attribute_name(attribute).map_err(|e| bad(format!("attr.{attribute}: {e}")))?;
-                    request.attrs.entry(attribute.to_owned()).or_default().push(value);
+                    if !request.attrs.contains_key(attribute) && request.attrs.len() == MAX_ATTRIBUTES {
+                        return Err(bad(format!("at most {MAX_ATTRIBUTES} attr.NAME filters")));
+                    }
+                    let values = request.attrs.entry(attribute.to_owned()).or_default();
+                    if values.len() == MAX_VALUES {
+                        return Err(bad(format!("attr.{attribute} may be given at most {MAX_VALUES} times")));
+                    }
+                    values.push(value);
                 }
                 // Anything else (a cache buster, a tracking parameter) is ignored.
             }
@@ -200,6 +217,17 @@ mod tests {
         assert_eq!(parse(Some(&format!("q={}", "é".repeat(MAX_Q))), false).unwrap().0.q.map(|q| q.len()), Some(400));
         assert!(parse(Some(&format!("q={}", "é".repeat(MAX_Q + 1))), false).is_err());
         assert!(parse(Some("attr.size_eu=42&utm_source=mail&_=1"), false).is_ok(), "unknown keys are ignored");
+        let repeated = |key: &str, n: usize| (0..n).map(|i| format!("{key}=v{i}")).collect::<Vec<_>>().join("&");
+        assert!(parse(Some(&repeated("brand", MAX_VALUES)), false).is_ok());
+        assert!(parse(Some(&repeated("brand", MAX_VALUES + 1)), false).is_err());
+        assert!(parse(Some(&repeated("attr.color", MAX_VALUES + 1)), false).is_err());
+        let names = |n: usize| (0..n).map(|i| format!("attr.a{i}=v")).collect::<Vec<_>>().join("&");
+        assert!(parse(Some(&names(MAX_ATTRIBUTES)), false).is_ok());
+        assert!(
+            parse(Some(&format!("{}&attr.a0=w", names(MAX_ATTRIBUTES))), false).is_ok(),
+            "a name again is no new one"
+        );
+        assert!(parse(Some(&names(MAX_ATTRIBUTES + 1)), false).is_err());
         for sort in ["relevance", "price_asc", "price_desc", "newest", "title"] {
             assert!(parse(Some(&format!("sort={sort}")), false).is_ok(), "{sort}");
         }
