@@ -143,6 +143,26 @@ impl Carts {
             return self.remove_now(cart, sku).await;
         }
         let prices = self.catalog.prices(&[sku.to_owned()], false).await?;
+        match self.change_with(cart, sku, quantity, mode, &prices).await {
+            // The cached stock figure lags the catalog's events by a moment: a refusal is
+            // confirmed with the catalog's own figure (a declined checkout may have just given
+            // the stock back) before the shopper is told.
+            Err(CartError::OutOfStock { .. }) => {
+                let confirmed = self.catalog.confirmed(&[sku.to_owned()]).await?;
+                self.change_with(cart, sku, quantity, mode, &confirmed).await
+            }
+            other => other,
+        }
+    }
+
+    async fn change_with(
+        &self,
+        cart: CartRef,
+        sku: &str,
+        quantity: i64,
+        mode: Mode,
+        prices: &Prices,
+    ) -> Result<CartView, CartError> {
         let variant =
             prices.variants.get(sku).filter(|v| v.for_sale).ok_or_else(|| CartError::SkuNotFound(sku.to_owned()))?;
         let change = LineChange {

@@ -135,6 +135,19 @@ impl Catalog {
         }
     }
 
+    /// Prices asked of the catalog now, whatever is cached (and cached in turn): to confirm an
+    /// answer the cache gave before acting on it. Concurrent confirmations share one call.
+    pub async fn confirmed(&self, skus: &[String]) -> Result<Prices, CartError> {
+        let fetched = self.fetch_coalesced(skus).await.map_err(CartError::CatalogUnavailable)?;
+        let mut prices = Prices::default();
+        for variant in fetched.iter().flat_map(|found| found.iter()) {
+            if skus.contains(&variant.sku) {
+                prices.variants.insert(variant.sku.clone(), variant.clone());
+            }
+        }
+        Ok(prices)
+    }
+
     /// The answers for `skus`: joins the fetches already under way for some of them and starts
     /// one call for the rest.
     async fn fetch_coalesced(&self, skus: &[String]) -> Result<Vec<Arc<Vec<VariantPrice>>>, String> {
