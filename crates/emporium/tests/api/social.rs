@@ -283,15 +283,15 @@ async fn unlinking_always_leaves_a_way_to_sign_in(db: TestDatabase) {
     s.fakes.sign_in_as(Some(Account::new("2001", Some(("carol@example.com", true)))));
     s.session("github", Consent::SignInAs("")).await;
     let access = token(&carol);
-    let unlink = |provider: &'static str| {
-        let access = access.clone();
+    let unlink = |access: &str, provider: &'static str| {
+        let access = access.to_owned();
         let gateway = s.shop.gateway.clone();
         async move { gateway.delete(&format!("/api/v1/users/me/identities/{provider}")).bearer(&access).send().await }
     };
-    assert_eq!(unlink("github").await.status, 204);
-    unlink("github").await.problem(404);
+    assert_eq!(unlink(&access, "github").await.status, 204);
+    unlink(&access, "github").await.problem(404);
     // The last identity of an account without a password stays.
-    let last = unlink("certified").await.problem(409);
+    let last = unlink(&access, "certified").await.problem(409);
     assert!(last["detail"].as_str().unwrap().contains("last way to sign in"), "{last}");
     // An account made by a provider sets its first password without a current one, but only
     // from a fresh sign-in: an older session's token may have been stolen.
@@ -312,9 +312,16 @@ async fn unlinking_always_leaves_a_way_to_sign_in(db: TestDatabase) {
     let fresh = s.session("certified", Consent::SignInAs("carol")).await;
     let set = set_password(token(&fresh)).await;
     assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
-    assert_eq!(unlink("certified").await.status, 204);
+    // A new password ends every other session, the old one's tokens included.
+    let ended = testkit::eventually(std::time::Duration::from_secs(5), || {
+        let (gateway, access) = (s.shop.gateway.clone(), access.clone());
+        async move { gateway.get("/api/v1/users/me").bearer(&access).send().await.status == 401 }
+    })
+    .await;
+    assert!(ended, "the older session's token is refused");
+    assert_eq!(unlink(&token(&fresh), "certified").await.status, 204);
     assert_eq!(s.shop.login("carol@example.com", PASSWORD).await.status, 200);
-    assert!(s.identities(&access).await.is_empty());
+    assert!(s.identities(&token(&fresh)).await.is_empty());
 }
 
 async fn forged_misdirected_and_replayed_answers_are_refused(db: TestDatabase) {
