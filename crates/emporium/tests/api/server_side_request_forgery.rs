@@ -18,8 +18,8 @@ use crate::common::*;
 
 on_both_backends!(endpoints_a_discovery_document_names_must_be_public);
 
-const CLIENT_ID: &str = "ssrf-client";
-const CLIENT_SECRET: &str = "ssrf-client-secret-of-some-length";
+pub const CLIENT_ID: &str = "ssrf-client";
+pub const CLIENT_SECRET: &str = "ssrf-client-secret-of-some-length";
 const REDIRECT: &str = "http://127.0.0.1:9/signed-in";
 
 /// A server on this machine that must never hear from the shop: how many connections it took.
@@ -37,8 +37,42 @@ async fn bystander() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     (port, accepted)
 }
 
+/// A shop whose providers `p0`, `p1`, … are all the fake OpenID provider, each reading its
+/// discovery document once (so each can meet another one); and the gateway's URL.
+pub async fn shop_with_providers(db: TestDatabase, fakes: &FakeProviders, providers: usize) -> (TestShop, String) {
+    let gateway_port = free_port();
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    let (issuer, public) = (fakes.issuer(), gateway.clone());
+    let shop = TestShop::start_with(db, move |settings| {
+        settings.gateway.listen = format!("127.0.0.1:{gateway_port}").parse().unwrap();
+        let social = &mut settings.identity.social;
+        social.public_url = public;
+        social.redirect_uris = vec![REDIRECT.to_owned()];
+        for n in 0..providers {
+            social.providers.insert(
+                format!("p{n}"),
+                ProviderConfig {
+                    kind: ProviderKind::Oidc,
+                    name: None,
+                    client_id: CLIENT_ID.to_owned(),
+                    client_secret: Some(CLIENT_SECRET.to_owned().into()),
+                    client_secret_file: None,
+                    issuer: Some(issuer.clone()),
+                    authorization_endpoint: None,
+                    token_endpoint: None,
+                    api_base: None,
+                    scopes: Vec::new(),
+                    trust_verified_email: None,
+                },
+            );
+        }
+    })
+    .await;
+    (shop, gateway)
+}
+
 /// Walks a sign-in at provider `id` to the end; the URL the client application is sent to.
-async fn sign_in(gateway: &str, fakes: &FakeProviders, id: &str) -> String {
+pub async fn sign_in(gateway: &str, fakes: &FakeProviders, id: &str) -> String {
     let redirect = form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
     let browser = Browser::new();
     let started = browser.get(&format!("{gateway}/api/v1/auth/oauth/{id}/authorize?redirect_uri={redirect}")).await;
@@ -65,35 +99,7 @@ async fn endpoints_a_discovery_document_names_must_be_public(db: TestDatabase) {
         ("jwks_uri", format!("https://localhost:{port}/jwks")),
     ];
     let fakes = FakeProviders::start(CLIENT_ID, CLIENT_SECRET).await;
-    let gateway_port = free_port();
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
-    let (issuer, public) = (fakes.issuer(), gateway.clone());
-    let providers = hostile.len() + 1;
-    let shop = TestShop::start_with(db, move |settings| {
-        settings.gateway.listen = format!("127.0.0.1:{gateway_port}").parse().unwrap();
-        let social = &mut settings.identity.social;
-        social.public_url = public;
-        social.redirect_uris = vec![REDIRECT.to_owned()];
-        for n in 0..providers {
-            social.providers.insert(
-                format!("p{n}"),
-                ProviderConfig {
-                    kind: ProviderKind::Oidc,
-                    name: None,
-                    client_id: CLIENT_ID.to_owned(),
-                    client_secret: Some(CLIENT_SECRET.to_owned().into()),
-                    client_secret_file: None,
-                    issuer: Some(issuer.clone()),
-                    authorization_endpoint: None,
-                    token_endpoint: None,
-                    api_base: None,
-                    scopes: Vec::new(),
-                    trust_verified_email: None,
-                },
-            );
-        }
-    })
-    .await;
+    let (shop, gateway) = shop_with_providers(db, &fakes, hostile.len() + 1).await;
     fakes.sign_in_as(Some(Account::new("ssrf", Some(("ssrf@example.com", true)))));
 
     // Each provider reads the document once (and keeps it): each meets another hostile one.

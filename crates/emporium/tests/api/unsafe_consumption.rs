@@ -8,12 +8,10 @@
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::any};
-use identity::config::{ProviderConfig, ProviderKind};
 use serde_json::json;
 use testkit::{
-    Browser, TestDatabase,
+    TestDatabase,
     browser::query_param,
-    free_port,
     providers::{Account, FakeProviders},
 };
 
@@ -21,6 +19,7 @@ use crate::{
     catalog::{create, product_body},
     common::*,
     orders::{add_to_cart, available, checkout, checkout_body, unique_sku},
+    server_side_request_forgery::{CLIENT_ID, CLIENT_SECRET, shop_with_providers, sign_in},
 };
 
 /// What the stand-in answers next: a status, a content type and a body.
@@ -104,16 +103,10 @@ async fn malformed_payment_answers_pay_for_nothing() {
     shop.stop().await;
 }
 
-const CLIENT_ID: &str = "unsafe-client";
-const CLIENT_SECRET: &str = "unsafe-client-secret-of-some-length";
-const REDIRECT: &str = "http://127.0.0.1:9/signed-in";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_sign_in_answers_make_no_account() {
     let (url, answer) = misbehaving().await;
     let fakes = FakeProviders::start(CLIENT_ID, CLIENT_SECRET).await;
-    let gateway_port = free_port();
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
     let cases: Vec<(&str, &str, StatusCode, &'static str, String)> = vec![
         ("token_endpoint", "an HTML page", StatusCode::OK, "text/html", "<html>sign in again</html>".to_owned()),
         (
@@ -153,52 +146,15 @@ async fn malformed_sign_in_answers_make_no_account() {
         ),
         ("jwks_uri", "an HTML page for keys", StatusCode::OK, "text/html", "<html>keys</html>".to_owned()),
     ];
-    let (issuer, public, providers) = (fakes.issuer(), gateway.clone(), cases.len());
-    let shop = TestShop::start_with(TestDatabase::sqlite(), move |settings| {
-        settings.gateway.listen = format!("127.0.0.1:{gateway_port}").parse().unwrap();
-        let social = &mut settings.identity.social;
-        social.public_url = public;
-        social.redirect_uris = vec![REDIRECT.to_owned()];
-        for n in 0..providers {
-            social.providers.insert(
-                format!("p{n}"),
-                ProviderConfig {
-                    kind: ProviderKind::Oidc,
-                    name: None,
-                    client_id: CLIENT_ID.to_owned(),
-                    client_secret: Some(CLIENT_SECRET.to_owned().into()),
-                    client_secret_file: None,
-                    issuer: Some(issuer.clone()),
-                    authorization_endpoint: None,
-                    token_endpoint: None,
-                    api_base: None,
-                    scopes: Vec::new(),
-                    trust_verified_email: None,
-                },
-            );
-        }
-    })
-    .await;
+    let (shop, gateway) = shop_with_providers(TestDatabase::sqlite(), &fakes, cases.len()).await;
     fakes.sign_in_as(Some(Account::new("consumed", Some(("consumed@example.com", true)))));
-    let redirect = form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
     for (n, (member, what, status, content_type, body)) in cases.into_iter().enumerate() {
         set(&answer, status, content_type, body);
         let endpoint = format!("{url}/{member}");
         fakes.discovery_names(serde_json::Value::Object([(member.to_owned(), json!(endpoint))].into_iter().collect()));
-        let browser = Browser::new();
-        let started = browser.get(&format!("{gateway}/api/v1/auth/oauth/p{n}/authorize?redirect_uri={redirect}")).await;
-        assert_eq!(started.status, 302, "{what}: {}", String::from_utf8_lossy(&started.body));
-        let base = fakes.base().to_owned();
-        let callback = browser
-            .follow_within(started.header("location").unwrap(), |url| url.starts_with(&base))
-            .await
-            .left()
-            .to_owned();
-        let finished = browser.get(&callback).await;
-        assert_eq!(finished.status, 302, "{what}: {}", String::from_utf8_lossy(&finished.body));
-        let location = finished.header("location").unwrap();
-        assert_eq!(query_param(location, "code"), None, "{what}: {location}");
-        assert!(query_param(location, "error").is_some(), "{what}: {location}");
+        let location = sign_in(&gateway, &fakes, &format!("p{n}")).await;
+        assert_eq!(query_param(&location, "code"), None, "{what}: {location}");
+        assert!(query_param(&location, "error").is_some(), "{what}: {location}");
     }
     assert_eq!(shop.count("SELECT COUNT(*) FROM users WHERE email_normalized = 'consumed@example.com'").await, 0);
     shop.stop().await;
