@@ -136,11 +136,14 @@ impl Catalog {
     }
 
     /// Prices asked of the catalog now, whatever is cached (and cached in turn): to confirm an
-    /// answer the cache gave before acting on it. Concurrent confirmations share one call.
+    /// answer the cache gave before acting on it. A new call, not one already under way, which
+    /// may have begun before the change that is to be confirmed.
     pub async fn confirmed(&self, skus: &[String]) -> Result<Prices, CartError> {
-        let fetched = self.fetch_coalesced(skus).await.map_err(CartError::CatalogUnavailable)?;
+        let fetched = Self::fetch(self.catalog.clone(), skus.to_vec(), self.cache.clone())
+            .await
+            .map_err(CartError::CatalogUnavailable)?;
         let mut prices = Prices::default();
-        for variant in fetched.iter().flat_map(|found| found.iter()) {
+        for variant in fetched.iter() {
             if skus.contains(&variant.sku) {
                 prices.variants.insert(variant.sku.clone(), variant.clone());
             }

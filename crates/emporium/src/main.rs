@@ -204,8 +204,9 @@ enum AdminCommand {
     RotateSigningKey,
     /// Write a new random master key to FILE (readable by its owner only).
     NewMasterKey { file: std::path::PathBuf },
-    /// Seal identity's data key with the master key in FILE (made when absent) instead of the
-    /// configured one. Then give every identity replica that file (`identity.secrets.master_key_file`).
+    /// Seal identity's data key with the master key in FILE instead of the configured one. FILE
+    /// must exist (`new-master-key`), stored where the replicas will read it; then give every
+    /// identity replica that file (`identity.secrets.master_key_file`).
     RotateMasterKey {
         #[arg(long)]
         new_key_file: std::path::PathBuf,
@@ -395,8 +396,10 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
                 .await
                 .context("rotating identity's master key")?;
             println!(
-                "identity's secrets are now sealed with master key {id} ({}); running replicas keep working: set \
-                 identity.secrets.master_key_file (EMPORIUM_IDENTITY__SECRETS__MASTER_KEY_FILE) to it before each restarts",
+                "identity's secrets are now sealed with master key {id} ({}); running replicas keep working. Before each \
+                 restarts, set identity.secrets.master_key_file (EMPORIUM_IDENTITY__SECRETS__MASTER_KEY_FILE) to it and \
+                 remove identity.secrets.master_key (EMPORIUM_IDENTITY__SECRETS__MASTER_KEY) if it is set. Keep the old key \
+                 for backups made before now.",
                 new_key_file.display()
             );
             return Ok(());

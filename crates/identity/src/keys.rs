@@ -121,7 +121,12 @@ impl KeyRing {
 /// Starts signing with a new key; the old ones stay published until their tokens expire.
 /// Returns the new key id.
 pub async fn rotate(store: &Store, ring: &KeyRing) -> Result<String, IdentityError> {
-    let key = generate(&ring.data_key)?;
+    rotate_with(store, &ring.data_key).await
+}
+
+/// [`rotate`], before there is a key ring.
+pub async fn rotate_with(store: &Store, data_key: &DataKey) -> Result<String, IdentityError> {
+    let key = generate(data_key)?;
     store.insert_signing_key(&key).await?;
     store.retire_signing_keys_except(&key.kid, platform::time::now()).await?;
     Ok(key.kid)

@@ -57,8 +57,8 @@ pub async fn open(config: &Config, shared: &Shared) -> Result<Accounts, StartErr
     Ok(Accounts::new(store, hasher, keys, providers, config.clone(), link_secret))
 }
 
-/// Wraps identity's data key with the master key `next` (a file, made when absent) instead of
-/// the configured one; returns the new master key's fingerprint. Running replicas keep working;
+/// Wraps identity's data key with the master key `next` (an existing file) instead of the
+/// configured one; returns the new master key's fingerprint. Running replicas keep working;
 /// each must be given the new key before it restarts.
 pub async fn rotate_master_key(
     config: &Config,
@@ -66,11 +66,10 @@ pub async fn rotate_master_key(
     next: &platform::secrets::MasterKeyConfig,
 ) -> Result<String, StartError> {
     let current = secrets::master_key(config, shared)?;
-    if let Some(file) = next.master_key_file.as_deref().filter(|f| !f.exists()) {
-        platform::secrets::write_new_key(file).map_err(|e| StartError::Config(e.to_string()))?;
-    }
-    let next = platform::secrets::MasterKey::load(next, std::path::Path::new(""))
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    // The new key must already be where the replicas will read it (made with `new-master-key`
+    // and stored in the secret store): a key made by this command in a throw-away container
+    // would be lost the moment the data key was wrapped with it.
+    let next = platform::secrets::MasterKey::load(next, None).map_err(|e| StartError::Config(e.to_string()))?;
     let store = store::Store::open(&shared.database_url(SERVICE, config.database_url.as_deref()), &config.pool).await?;
     // Seals whatever is not sealed yet, and proves the current key opens the data key.
     secrets::open(&store, &current).await?;

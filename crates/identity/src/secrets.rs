@@ -18,10 +18,13 @@ pub fn private_key_place(kid: &str) -> String {
 
 const LINK_SECRET_PLACE: &str = "link_secrets.secret:1";
 
-/// The configured master key, or the one beside the embedded databases.
+/// The configured master key; for the embedded database only, the one beside it (made on first
+/// start). A database elsewhere outlives any data directory (an emptyDir, a container's tmpfs),
+/// so a key made there on the spot would be lost with it, and the secrets with the key.
 pub fn master_key(config: &Config, shared: &Shared) -> Result<MasterKey, StartError> {
     let default_file = shared.data_dir.join(format!("{SERVICE}.master-key"));
-    MasterKey::load(&config.secrets, &default_file).map_err(|e| StartError::Config(format!("identity.secrets: {e}")))
+    let default = config.database_url.is_none().then_some(default_file.as_path());
+    MasterKey::load(&config.secrets, default).map_err(|e| StartError::Config(format!("identity.secrets: {e}")))
 }
 
 /// Opens the database's data key (making it on a fresh database) and the link secret, and seals
@@ -40,19 +43,33 @@ pub async fn open(store: &Store, master: &MasterKey) -> Result<(DataKey, Vec<u8>
         }
     };
     let key = master.unwrap(&stored.0, &stored.1).map_err(refused)?;
+    // Values from before sealing were readable in every copy of the database made until now
+    // (backups, dumps, replicas): they are sealed here, and also replaced, since sealing does not
+    // unexpose them. A plain private key stays only to verify the tokens it signed (a new key
+    // signs from now on); a plain link secret is replaced, so links already sent stop working.
+    let mut exposed = false;
     for (kid, private_key) in store.stored_private_keys().await.map_err(db())? {
         if !is_sealed(&private_key) {
             let sealed = key.seal(&private_key, &private_key_place(&kid));
             store.replace_private_key(&kid, &private_key, &sealed).await.map_err(db())?;
+            exposed = true;
         }
     }
-    let mut fresh = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut fresh);
-    let mut stored = store.stored_link_secret(&key.seal(&fresh, LINK_SECRET_PLACE)).await.map_err(db())?;
+    if exposed {
+        crate::keys::rotate_with(store, &key).await.map_err(StartError::dependency("signing keys"))?;
+        tracing::warn!("signing keys were stored unsealed: sealed them, and a new key signs from now on");
+    }
+    let fresh = || {
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
+        key.seal(&fresh, LINK_SECRET_PLACE)
+    };
+    let mut stored = store.stored_link_secret(&fresh()).await.map_err(db())?;
     if !is_sealed(&stored) {
-        let sealed = key.seal(&stored, LINK_SECRET_PLACE);
-        store.replace_link_secret(&stored, &sealed).await.map_err(db())?;
-        stored = store.stored_link_secret(&sealed).await.map_err(db())?;
+        let replacement = fresh();
+        store.replace_link_secret(&stored, &replacement).await.map_err(db())?;
+        stored = store.stored_link_secret(&replacement).await.map_err(db())?;
+        tracing::warn!("the link secret was stored unsealed: replaced it; links sent before no longer work");
     }
     let link_secret = key.open(&stored, LINK_SECRET_PLACE).map_err(refused)?;
     Ok((key, link_secret))

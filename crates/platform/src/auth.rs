@@ -237,8 +237,9 @@ const VERIFIED_CAPACITY: usize = 50_000;
 /// shared by its verifiers and fed from identity's events.
 #[derive(Debug)]
 pub struct Revocations {
-    /// Session id → the Unix time after which no token of it can be valid any more.
-    sessions: RwLock<HashMap<Uuid, i64>>,
+    /// Session id → the Unix time after which no token of it can be valid any more, and when
+    /// the map was last swept of those.
+    sessions: RwLock<(HashMap<Uuid, i64>, i64)>,
     /// Lets the common case (nothing revoked lately) skip the lock.
     empty: std::sync::atomic::AtomicBool,
 }
@@ -261,8 +262,14 @@ impl Revocations {
         if until <= now {
             return;
         }
-        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, until| *until > now);
+        let mut guard = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        let (sessions, swept) = &mut *guard;
+        // Swept at most once a minute: replaying the window at start, or a password change that
+        // ends many sessions, revokes many at once.
+        if now - *swept >= 60 {
+            sessions.retain(|_, until| *until > now);
+            *swept = now;
+        }
         let entry = sessions.entry(session).or_insert(until);
         *entry = (*entry).max(until);
         self.empty.store(false, std::sync::atomic::Ordering::Release);
@@ -274,7 +281,7 @@ impl Revocations {
             return false;
         }
         let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.get(&session).is_some_and(|until| *until > chrono::Utc::now().timestamp())
+        sessions.0.get(&session).is_some_and(|until| *until > chrono::Utc::now().timestamp())
     }
 
     /// How far back revocations matter: the longest a token lives, with the clock skew tolerated
@@ -608,7 +615,7 @@ mod tests {
         let long_ago = chrono::Utc::now() - chrono::Duration::from_std(Revocations::window()).unwrap();
         revocations.revoke(other.sid.unwrap(), long_ago);
         assert!(verifier.verify(&other_token).await.is_ok());
-        assert_eq!(revocations.sessions.read().unwrap().len(), 1);
+        assert_eq!(revocations.sessions.read().unwrap().0.len(), 1);
     }
 
     #[tokio::test]

@@ -18,9 +18,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 pub const ENV_PREFIX: &str = "EMPORIUM_";
 
 /// `EMPORIUM_*` variables read by something other than the settings (the command line, the test
-/// harness, the log shipper's configuration), which therefore are not unknown keys.
+/// harness, the log shipper's configuration and its start script), which therefore are not
+/// unknown keys.
 const NOT_SETTINGS: [&str; 5] = ["CONFIG", "ADMIN_PASSWORD", "REQUIRE_BACKENDS", "LOG_FILE", "FLASH_SALE_BUYERS"];
-const NOT_SETTINGS_PREFIXES: [&str; 2] = ["TEST_", "CHAOS_"];
+const NOT_SETTINGS_PREFIXES: [&str; 3] = ["TEST_", "CHAOS_", "SYSLOG_NG_"];
 
 fn is_setting(key: &str) -> bool {
     !NOT_SETTINGS.iter().any(|name| key.eq_ignore_ascii_case(name))

@@ -64,18 +64,29 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// The configured master key, or the one in `default_file` (created when absent).
-    pub fn load(config: &MasterKeyConfig, default_file: &Path) -> Result<Self, SecretsError> {
-        if let Some(key) = &config.master_key {
-            return Self::parse(key.expose_secret(), "the configured key".to_owned());
-        }
-        let (file, create) = match &config.master_key_file {
-            Some(file) => (file.as_path(), false),
-            None => (default_file, true),
+    /// The configured master key; without one, the key in `default_file` (created when absent)
+    /// if there is a default, else an error. Both a key and a key file configured is an error:
+    /// which one counts must not be a guess.
+    pub fn load(config: &MasterKeyConfig, default_file: Option<&Path>) -> Result<Self, SecretsError> {
+        let file = match (&config.master_key, &config.master_key_file, default_file) {
+            (Some(_), Some(_), _) => {
+                return Err(SecretsError::Key("set master_key or master_key_file, not both".to_owned()));
+            }
+            (Some(key), None, _) => return Self::parse(key.expose_secret(), "the configured key".to_owned()),
+            (None, Some(file), _) => file.as_path(),
+            (None, None, Some(default)) => {
+                if !default.exists() {
+                    write_new_key(default).or_else(|error| if default.exists() { Ok(()) } else { Err(error) })?;
+                }
+                default
+            }
+            (None, None, None) => {
+                return Err(SecretsError::Key(
+                    "no master key is configured: set master_key_file (`emporium admin new-master-key FILE` makes one)"
+                        .to_owned(),
+                ));
+            }
         };
-        if create && !file.exists() {
-            write_new_key(file)?;
-        }
         let text = std::fs::read_to_string(file)
             .map_err(|e| SecretsError::Key(format!("cannot read the master key file {}: {e}", file.display())))?;
         Self::parse(text.trim(), format!("the key file {}", file.display()))
@@ -126,23 +137,30 @@ impl MasterKey {
     }
 }
 
-/// Writes a new random master key to `file`, readable by its owner only.
+/// Writes a new random master key to `file`, readable by its owner only. The file appears whole
+/// or not at all (written aside, then linked into place), and an existing one is never replaced:
+/// two processes making the default key at once both end up reading the same one.
 pub fn write_new_key(file: &Path) -> Result<(), SecretsError> {
     let mut bytes = [0u8; KEY_LEN];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let text = format!("{}\n", STANDARD.encode(bytes));
     let failed =
         |e: std::io::Error| SecretsError::Key(format!("cannot write the master key file {}: {e}", file.display()));
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut out = options.open(file).map_err(failed)?;
-    std::io::Write::write_all(&mut out, text.as_bytes()).map_err(failed)?;
-    out.sync_all().map_err(failed)
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let aside = dir.join(format!(".master-key-{}", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(&aside)?;
+        std::io::Write::write_all(&mut out, text.as_bytes())?;
+        out.sync_all()?;
+        std::fs::hard_link(&aside, file)
+    })();
+    let _ = std::fs::remove_file(&aside);
+    written.map_err(failed)
 }
 
 /// The key that seals a database's secrets.
@@ -232,7 +250,8 @@ mod tests {
     #[test]
     fn sealed_values_open_only_in_their_place_and_with_their_key() {
         let dir = Dir::new();
-        let master = MasterKey::load(&MasterKeyConfig::default(), &dir.path().join("identity.master-key")).unwrap();
+        let master =
+            MasterKey::load(&MasterKeyConfig::default(), Some(&dir.path().join("identity.master-key"))).unwrap();
         let (data, wrapped) = master.new_data_key();
         let sealed = data.seal(b"private key", "signing_keys:k1");
         assert!(is_sealed(&sealed) && !sealed.windows(11).any(|w| w == b"private key"));
@@ -243,7 +262,8 @@ mod tests {
         assert!(data.open(&flipped, "signing_keys:k1").is_err());
 
         // The same file gives the same key; the stored data key opens and seals alike.
-        let again = MasterKey::load(&MasterKeyConfig::default(), &dir.path().join("identity.master-key")).unwrap();
+        let again =
+            MasterKey::load(&MasterKeyConfig::default(), Some(&dir.path().join("identity.master-key"))).unwrap();
         assert_eq!(again.id(), master.id());
         let reopened = again.unwrap(master.id(), &wrapped).unwrap();
         assert_eq!(reopened.open(&sealed, "signing_keys:k1").unwrap(), b"private key");
@@ -259,8 +279,8 @@ mod tests {
     fn another_master_key_is_refused_by_name_and_rotation_rewraps() {
         let dir = Dir::new();
         let config = |file: PathBuf| MasterKeyConfig { master_key_file: Some(file), master_key: None };
-        let first = MasterKey::load(&config(key_file(dir.path(), "first")), Path::new("unused")).unwrap();
-        let second = MasterKey::load(&config(key_file(dir.path(), "second")), Path::new("unused")).unwrap();
+        let first = MasterKey::load(&config(key_file(dir.path(), "first")), None).unwrap();
+        let second = MasterKey::load(&config(key_file(dir.path(), "second")), None).unwrap();
         let (data, wrapped) = first.new_data_key();
         let sealed = data.seal(b"secret", "link_secrets:1");
 
@@ -279,11 +299,22 @@ mod tests {
     #[test]
     fn a_configured_key_must_be_32_bytes_of_base64_and_a_named_file_must_exist() {
         let short = MasterKeyConfig { master_key: Some("c2hvcnQ=".to_owned().into()), master_key_file: None };
-        assert!(MasterKey::load(&short, Path::new("unused")).unwrap_err().to_string().contains("not 32 bytes"));
+        assert!(MasterKey::load(&short, None).unwrap_err().to_string().contains("not 32 bytes"));
         let missing = MasterKeyConfig { master_key_file: Some("/nonexistent/master-key".into()), master_key: None };
-        let error = MasterKey::load(&missing, Path::new("unused")).unwrap_err().to_string();
+        let error = MasterKey::load(&missing, None).unwrap_err().to_string();
         assert!(error.contains("/nonexistent/master-key"), "{error}");
         let good = MasterKeyConfig { master_key: Some(STANDARD.encode([7u8; 32]).into()), master_key_file: None };
-        assert!(MasterKey::load(&good, Path::new("unused")).is_ok());
+        assert!(MasterKey::load(&good, None).is_ok());
+        let both = MasterKeyConfig { master_key_file: Some("/etc/key".into()), ..good };
+        assert!(MasterKey::load(&both, None).unwrap_err().to_string().contains("not both"));
+        let error = MasterKey::load(&MasterKeyConfig::default(), None).unwrap_err().to_string();
+        assert!(error.contains("no master key is configured"), "{error}");
+        // An existing key file is never replaced.
+        let dir = Dir::new();
+        let file = key_file(dir.path(), "kept");
+        let kept = std::fs::read(&file).unwrap();
+        assert!(write_new_key(&file).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), kept);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing left aside");
     }
 }

@@ -102,6 +102,7 @@ impl Cluster {
                     ("EMPORIUM_IDENTITY__LISTEN", format!("127.0.0.1:{}", http["identity"])),
                     ("EMPORIUM_IDENTITY__GRPC_LISTEN", format!("127.0.0.1:{identity_grpc}")),
                     ("EMPORIUM_IDENTITY__DATABASE_URL", dbs[0].url.clone()),
+                    ("EMPORIUM_IDENTITY__SECRETS__MASTER_KEY", new_master_key()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024".to_owned()),
                     ("EMPORIUM_IDENTITY__PASSWORD_HASHING__ITERATIONS", "1".to_owned()),
                     ("EMPORIUM_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),

@@ -17,7 +17,7 @@ use crate::common::*;
 on_both_backends!(secrets_are_sealed_and_another_master_key_is_refused, rotation_and_databases_from_before_sealing);
 
 fn master_key(settings: &emporium::Settings) -> MasterKey {
-    MasterKey::load(&settings.identity.secrets, &settings.data_dir.join("identity.master-key")).unwrap()
+    MasterKey::load(&settings.identity.secrets, Some(&settings.data_dir.join("identity.master-key"))).unwrap()
 }
 
 fn with_key(key: &str) -> MasterKeyConfig {
@@ -103,7 +103,8 @@ async fn secrets_are_sealed_and_another_master_key_is_refused(db: TestDatabase) 
 
 async fn rotation_and_databases_from_before_sealing(db: TestDatabase) {
     let shop = TestShop::start(db).await;
-    let access = token(&shop.register(&unique_email("legacy")).await);
+    let email = unique_email("legacy");
+    let access = token(&shop.register(&email).await);
     let (kid, der) = signing_key(&shop).await;
     let database = shop.db().await;
     let row = stored(&database).await;
@@ -130,21 +131,44 @@ async fn rotation_and_databases_from_before_sealing(db: TestDatabase) {
     with_db!(&database, |pool| sqlx::query("DELETE FROM data_keys").execute(pool).await.map(drop)).unwrap();
     database.close().await;
 
-    // A new master key seals them in place; the same signing key and link secret are kept.
+    // A new master key seals them in place. Having been readable, they are replaced too: a new
+    // key signs (the old one, sealed, still verifies its tokens) and the link secret is new.
     let second = new_master_key();
     let shop = TestShop::start_with(db, |s| s.identity.secrets = with_key(&second)).await;
     assert_eq!(me(&shop, &access).await, 200);
-    assert_eq!(signing_key(&shop).await, (kid.clone(), der.clone()));
+    let (new_kid, new_der) = signing_key(&shop).await;
+    assert!(new_kid != kid && new_der != der);
     let database = shop.db().await;
+    let old_key: Vec<u8> =
+        with_db!(&database, |pool| sqlx::query_scalar("SELECT private_key FROM signing_keys WHERE kid = $1")
+            .bind(&kid)
+            .fetch_one(pool)
+            .await)
+        .unwrap();
     let row = stored(&database).await;
     database.close().await;
-    assert!(is_sealed(&row.private_key) && is_sealed(&row.link_secret));
+    assert!(is_sealed(&old_key) && is_sealed(&row.private_key) && is_sealed(&row.link_secret));
     let data = master_key(&shop.settings).unwrap(&row.master_key_id, &row.wrapped).unwrap();
-    assert_eq!(data.open(&row.link_secret, "link_secrets.secret:1").unwrap(), link_secret);
+    assert_eq!(data.open(&old_key, &format!("signing_keys.private_key:{kid}")).unwrap(), der);
+    assert_ne!(data.open(&row.link_secret, "link_secrets.secret:1").unwrap(), link_secret);
+    let fresh = token(&shop.login(&email, PASSWORD).await.json());
+    assert_eq!(jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(), Some(new_kid.as_str()));
 
-    // The operator's command rotates the master key while the shop runs; it keeps working.
+    // The operator's commands make a key, then rotate to it while the shop runs; it keeps working.
     let dir = testkit::temp_dir("master-key");
     let third_file = dir.join("identity.master-key");
+    let admin = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_emporium"));
+        command.arg("admin").args(args).arg(&third_file).env("EMPORIUM_DATA_DIR", &dir);
+        command
+    };
+    let unmade = admin(&["rotate-master-key", "--new-key-file"])
+        .env("EMPORIUM_IDENTITY__DATABASE_URL", shop.settings.identity.database_url.clone().unwrap())
+        .env("EMPORIUM_IDENTITY__SECRETS__MASTER_KEY", &second)
+        .output()
+        .unwrap();
+    assert!(!unmade.status.success(), "a key file that does not exist yet is not made on the spot");
+    assert!(admin(&["new-master-key"]).status().unwrap().success());
     let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_emporium"))
         .args(["admin", "rotate-master-key", "--new-key-file"])
         .arg(&third_file)
@@ -155,11 +179,8 @@ async fn rotation_and_databases_from_before_sealing(db: TestDatabase) {
         .unwrap();
     let said = String::from_utf8_lossy(&rotated.stdout).into_owned() + &String::from_utf8_lossy(&rotated.stderr);
     assert!(rotated.status.success(), "{said}");
-    let third = MasterKey::load(
-        &MasterKeyConfig { master_key_file: Some(third_file.clone()), master_key: None },
-        std::path::Path::new(""),
-    )
-    .unwrap();
+    let third = MasterKey::load(&MasterKeyConfig { master_key_file: Some(third_file.clone()), master_key: None }, None)
+        .unwrap();
     assert!(said.contains(third.id()), "{said}");
     assert_eq!(me(&shop, &access).await, 200);
 
@@ -173,7 +194,7 @@ async fn rotation_and_databases_from_before_sealing(db: TestDatabase) {
     })
     .await;
     assert_eq!(me(&shop, &access).await, 200);
-    assert_eq!(signing_key(&shop).await.1, der);
+    assert_eq!(signing_key(&shop).await.1, new_der);
     shop.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

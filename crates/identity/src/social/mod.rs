@@ -197,17 +197,15 @@ impl Providers {
     /// Builds the providers from configuration (secrets from files are read here). Nothing is
     /// fetched yet: a provider that is down delays no start.
     pub fn from_config(config: &SocialConfig) -> Result<Self, String> {
-        // The providers' configured hosts are trusted; what their discovery documents name is
-        // reached only at public addresses.
-        let configured = config.providers.values().flat_map(|p| {
-            [&p.issuer, &p.authorization_endpoint, &p.token_endpoint, &p.api_base]
-                .into_iter()
-                .flatten()
-                .map(String::as_str)
-        });
-        let http = platform::http::client::https(config.timeout, platform::http::client::Egress::trusting(configured));
         let mut providers = Vec::new();
         for (id, provider) in &config.providers {
+            // A client of its own, trusting the origins configured for this provider alone: what
+            // its discovery document names elsewhere, another provider's host included, is
+            // reached only at public addresses.
+            let configured =
+                [&provider.issuer, &provider.authorization_endpoint, &provider.token_endpoint, &provider.api_base];
+            let egress = platform::http::client::Egress::trusting(configured.into_iter().flatten().map(String::as_str));
+            let http = platform::http::client::https(config.timeout, egress);
             let secret = secret(id, provider)?;
             let client = Client {
                 id: provider.client_id.clone(),
@@ -218,7 +216,7 @@ impl Providers {
                 } else {
                     provider.scopes.clone()
                 },
-                http: http.clone(),
+                http,
                 timeout: config.timeout,
             };
             let protocol = match provider.kind {

@@ -348,7 +348,7 @@ mod tests {
 
     use super::*;
 
-    fn client() -> Client {
+    fn client(provider: &FakeProviders) -> Client {
         Client {
             id: "client".to_owned(),
             secret: "secret".to_owned().into(),
@@ -356,7 +356,7 @@ mod tests {
             scopes: Vec::new(),
             http: platform::http::client::https(
                 Duration::from_secs(2),
-                platform::http::client::Egress::trusting(["http://127.0.0.1"]),
+                platform::http::client::Egress::trusting([provider.base()]),
             ),
             timeout: Duration::from_secs(2),
         }
@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn keys_are_fetched_again_for_a_kid_not_seen_but_not_at_every_token() {
         let fakes = FakeProviders::start("client", "secret").await;
-        let client = client();
+        let client = client(&fakes);
         let oidc = Oidc::new(fakes.issuer());
         let discovery = oidc.discovery(&client).await.unwrap();
         assert!(oidc.key(&client, &discovery, Some("fake-key"), Algorithm::EdDSA).await.is_ok());

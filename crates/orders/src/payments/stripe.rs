@@ -114,7 +114,8 @@ impl Stripe {
         }
         match body.get("id").and_then(Value::as_str).filter(|id| is_object_id(id, "re_")) {
             Some(id) => Ok(id.to_owned()),
-            None => Err(PaymentError::Refused("the refund answer names no refund".to_owned())),
+            // The refund may have been made: asked again with the same key, Stripe answers it again.
+            None => Err(PaymentError::Unavailable("a 2xx refund answer that names no refund".to_owned())),
         }
     }
 
@@ -139,25 +140,27 @@ impl Stripe {
 }
 
 /// A PaymentIntent's id and status, when the answer is one, for the amount and currency asked
-/// for (OWASP API10: a provider's answer is checked before the shop acts on it). An answer that
-/// is not, however well it says "succeeded", pays nothing: the order is declined, the stock
-/// released, and the warning logged names what did not match, for reconciliation.
+/// for (OWASP API10: a provider's answer is checked before the shop acts on it). A 2xx that is
+/// not says nothing reliable of whether the card was charged: neither paid nor declined, the
+/// outcome stays unknown and the charge is asked again with the same idempotency key (Stripe
+/// replays its stored answer), until it reads right or the saga is reported stuck for
+/// reconciliation. The error names the intent id it saw, never dropping it.
 fn checked_intent<'a>(body: &'a Value, request: &ChargeRequest) -> Result<(&'a str, &'a str), PaymentError> {
     let id = body.get("id").and_then(Value::as_str).filter(|id| is_object_id(id, "pi_"));
     let status = body.get("status").and_then(Value::as_str);
     let amount = body.get("amount").and_then(Value::as_i64);
     let currency = body.get("currency").and_then(Value::as_str);
     let (Some(id), Some(status)) = (id, status) else {
-        return Err(PaymentError::Refused("the answer is not a payment intent".to_owned()));
+        return Err(PaymentError::Unavailable("a 2xx answer that is not a payment intent".to_owned()));
     };
     if amount != Some(request.amount.amount) {
-        return Err(PaymentError::Refused(format!(
+        return Err(PaymentError::Unavailable(format!(
             "payment intent {id} is for {amount:?}, not {}",
             request.amount.amount
         )));
     }
     if !currency.is_some_and(|c| c.eq_ignore_ascii_case(request.amount.currency.as_str())) {
-        return Err(PaymentError::Refused(format!("payment intent {id} is in {currency:?}")));
+        return Err(PaymentError::Unavailable(format!("payment intent {id} is in {currency:?}")));
     }
     Ok((id, status))
 }
@@ -209,7 +212,7 @@ mod tests {
         ] {
             let mut bad = good.clone();
             bad[member] = value.clone();
-            assert!(matches!(checked_intent(&bad, &request), Err(PaymentError::Refused(_))), "{member}: {value}");
+            assert!(matches!(checked_intent(&bad, &request), Err(PaymentError::Unavailable(_))), "{member}: {value}");
         }
         assert!(checked_intent(&Value::Null, &request).is_err());
         assert!(checked_intent(&serde_json::json!(["pi_123"]), &request).is_err());

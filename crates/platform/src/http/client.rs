@@ -74,39 +74,51 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
 /// A pooled HTTPS client whose connection attempts give up after `connect_timeout`, going only
 /// where `egress` allows.
 pub fn https(connect_timeout: Duration, egress: Egress) -> HttpsClient {
-    let mut http = HttpConnector::new_with_resolver(Resolver { egress: egress.clone() });
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
+    let mut open = HttpConnector::new();
+    let mut public = HttpConnector::new_with_resolver(PublicResolver);
+    open.enforce_http(false);
+    open.set_connect_timeout(Some(connect_timeout));
+    open.set_nodelay(true);
+    public.enforce_http(false);
+    public.set_connect_timeout(Some(connect_timeout));
+    public.set_nodelay(true);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .wrap_connector(Guarded { http, egress });
+        .wrap_connector(Guarded { open, public, egress });
     Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector)
 }
 
-/// Where third-party requests may go: the hosts of configured URLs, whatever they resolve to
-/// (a provider or a stand-in the operator chose, on a private network or this machine), and
-/// any other host only at a public address.
+/// Where third-party requests may go: the origins (scheme's port included) of configured URLs,
+/// whatever they resolve to (a provider or a stand-in the operator chose, on a private network
+/// or this machine), and anywhere else only at a public address.
 #[derive(Debug, Clone, Default)]
 pub struct Egress {
-    trusted: Arc<BTreeSet<String>>,
+    trusted: Arc<BTreeSet<(String, u16)>>,
 }
 
 impl Egress {
-    /// Trusts the hosts of `urls` (those the configuration names); unparseable ones add nothing.
+    /// Trusts the origins of `urls` (those the configuration names); unparseable ones add nothing.
     pub fn trusting<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
-        let trusted = urls
-            .into_iter()
-            .filter_map(|url| url.parse::<Uri>().ok()?.host().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()))
-            .collect();
+        let trusted = urls.into_iter().filter_map(|url| authority(&url.parse::<Uri>().ok()?)).collect();
         Self { trusted: Arc::new(trusted) }
     }
 
-    fn permits(&self, host: &str, address: IpAddr) -> bool {
-        self.trusted.contains(&host.trim_matches(['[', ']']).to_ascii_lowercase()) || is_public(address)
+    fn trusts(&self, uri: &Uri) -> bool {
+        authority(uri).is_some_and(|origin| self.trusted.contains(&origin))
     }
+}
+
+/// A URL's host, lower-cased and unbracketed, and its port (the scheme's when not written).
+fn authority(uri: &Uri) -> Option<(String, u16)> {
+    let host = uri.host()?.trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
+    let port = uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })?;
+    Some((host, port))
 }
 
 /// Whether `address` is on the public internet: not loopback, private (RFC 1918, unique local),
@@ -155,17 +167,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn refused(host: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
-        format!("{host} is not a public address and not a host the configuration names"),
+        format!("{host} is not a public address, and not an origin the configuration names"),
     )
 }
 
-/// Resolves names as the system does, keeping only the addresses [`Egress`] permits.
+/// Resolves names as the system does, keeping only public addresses.
 #[derive(Clone)]
-pub struct Resolver {
-    egress: Egress,
-}
+pub struct PublicResolver;
 
-impl tower::Service<Name> for Resolver {
+impl tower::Service<Name> for PublicResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -175,44 +185,52 @@ impl tower::Service<Name> for Resolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let egress = self.egress.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = found.into_iter().filter(|a| egress.permits(&host, a.ip())).collect();
-            if permitted.is_empty() {
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
                 return Err(refused(&host));
             }
-            Ok(permitted.into_iter())
+            Ok(public.into_iter())
         })
     }
 }
 
-/// The connector under TLS: an address in the URL itself (which skips resolution) is held to
-/// [`Egress`] here.
+/// The connector under TLS: a trusted origin is connected to as it resolves; any other only at
+/// public addresses, an address in the URL itself (which skips resolution) included.
 #[derive(Clone)]
 pub struct Guarded {
-    http: HttpConnector<Resolver>,
+    open: HttpConnector,
+    public: HttpConnector<PublicResolver>,
     egress: Egress,
 }
 
 impl tower::Service<Uri> for Guarded {
-    type Response = <HttpConnector<Resolver> as tower::Service<Uri>>::Response;
+    type Response = <HttpConnector as tower::Service<Uri>>::Response;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+        // Both are ready at once: an `HttpConnector` always is.
+        match self.open.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.public.poll_ready(cx).map_err(Into::into),
+            other => other.map_err(Into::into),
+        }
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if self.egress.trusts(&uri) {
+            let connecting = self.open.call(uri);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        }
         let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_owned();
         if let Ok(address) = host.parse::<IpAddr>()
-            && !self.egress.permits(&host, address)
+            && !is_public(address)
         {
             return Box::pin(async move { Err(refused(&host).into()) });
         }
-        let connecting = self.http.call(uri);
+        let connecting = self.public.call(uri);
         Box::pin(async move { connecting.await.map_err(Into::into) })
     }
 }
@@ -328,6 +346,7 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 
         for url in [
+            format!("http://127.0.0.1:{}/", address.port() + 1),
             format!("http://localhost:{}/", address.port()),
             format!("http://127.0.0.2:{}/", address.port()),
             format!("http://[::1]:{}/", address.port()),
