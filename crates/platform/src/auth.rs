@@ -63,7 +63,8 @@ pub struct AuthConfig {
     /// Minimum time between fetches triggered by an unknown `kid`.
     #[serde(with = "humantime_serde")]
     pub jwks_refetch_cooldown: Duration,
-    /// Clock skew tolerated on `exp`.
+    /// Clock skew tolerated on `exp`, at most a minute (ended sessions are remembered as long
+    /// as a token lives plus a minute).
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
 }
@@ -80,6 +81,18 @@ impl Default for AuthConfig {
         }
     }
 }
+
+impl AuthConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.leeway > MAX_LEEWAY {
+            return Err(format!("auth.leeway must be at most {}s", MAX_LEEWAY.as_secs()));
+        }
+        Ok(())
+    }
+}
+
+/// The most clock skew tolerated on `exp`; [`Revocations::window`] counts on it.
+const MAX_LEEWAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -284,10 +297,10 @@ impl Revocations {
         sessions.0.get(&session).is_some_and(|until| *until > chrono::Utc::now().timestamp())
     }
 
-    /// How far back revocations matter: the longest a token lives, with the clock skew tolerated
-    /// on `exp` (30 s by default; a minute here covers any sane setting).
+    /// How far back revocations matter: the longest a token lives, with the most clock skew
+    /// tolerated on `exp`.
     pub fn window() -> Duration {
-        MAX_ACCESS_TOKEN_TTL + Duration::from_secs(60)
+        MAX_ACCESS_TOKEN_TTL + MAX_LEEWAY
     }
 }
 

@@ -84,6 +84,7 @@ impl Settings {
             }
             _ => None,
         };
+        settings.auth.validate().map_err(anyhow::Error::msg)?;
         settings.identity.validate().map_err(anyhow::Error::msg)?;
         settings.catalog.validate().map_err(anyhow::Error::msg)?;
         settings.cart.validate().map_err(anyhow::Error::msg)?;
@@ -159,5 +160,9 @@ mod tests {
         assert_eq!(settings.cart.store_url.as_deref(), Some("redis://redis:6379/0"));
         assert_eq!(settings.catalog.cache_url, "redis://redis:6379/0");
         assert_eq!(settings.identity.pool.max_connections, Some(16));
+        assert_eq!(
+            settings.identity.secrets.master_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/emporium/identity.master-key"))
+        );
     }
 }

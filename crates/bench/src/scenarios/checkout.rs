@@ -70,6 +70,10 @@ pub async fn checkout(mut settings: Settings, bench: CheckoutBench, load: Load) 
     settings.data_dir = data_dir.clone();
     super::ephemeral_ports(&mut settings);
     settings.identity.database_url = Some(url(&names[0]));
+    // Identity's throw-away database gets a master key beside the bench's other throw-away data.
+    let master_key = data_dir.join("identity.master-key");
+    platform::secrets::write_new_key(&master_key)?;
+    settings.identity.secrets.master_key_file = Some(master_key);
     settings.catalog.database_url = Some(url(&names[1]));
     settings.orders.database_url = Some(url(&names[2]));
     settings.catalog.demo_catalog = Some(false);

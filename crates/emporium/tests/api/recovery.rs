@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::{
     catalog::product_body,
-    common::{ADMIN_EMAIL, ADMIN_PASSWORD, token, unique_email},
+    common::{ADMIN_EMAIL, ADMIN_PASSWORD, new_master_key, token, unique_email},
     orders::{checkout_body, scalar, unique_sku},
 };
 
@@ -36,6 +36,7 @@ impl Process {
             ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ("IDENTITY__DATABASE_URL", identity.url.clone()),
+            ("IDENTITY__SECRETS__MASTER_KEY", new_master_key()),
             ("IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024".to_owned()),
             ("IDENTITY__PASSWORD_HASHING__ITERATIONS", "1".to_owned()),
             ("CATALOG__DATABASE_URL", catalog.url.clone()),

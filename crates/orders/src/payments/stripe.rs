@@ -84,9 +84,11 @@ impl Stripe {
                         .unwrap_or("declined")
                         .to_owned(),
                 }),
-                // Processing or awaiting customer action: it is not paid, and this API has no
-                // customer to ask, so the charge is not taken as a success.
-                (_, other) => Err(PaymentError::Refused(format!("payment intent is {other}"))),
+                // Still processing: it may yet succeed, so it is asked again later, same key.
+                (id, "processing") => Err(PaymentError::Unavailable(format!("payment intent {id} is processing"))),
+                // Awaiting the customer (3-D Secure), whom this API cannot ask: nothing was
+                // charged. Declined, keeping the intent's id for reconciliation.
+                (id, other) => Ok(ChargeOutcome::Declined { reference: Some(id.to_owned()), code: other.to_owned() }),
             },
             StatusCode::PAYMENT_REQUIRED => {
                 let error = body.get("error").cloned().unwrap_or_default();
