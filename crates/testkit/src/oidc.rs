@@ -38,11 +38,7 @@ fn module_dir() -> PathBuf {
 
 /// Starts node with the provider on a fresh port: its issuer and process, or whether it ended
 /// (rather than kept silent) and what it said on stderr.
-async fn launch(
-    module: &std::path::Path,
-    clients: &Value,
-    accounts: &Value,
-) -> Result<(String, Child), (bool, String)> {
+async fn launch(module: &std::path::Path, clients: &Value, accounts: &Value) -> Result<(String, Child), String> {
     let port = crate::free_port();
     // The script travels inside the test binary: a path to it could name a checkout that
     // is gone (builds share their artifacts between checkouts).
@@ -72,15 +68,18 @@ async fn launch(
         }
     });
     let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
     let Ok(Ok(Some(first))) = first else {
-        let ended = matches!(first, Ok(Ok(None)));
-        if ended {
-            // All it said before it ended.
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        if first.is_err() {
+            // Silent for 30 s where it takes one: stuck (once in a CI run of hundreds). It is
+            // stopped, and started again like one that ended.
+            let _ = child.kill().await;
         }
+        // All it said before it ended.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         let said = said.lock().expect("stderr").clone();
-        return Err((ended, format!("port {port}: {said}")));
+        let silent = if first.is_err() { " (nothing on stdout for 30 s)" } else { "" };
+        return Err(format!("port {port}{silent}: {said}"));
     };
     let issuer =
         serde_json::from_str::<Value>(&first).expect("a JSON line")["issuer"].as_str().expect("the issuer").to_owned();
@@ -100,14 +99,15 @@ impl OidcProvider {
             return None;
         }
         // The port is free when chosen but may be taken before node binds it (tests run side by
-        // side): a provider that ends before it says it listens is started again on another.
+        // side): a provider that ends, or stays silent, before it says it listens is started
+        // again on another.
         let mut attempts = 0;
         loop {
             attempts += 1;
             match launch(&module, &clients, &accounts).await {
                 Ok((issuer, child)) => return Some(Self { issuer, _child: child }),
-                Err((true, said)) if attempts < 3 => eprintln!("oidc-provider ended at start, starting again: {said}"),
-                Err((_, said)) => panic!("oidc-provider did not start: {said}"),
+                Err(said) if attempts < 3 => eprintln!("oidc-provider did not start, starting again: {said}"),
+                Err(said) => panic!("oidc-provider did not start: {said}"),
             }
         }
     }
