@@ -375,6 +375,15 @@ async fn admin_lists_users_and_manages_roles(db: TestDatabase) {
         .await;
     assert_eq!(demoted.status, 200);
     assert_eq!(demoted.json()["roles"], json!(["customer"]));
+    // Tokens carry their roles: the demoted administrator's sessions end, rather than their
+    // tokens staying administrators' until they expire.
+    let ended = testkit::eventually(Duration::from_secs(5), || async {
+        shop.gateway.get("/api/v1/users").bearer(&admin).send().await.status == 401
+    })
+    .await;
+    assert!(ended, "the demoted administrator's token is refused");
+    let again = token(&shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.json());
+    shop.gateway.get("/api/v1/users").bearer(&again).send().await.problem(403);
     let last =
         shop.gateway.put(&roles_path).bearer(&token(&promoted)).json(&json!({"roles": ["customer"]})).send().await;
     last.problem(409);

@@ -399,8 +399,23 @@ impl Accounts {
         if demotes_admin && self.store.count_admins(&mut tx).await? <= 1 {
             return Err(IdentityError::LastAdmin);
         }
-        let updated =
-            self.store.set_roles(&mut tx, user_id, &roles, now()).await?.ok_or(IdentityError::UserNotFound)?;
+        let at = now();
+        let updated = self.store.set_roles(&mut tx, user_id, &roles, at).await?.ok_or(IdentityError::UserNotFound)?;
+        if demotes_admin {
+            // Tokens carry their roles: a demoted administrator's would stay administrators'
+            // until they expire. Their sessions end instead; they sign in again as what they are.
+            let session_ids =
+                self.store.revoke_sessions_of_user(&mut tx, user_id, None, "admin role removed", at).await?;
+            let payload = UserSessionsRevoked {
+                user_id,
+                reason: "admin_role_removed".to_owned(),
+                kept_session_id: None,
+                session_ids,
+                at,
+            };
+            let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
+            events::enqueue(&mut tx, &event).await?;
+        }
         tx.commit().await?;
         Ok(updated.into_user())
     }
