@@ -107,7 +107,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
     }))
 }
 
-/// `/metrics` is for a scraper beside the gateway: a peer on a loopback or private network that
+/// `/metrics` is for a scraper beside the gateway: a peer not on the public internet that
 /// comes through no proxy. Anyone else (a public address, or anything an ingress forwards, which
 /// says so in `X-Forwarded-For`) gets the 404 of a route that does not exist: the counters tell
 /// a stranger how the shop is built and how busy it is.
@@ -117,20 +117,10 @@ async fn metrics_for_scrapers_only(request: Request, next: axum::middleware::Nex
     }
     let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"].iter().any(|h| request.headers().contains_key(*h));
-    if !forwarded && peer.is_some_and(is_private) {
+    if !forwarded && peer.is_some_and(|address| !platform::http::client::is_public(address)) {
         next.run(request).await
     } else {
         platform::server::not_found().await.into_response()
-    }
-}
-
-fn is_private(address: std::net::IpAddr) -> bool {
-    match address.to_canonical() {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        // Unique local (fc00::/7) and link-local (fe80::/10) addresses.
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
     }
 }
 

@@ -103,28 +103,25 @@ fn describe(figment: &Figment, error: figment::Error) -> String {
     if path.last() != Some(&field.as_str()) {
         path.push(field);
     }
-    let parent = &path[..path.len() - 1];
     let suggestion = nearest(field, expected);
-    let from_environment = figment.find_metadata(&path.join(".")).is_some_and(|m| m.name.contains("environment"));
-    if from_environment {
+    let suggested: Option<Vec<&str>> = suggestion
+        .as_ref()
+        .map(|valid| path[..path.len() - 1].iter().copied().chain(valid.iter().map(String::as_str)).collect());
+    let metadata = figment.find_metadata(&path.join("."));
+    let (unknown, nearest) = if metadata.is_some_and(|m| m.name.contains("environment")) {
         let variable = |keys: &[&str]| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase());
-        let mut message = format!("unknown environment variable {}", variable(&path));
-        if let Some(valid) = &suggestion {
-            let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
-            message += &format!("; did you mean {}?", variable(&[parent, &valid].concat()));
-        }
-        return message;
-    }
-    let place = match figment.find_metadata(&path.join(".")).and_then(|m| m.source.as_ref()) {
-        Some(figment::Source::File(file)) => format!(" in {}", file.display()),
-        _ => String::new(),
+        (format!("unknown environment variable {}", variable(&path)), suggested.map(|keys| variable(&keys)))
+    } else {
+        let place = match metadata.and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(file)) => format!(" in {}", file.display()),
+            _ => String::new(),
+        };
+        (format!("unknown key `{}`{place}", path.join(".")), suggested.map(|keys| format!("`{}`", keys.join("."))))
     };
-    let mut message = format!("unknown key `{}`{place}", path.join("."));
-    if let Some(valid) = &suggestion {
-        let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
-        message += &format!("; did you mean `{}`?", [parent, &valid].concat().join("."));
+    match nearest {
+        Some(nearest) => format!("{unknown}; did you mean {nearest}?"),
+        None => unknown,
     }
-    message
 }
 
 /// The valid key `unknown` most likely meant, as the keys below the unknown one's table. Levels

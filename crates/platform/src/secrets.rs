@@ -117,6 +117,15 @@ impl MasterKey {
 
     /// Opens a stored data key, wrapped by the master key `stored_id`.
     pub fn unwrap(&self, stored_id: &str, wrapped: &[u8]) -> Result<DataKey, SecretsError> {
+        Ok(DataKey { key: aead_key(&self.unwrapped_bytes(stored_id, wrapped)?) })
+    }
+
+    /// The stored data key wrapped again, by `next` (rotation).
+    pub fn rewrap(&self, stored_id: &str, wrapped: &[u8], next: &MasterKey) -> Result<Vec<u8>, SecretsError> {
+        Ok(seal_with(&next.key, &self.unwrapped_bytes(stored_id, wrapped)?, b"data-key"))
+    }
+
+    fn unwrapped_bytes(&self, stored_id: &str, wrapped: &[u8]) -> Result<Vec<u8>, SecretsError> {
         let wrong = || SecretsError::WrongMasterKey {
             stored: stored_id.to_owned(),
             configured: self.id.clone(),
@@ -125,15 +134,7 @@ impl MasterKey {
         if stored_id != self.id {
             return Err(wrong());
         }
-        let bytes = open_with(&self.key, wrapped, b"data-key").ok_or_else(wrong)?;
-        Ok(DataKey { key: aead_key(&bytes) })
-    }
-
-    /// The stored data key wrapped again, by `next` (rotation).
-    pub fn rewrap(&self, stored_id: &str, wrapped: &[u8], next: &MasterKey) -> Result<Vec<u8>, SecretsError> {
-        self.unwrap(stored_id, wrapped)?;
-        let bytes = open_with(&self.key, wrapped, b"data-key").expect("it opened just now");
-        Ok(seal_with(&next.key, &bytes, b"data-key"))
+        open_with(&self.key, wrapped, b"data-key").ok_or_else(wrong)
     }
 }
 

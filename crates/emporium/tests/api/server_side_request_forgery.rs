@@ -14,12 +14,13 @@ use testkit::{
     providers::{Account, FakeProviders},
 };
 
-use crate::common::*;
+use crate::{
+    common::*,
+    social::{CLIENT_ID, CLIENT_SECRET, provider},
+};
 
 on_both_backends!(endpoints_a_discovery_document_names_must_be_public);
 
-pub const CLIENT_ID: &str = "ssrf-client";
-pub const CLIENT_SECRET: &str = "ssrf-client-secret-of-some-length";
 const REDIRECT: &str = "http://127.0.0.1:9/signed-in";
 
 /// A server on this machine that must never hear from the shop: how many connections it took.
@@ -51,19 +52,7 @@ pub async fn shop_with_providers(db: TestDatabase, fakes: &FakeProviders, provid
         for n in 0..providers {
             social.providers.insert(
                 format!("p{n}"),
-                ProviderConfig {
-                    kind: ProviderKind::Oidc,
-                    name: None,
-                    client_id: CLIENT_ID.to_owned(),
-                    client_secret: Some(CLIENT_SECRET.to_owned().into()),
-                    client_secret_file: None,
-                    issuer: Some(issuer.clone()),
-                    authorization_endpoint: None,
-                    token_endpoint: None,
-                    api_base: None,
-                    scopes: Vec::new(),
-                    trust_verified_email: None,
-                },
+                ProviderConfig { issuer: Some(issuer.clone()), ..provider(ProviderKind::Oidc) },
             );
         }
     })

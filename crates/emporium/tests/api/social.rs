@@ -16,8 +16,8 @@ use testkit::{
 
 use crate::common::*;
 
-const CLIENT_ID: &str = "emporium-test-client";
-const CLIENT_SECRET: &str = "emporium-test-client-secret-of-some-length";
+pub const CLIENT_ID: &str = "emporium-test-client";
+pub const CLIENT_SECRET: &str = "emporium-test-client-secret-of-some-length";
 /// Where the client application wants sign-ins to end (never visited: the test reads it).
 const REDIRECT: &str = "http://127.0.0.1:9/signed-in";
 
@@ -28,7 +28,8 @@ struct Social {
     gateway: String,
 }
 
-fn provider(kind: ProviderKind) -> ProviderConfig {
+/// A provider of `kind` with the test client's credentials and nothing else set.
+pub fn provider(kind: ProviderKind) -> ProviderConfig {
     ProviderConfig {
         trust_verified_email: None,
         kind,

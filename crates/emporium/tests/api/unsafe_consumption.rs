@@ -20,7 +20,8 @@ use crate::{
     catalog::{create, product_body},
     common::*,
     orders::{add_to_cart, available, checkout, checkout_body, unique_sku},
-    server_side_request_forgery::{CLIENT_ID, CLIENT_SECRET, shop_with_providers, sign_in},
+    server_side_request_forgery::{shop_with_providers, sign_in},
+    social::{CLIENT_ID, CLIENT_SECRET},
 };
 
 /// What the stand-in answers next: a status, a content type and a body.

@@ -11,7 +11,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use events::{
     CloudEvent,
-    payloads::{UserEmailVerificationRequested, UserPasswordResetRequested, UserSessionsRevoked},
+    payloads::{UserEmailVerificationRequested, UserPasswordResetRequested},
 };
 use hmac::{Hmac, Mac};
 use platform::{db::Tx, time::now};
@@ -240,16 +240,7 @@ impl Accounts {
             .ok_or(IdentityError::InvalidLinkToken)?;
         self.store.set_email_verified(&mut tx, user_id, &request.email).await?;
         self.store.close_link_requests(&mut tx, user_id, Purpose::ResetPassword.as_str(), at).await?;
-        let session_ids = self.store.revoke_sessions_of_user(&mut tx, user_id, None, "password reset", at).await?;
-        let payload = UserSessionsRevoked {
-            user_id,
-            reason: "password_reset".to_owned(),
-            kept_session_id: None,
-            session_ids,
-            at,
-        };
-        let event = CloudEvent::new(SERVICE, &payload, origin.traceparent.clone()).map_err(IdentityError::internal)?;
-        events::enqueue(&mut tx, &event).await?;
+        self.end_sessions_of_user(&mut tx, user_id, None, "password_reset", at, origin.traceparent.clone()).await?;
         tx.commit().await?;
         // Whoever failed to log in before is no longer guessing this password.
         self.store.clear_login_failures(&format!("account:{}", request.email)).await?;

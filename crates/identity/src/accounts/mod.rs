@@ -328,6 +328,25 @@ impl Accounts {
         Ok(())
     }
 
+    /// Revokes every live session of a user but `keep`, and publishes which ended (one event,
+    /// in `tx`), so that every verifier refuses their access tokens from now on.
+    pub(super) async fn end_sessions_of_user(
+        &self,
+        tx: &mut platform::db::Tx,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        traceparent: Option<String>,
+    ) -> Result<(), IdentityError> {
+        let session_ids = self.store.revoke_sessions_of_user(tx, user_id, keep, reason, at).await?;
+        let payload =
+            UserSessionsRevoked { user_id, reason: reason.to_owned(), kept_session_id: keep, session_ids, at };
+        let event = CloudEvent::new(SERVICE, &payload, traceparent).map_err(IdentityError::internal)?;
+        events::enqueue(tx, &event).await?;
+        Ok(())
+    }
+
     pub async fn user(&self, id: Uuid) -> Result<User, IdentityError> {
         self.store.user_by_id(id).await?.map(|r| r.into_user()).ok_or(IdentityError::UserNotFound)
     }
@@ -368,17 +387,7 @@ impl Accounts {
             .await?
             .ok_or(IdentityError::UserNotFound)?;
         if new_hash.is_some() {
-            let session_ids =
-                self.store.revoke_sessions_of_user(&mut tx, user_id, session_id, "password changed", at).await?;
-            let payload = UserSessionsRevoked {
-                user_id,
-                reason: "password_changed".to_owned(),
-                kept_session_id: session_id,
-                session_ids,
-                at,
-            };
-            let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
-            events::enqueue(&mut tx, &event).await?;
+            self.end_sessions_of_user(&mut tx, user_id, session_id, "password_changed", at, None).await?;
         }
         tx.commit().await?;
         Ok(updated.into_user())
@@ -404,17 +413,7 @@ impl Accounts {
         if demotes_admin {
             // Tokens carry their roles: a demoted administrator's would stay administrators'
             // until they expire. Their sessions end instead; they sign in again as what they are.
-            let session_ids =
-                self.store.revoke_sessions_of_user(&mut tx, user_id, None, "admin role removed", at).await?;
-            let payload = UserSessionsRevoked {
-                user_id,
-                reason: "admin_role_removed".to_owned(),
-                kept_session_id: None,
-                session_ids,
-                at,
-            };
-            let event = CloudEvent::new(SERVICE, &payload, None).map_err(IdentityError::internal)?;
-            events::enqueue(&mut tx, &event).await?;
+            self.end_sessions_of_user(&mut tx, user_id, None, "admin_role_removed", at, None).await?;
         }
         tx.commit().await?;
         Ok(updated.into_user())

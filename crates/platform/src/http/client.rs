@@ -74,14 +74,14 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
 /// A pooled HTTPS client whose connection attempts give up after `connect_timeout`, going only
 /// where `egress` allows.
 pub fn https(connect_timeout: Duration, egress: Egress) -> HttpsClient {
-    let mut open = HttpConnector::new();
-    let mut public = HttpConnector::new_with_resolver(PublicResolver);
-    open.enforce_http(false);
-    open.set_connect_timeout(Some(connect_timeout));
-    open.set_nodelay(true);
-    public.enforce_http(false);
-    public.set_connect_timeout(Some(connect_timeout));
-    public.set_nodelay(true);
+    fn configured<R>(mut http: HttpConnector<R>, connect_timeout: Duration) -> HttpConnector<R> {
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http
+    }
+    let open = configured(HttpConnector::new(), connect_timeout);
+    let public = configured(HttpConnector::new_with_resolver(PublicResolver), connect_timeout);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
