@@ -126,6 +126,8 @@ pub struct Payment {
     pub status: PaymentStatus,
     /// The provider's id of the charge, once there is one.
     pub reference: Option<String>,
+    /// Why the provider declined the charge, in its words (`card_declined`, `insufficient_funds`).
+    pub decline_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +213,7 @@ impl Order {
                 method: plan.payment_method.clone(),
                 status: PaymentStatus::Pending,
                 reference: None,
+                decline_code: None,
             },
             fulfilment: Fulfilment::default(),
             history: vec![HistoryEntry { status: Status::PendingPayment, at: now }],
@@ -274,6 +277,7 @@ impl Order {
         let at = self.become_(Status::PaymentFailed)?;
         self.payment.status = PaymentStatus::Failed;
         self.payment.reference = reference;
+        self.payment.decline_code = Some(code.clone());
         Ok(OrderEvent::PaymentFailed(payloads::OrderPaymentFailed {
             order_id: self.id,
             number: self.number.clone(),

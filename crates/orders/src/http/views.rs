@@ -49,6 +49,9 @@ pub struct PaymentView {
     pub status: PaymentStatus,
     /// The provider's id of the charge, once there is one.
     pub reference: Option<String>,
+    /// Why a failed payment was declined, in the card processors' words: `card_declined`,
+    /// `insufficient_funds`, … (Stripe's decline codes).
+    pub decline_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -99,6 +102,7 @@ impl From<&Order> for OrderView {
                 provider: order.payment.provider.clone(),
                 status: order.payment.status,
                 reference: order.payment.reference.clone(),
+                decline_code: order.payment.decline_code.clone(),
             },
             fulfilment: FulfilmentView {
                 carrier: order.fulfilment.carrier.clone(),

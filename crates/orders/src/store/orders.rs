@@ -15,7 +15,7 @@ use crate::domain::{Address, Fulfilment, HistoryEntry, Line, Order, Payment, Pay
 
 const COLUMNS: &str = "id, number, user_id, status, currency, subtotal, shipping, tax, total, lines, \
     shipping_address, payment_provider, payment_method, payment_status, payment_reference, carrier, \
-    tracking_number, shipped_at, delivered_at, history, version, created_at, updated_at";
+    tracking_number, shipped_at, delivered_at, history, version, created_at, updated_at, payment_decline_code";
 
 #[derive(Debug, sqlx::FromRow)]
 struct OrderRow {
@@ -42,6 +42,7 @@ struct OrderRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    payment_decline_code: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -63,6 +64,7 @@ impl TryFrom<OrderRow> for Order {
                 status: PaymentStatus::parse(&row.payment_status)
                     .ok_or_else(|| corrupt(format!("payment status {:?}", row.payment_status)))?,
                 reference: row.payment_reference,
+                decline_code: row.payment_decline_code,
             },
             fulfilment: Fulfilment {
                 carrier: row.carrier,
@@ -95,9 +97,10 @@ pub(super) async fn next_number(tx: &mut Tx) -> Result<i64, StoreError> {
 }
 
 pub(super) async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
-    Ok(with_tx!(tx, |conn| sqlx::query(sqlx::AssertSqlSafe(format!(
+    Ok(with_tx!(tx, |conn| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO orders ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
     )))
     .bind(order.id)
     .bind(&order.number)
@@ -122,16 +125,18 @@ pub(super) async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError>
     .bind(order.version)
     .bind(order.created_at)
     .bind(order.updated_at)
+    .bind(&order.payment.decline_code)
     .execute(conn)
     .await
-    .map(|_| ()))?)
+    .map(|_| ())
+    })?)
 }
 
 pub(super) async fn update(tx: &mut Tx, order: &Order) -> Result<bool, StoreError> {
     Ok(with_tx!(tx, |conn| sqlx::query(
         "UPDATE orders SET status = $1, payment_status = $2, payment_reference = $3, carrier = $4,
              tracking_number = $5, shipped_at = $6, delivered_at = $7, history = $8, updated_at = $9,
-             version = version + 1
+             payment_decline_code = $12, version = version + 1
          WHERE id = $10 AND version = $11"
     )
     .bind(order.status.as_str())
@@ -145,6 +150,7 @@ pub(super) async fn update(tx: &mut Tx, order: &Order) -> Result<bool, StoreErro
     .bind(order.updated_at)
     .bind(order.id)
     .bind(order.version)
+    .bind(&order.payment.decline_code)
     .execute(conn)
     .await
     .map(|r| r.rows_affected() == 1))?)
