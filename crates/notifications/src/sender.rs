@@ -226,8 +226,8 @@ impl Sender {
                             "title": line.title,
                             "sku": line.sku,
                             "quantity": line.quantity,
-                            "unit_price": money(line.unit_price),
-                            "line_total": money(total),
+                            "unit_price": line.unit_price.for_reading(),
+                            "line_total": total.for_reading(),
                         }))
                     })
                     .collect::<Result<Vec<Value>, Failure>>()?;
@@ -235,13 +235,13 @@ impl Sender {
                     "id": order.order_id,
                     "number": order.number,
                     "url": format!("{base}/orders/{}", order.order_id),
-                    "total": order.total.map(money),
+                    "total": order.total.map(Money::for_reading),
                     "lines": lines,
                     "payment_reference": order.payment_reference,
                     "reason": order.reason,
                     "carrier": order.carrier,
                     "tracking_number": order.tracking_number,
-                    "refunded": order.refunded.filter(|r| r.amount > 0).map(money),
+                    "refunded": order.refunded.filter(|r| r.amount > 0).map(Money::for_reading),
                 });
             }
             ("welcome", _) => {}
@@ -276,50 +276,4 @@ struct OrderFacts {
     carrier: Option<String>,
     tracking_number: Option<String>,
     refunded: Option<Money>,
-}
-
-/// An amount as a person reads it: `€12.50`, `CHF 12.50`, `¥1250`.
-pub fn money(value: Money) -> String {
-    let amount = value.amount;
-    let code = value.currency.as_str();
-    let currency = iso_currency::Currency::from_code(code);
-    let exponent = currency.and_then(|c| c.exponent()).unwrap_or(2) as u32;
-    let digits = amount.unsigned_abs().to_string();
-    let number = if exponent == 0 {
-        digits
-    } else {
-        let padded = format!("{digits:0>width$}", width = exponent as usize + 1);
-        let (units, cents) = padded.split_at(padded.len() - exponent as usize);
-        format!("{units}.{cents}")
-    };
-    let sign = if amount < 0 { "-" } else { "" };
-    // The franc's sign (₣) is long out of use: the Swiss write the code.
-    let symbol = currency.filter(|_| code != "CHF").map(|c| c.symbol().symbol).unwrap_or_default();
-    // A sign such as € or $ goes before the number; a symbol made of letters reads better as the code.
-    if !symbol.is_empty() && !symbol.chars().any(char::is_alphabetic) {
-        format!("{sign}{symbol}{number}")
-    } else {
-        format!("{sign}{code} {number}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use platform::money::Currency;
-
-    use super::*;
-
-    fn m(amount: i64, currency: &str) -> Money {
-        Money::new(amount, Currency::parse(currency).unwrap())
-    }
-
-    #[test]
-    fn money_reads_as_people_write_it() {
-        assert_eq!(money(m(1250, "EUR")), "€12.50");
-        assert_eq!(money(m(5, "USD")), "$0.05");
-        assert_eq!(money(m(1250, "JPY")), "¥1250");
-        assert_eq!(money(m(12345, "KWD")), "KWD 12.345");
-        assert_eq!(money(m(-200, "GBP")), "-£2.00");
-        assert_eq!(money(m(1999, "CHF")), "CHF 19.99");
-    }
 }

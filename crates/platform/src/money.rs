@@ -65,6 +65,37 @@ impl Money {
     pub fn checked_mul(self, quantity: i64) -> Option<Money> {
         Some(Money::new(self.amount.checked_mul(quantity)?, self.currency))
     }
+
+    /// The amount as a person reads it (emails, shop pages): `€12.50`, `CHF 12.50`, `¥1250`.
+    pub fn for_reading(self) -> String {
+        let amount = self.amount;
+        let code = self.currency.as_str();
+        let currency = iso_currency::Currency::from_code(code);
+        let exponent = currency.and_then(|c| c.exponent()).unwrap_or(2) as u32;
+        let digits = amount.unsigned_abs().to_string();
+        let number = if exponent == 0 {
+            digits
+        } else {
+            let padded = format!("{digits:0>width$}", width = exponent as usize + 1);
+            let (units, cents) = padded.split_at(padded.len() - exponent as usize);
+            format!("{units}.{cents}")
+        };
+        let sign = if amount < 0 { "-" } else { "" };
+        // The franc's sign (₣) is long out of use: the Swiss write the code.
+        let symbol = currency.filter(|_| code != "CHF").map(|c| c.symbol().symbol).unwrap_or_default();
+        // A sign such as € or $ goes before the number; a symbol made of letters reads better as the code.
+        if !symbol.is_empty() && !symbol.chars().any(char::is_alphabetic) {
+            format!("{sign}{symbol}{number}")
+        } else {
+            format!("{sign}{code} {number}")
+        }
+    }
+
+    /// How many minor units make one major unit (100 for cents, 1 for yen).
+    pub fn minor_per_major(currency: Currency) -> i64 {
+        let exponent = iso_currency::Currency::from_code(currency.as_str()).and_then(|c| c.exponent()).unwrap_or(2);
+        10_i64.pow(u32::from(exponent))
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +114,21 @@ mod tests {
             assert!(Currency::parse(bad).is_err(), "{bad}");
         }
         assert!(serde_json::from_value::<Money>(serde_json::json!({"amount": 1.5, "currency": "EUR"})).is_err());
+    }
+
+    fn m(amount: i64, currency: &str) -> Money {
+        Money::new(amount, Currency::parse(currency).unwrap())
+    }
+
+    #[test]
+    fn money_reads_as_people_write_it() {
+        assert_eq!(m(1250, "EUR").for_reading(), "€12.50");
+        assert_eq!(m(5, "USD").for_reading(), "$0.05");
+        assert_eq!(m(1250, "JPY").for_reading(), "¥1250");
+        assert_eq!(m(12345, "KWD").for_reading(), "KWD 12.345");
+        assert_eq!(m(-200, "GBP").for_reading(), "-£2.00");
+        assert_eq!(m(1999, "CHF").for_reading(), "CHF 19.99");
+        assert_eq!(Money::minor_per_major(Currency::parse("JPY").unwrap()), 1);
+        assert_eq!(Money::minor_per_major(Currency::parse("KWD").unwrap()), 1000);
     }
 }

@@ -115,6 +115,18 @@ impl MasterKey {
         (DataKey { key: aead_key(&bytes) }, wrapped)
     }
 
+    /// Seals a value kept nowhere but with its owner (the storefront's session cookies), bound
+    /// to `place`, its purpose: with no database there is no data key to wrap, and the value
+    /// lives hours, not years.
+    pub fn seal(&self, plain: &[u8], place: &str) -> Vec<u8> {
+        seal_with(&self.key, plain, place.as_bytes())
+    }
+
+    /// Opens what [`MasterKey::seal`] sealed for the same `place`.
+    pub fn open(&self, sealed: &[u8], place: &str) -> Result<Vec<u8>, SecretsError> {
+        open_with(&self.key, sealed, place.as_bytes()).ok_or_else(|| SecretsError::Tampered(place.to_owned()))
+    }
+
     /// Opens a stored data key, wrapped by the master key `stored_id`.
     pub fn unwrap(&self, stored_id: &str, wrapped: &[u8]) -> Result<DataKey, SecretsError> {
         Ok(DataKey { key: aead_key(&self.unwrapped_bytes(stored_id, wrapped)?) })

@@ -24,6 +24,7 @@ pub mod names {
     pub const ORDERS: &str = "orders";
     pub const NOTIFICATIONS: &str = "notifications";
     pub const GATEWAY: &str = "gateway";
+    pub const STOREFRONT: &str = "storefront";
 }
 
 /// Why a service could not start. The message names what failed; the source says why.

@@ -44,17 +44,19 @@ pub fn operations_mut(openapi: &mut OpenApi) -> impl Iterator<Item = &mut Operat
     })
 }
 
-/// Declares `status` answered with a problem document, unless the operation already says more
-/// about it.
+/// Declares `status` answered with a problem document, beside whatever else the operation
+/// already says of it (a page's HTML).
 pub fn declare_problem(operation: &mut Operation, status: u16, description: &str) {
-    operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
-                .build(),
-        )
-    });
+    let problem = || ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    let response = operation
+        .responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
+    // A page that declares its own (HTML) answer for a status may still get the gateway's.
+    if let RefOr::T(response) = response {
+        response.content.entry(PROBLEM_JSON.to_owned()).or_insert_with(problem);
+    }
 }
 
 /// The statuses an operation answers because of how its handler reads the request, whatever the
