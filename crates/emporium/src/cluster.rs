@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 /// The services a cluster runs, in the order they start (each finds the earlier ones serving).
-pub const SERVICES: [&str; 5] = ["identity", "catalog", "cart", "orders", "notifications"];
+pub const SERVICES: [&str; 6] = ["identity", "catalog", "cart", "orders", "notifications", "storefront"];
 
 /// What a cluster is made of and where it keeps its state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +147,14 @@ impl Plan {
                     ]),
                     "notifications" => own.push(("EMPORIUM_NOTIFICATIONS__IDENTITY_URL".into(), grpc_list("identity"))),
                     "identity" => own.push(self.master_key_env()),
+                    "storefront" => own.extend([
+                        // Each replica calls one gateway; every replica opens the others' cookies.
+                        ("EMPORIUM_STOREFRONT__API_URL".into(), self.gateway_url(replica % self.gateways.max(1))),
+                        (
+                            "EMPORIUM_STOREFRONT__COOKIES__MASTER_KEY_FILE".into(),
+                            self.cookie_key_file().display().to_string(),
+                        ),
+                    ]),
                     _ => {}
                 }
                 own
@@ -170,6 +178,11 @@ impl Plan {
     /// The one master key every identity replica is given, as a Kubernetes Secret would be.
     fn master_key_file(&self) -> PathBuf {
         self.dir.join("secrets").join("identity.master-key")
+    }
+
+    /// The one key every storefront replica seals session cookies with.
+    fn cookie_key_file(&self) -> PathBuf {
+        self.dir.join("secrets").join("storefront.cookie-key")
     }
 
     fn master_key_env(&self) -> (String, String) {
@@ -237,8 +250,10 @@ impl Cluster {
     /// the next service starts.
     pub async fn up(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.plan.dir.join("logs"))?;
-        if !self.plan.master_key_file().exists() {
-            platform::secrets::write_new_key(&self.plan.master_key_file())?;
+        for key in [self.plan.master_key_file(), self.plan.cookie_key_file()] {
+            if !key.exists() {
+                platform::secrets::write_new_key(&key)?;
+            }
         }
         let migrated = tokio::process::Command::new(&self.binary)
             .arg("migrate")

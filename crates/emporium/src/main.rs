@@ -55,7 +55,7 @@ struct Cli {
 enum Command {
     /// Run services (all of them when none is named).
     Serve {
-        /// identity, catalog, cart, orders, gateway
+        /// identity, catalog, cart, orders, notifications, storefront, gateway
         services: Vec<Service>,
     },
     /// Create or upgrade the services' database schemas, then exit.
@@ -138,7 +138,7 @@ enum ClusterCommand {
     Kill {
         #[command(flatten)]
         dir: ClusterDir,
-        /// identity, catalog, cart, orders, notifications or gateway
+        /// identity, catalog, cart, orders, notifications, storefront or gateway
         service: String,
         replica: usize,
     },
@@ -340,7 +340,7 @@ async fn serve(settings: Settings, services: Vec<Service>) -> anyhow::Result<()>
     let shop = Shop::start(settings.clone(), &services, shutdown).await?;
     if embedded && let Some(gateway) = shop.gateway {
         eprintln!(
-            "\nEmporium is running.\n  API:       http://{gateway}/api/v1/\n  API docs:  http://{gateway}/docs\n  data:      {}\n  emails:    {}\n\n\
+            "\nEmporium is running.\n  shop:      http://{gateway}/\n  API:       http://{gateway}/api/v1/\n  API docs:  http://{gateway}/docs\n  data:      {}\n  emails:    {}\n\n\
              Create an administrator with\n  cargo run --release -- admin create --email you@example.com --password '<at least 10 characters>'\n\
              or start with EMPORIUM_BOOTSTRAP_ADMIN_EMAIL and EMPORIUM_BOOTSTRAP_ADMIN_PASSWORD set.\n",
             settings.data_dir.display(),
@@ -373,7 +373,7 @@ async fn migrate(settings: Settings, services: Vec<Service>) -> anyhow::Result<(
             Service::Cart => cart::migrate(&settings.cart, &shared).await,
             Service::Orders => orders::migrate(&settings.orders, &shared).await,
             Service::Notifications => notifications::migrate(&settings.notifications, &shared).await,
-            Service::Gateway => continue,
+            Service::Storefront | Service::Gateway => continue,
         };
         migrated.with_context(|| format!("migrating {service}"))?;
         eprintln!("{service}: schema up to date");

@@ -57,6 +57,7 @@ impl Default for Config {
                 ("cart".to_owned(), pool("http://127.0.0.1:8083")),
                 ("orders".to_owned(), pool("http://127.0.0.1:8084")),
                 ("notifications".to_owned(), pool("http://127.0.0.1:8085")),
+                ("storefront".to_owned(), pool("http://127.0.0.1:8086")),
             ]),
             routes: vec![
                 RouteConfig::new("/api/v1/auth", "identity", AuthPolicy::None),
@@ -71,13 +72,35 @@ impl Default for Config {
                 RouteConfig::new("/api/v1/admin/notifications", "notifications", AuthPolicy::Required),
                 // Providers sign their notifications; they carry no token.
                 RouteConfig::new("/api/v1/payments", "orders", AuthPolicy::None),
-            ],
+            ]
+            .into_iter()
+            .chain(STOREFRONT_PAGES.iter().map(|prefix| RouteConfig::new(prefix, "storefront", AuthPolicy::None)))
+            .collect(),
             rate_limits: crate::limits::LimitsConfig::default(),
             connections: platform::server::ConnectionLimits::default(),
             tls: None,
         }
     }
 }
+
+/// The storefront's pages (API.md, Storefront). Its session is a cookie, not a bearer token: the
+/// gateway leaves checking it to the storefront.
+pub const STOREFRONT_PAGES: [&str; 14] = [
+    "/",
+    "/search",
+    "/c",
+    "/p",
+    "/cart",
+    "/checkout",
+    "/account",
+    "/login",
+    "/register",
+    "/logout",
+    "/orders",
+    "/robots.txt",
+    "/sitemap.xml",
+    "/static",
+];
 
 fn upstreams_with_defaults<'de, D: serde::Deserializer<'de>>(
     deserializer: D,

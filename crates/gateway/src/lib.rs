@@ -72,7 +72,12 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
             body_limit: config.body_limit,
         });
         let handler = any(forward).with_state(target);
-        api = api.route(&route.prefix, handler.clone()).route(&format!("{}/{{*rest}}", route.prefix), handler);
+        api = if route.prefix == "/" {
+            // The home page only: everything else below `/` is another route's, or no route.
+            api.route("/", handler)
+        } else {
+            api.route(&route.prefix, handler.clone()).route(&format!("{}/{{*rest}}", route.prefix), handler)
+        };
     }
     let documents = Arc::new(openapi::Documents::new(upstreams.iter().map(|(_, u)| u.clone()).collect()));
     api = api.merge(openapi::router(documents));
@@ -86,13 +91,20 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
         Some(tls) => {
             let hsts = format!("max-age={}; includeSubDomains", tls.hsts_max_age.as_secs());
             let hsts = HeaderValue::from_str(&hsts).map_err(|e| StartError::Config(e.to_string()))?;
-            router = router.layer(axum::middleware::map_response(move |mut response: Response| {
-                let hsts = hsts.clone();
-                async move {
-                    response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
-                    response
-                }
-            }));
+            router = router
+                .layer(axum::middleware::map_response(move |mut response: Response| {
+                    let hsts = hsts.clone();
+                    async move {
+                        response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                        response
+                    }
+                }))
+                // The services behind learn that the client came over TLS (the storefront marks
+                // its cookie `Secure`), whatever the client claimed.
+                .layer(axum::middleware::map_request(|mut request: Request| async move {
+                    request.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static("https"));
+                    request
+                }));
             Some(platform::tls::acceptor(&tls.cert_file, &tls.key_file).map_err(StartError::Config)?)
         }
         None => None,

@@ -135,7 +135,9 @@ pub enum Budget {
 
 impl Budget {
     pub fn of(method: &Method, path: &str) -> Self {
-        if path.starts_with("/api/v1/auth") {
+        // The storefront's forms that sign in or make an account are guessed at like the API's.
+        let signs_in = method == Method::POST && matches!(path, "/login" | "/register" | "/checkout/guest");
+        if path.starts_with("/api/v1/auth") || signs_in {
             Self::Auth
         } else if method == Method::GET || method == Method::HEAD {
             Self::Read

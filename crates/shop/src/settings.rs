@@ -34,6 +34,7 @@ pub struct Settings {
     pub orders: orders::Config,
     pub notifications: notifications::Config,
     pub gateway: gateway::Config,
+    pub storefront: storefront::Config,
     /// The sessions every verifier of this process refuses; see `events::revocations`.
     #[serde(skip)]
     pub revocations: std::sync::Arc<platform::auth::Revocations>,
@@ -56,6 +57,7 @@ impl Default for Settings {
             orders: orders::Config::default(),
             notifications: notifications::Config::default(),
             gateway: gateway::Config::default(),
+            storefront: storefront::Config::default(),
             revocations: shared.revocations,
         }
     }
@@ -64,7 +66,7 @@ impl Default for Settings {
 impl Settings {
     /// Every address a service listens on but the gateway's, as the `EMPORIUM_*` variable that
     /// sets it: what a test or a bench moves to a free port to run a shop beside others.
-    pub const SERVICE_LISTEN_VARIABLES: [&str; 8] = [
+    pub const SERVICE_LISTEN_VARIABLES: [&str; 9] = [
         "EMPORIUM_IDENTITY__LISTEN",
         "EMPORIUM_IDENTITY__GRPC_LISTEN",
         "EMPORIUM_CATALOG__LISTEN",
@@ -73,6 +75,7 @@ impl Settings {
         "EMPORIUM_CART__GRPC_LISTEN",
         "EMPORIUM_ORDERS__LISTEN",
         "EMPORIUM_NOTIFICATIONS__LISTEN",
+        "EMPORIUM_STOREFRONT__LISTEN",
     ];
 
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -91,6 +94,7 @@ impl Settings {
         settings.orders.validate().map_err(anyhow::Error::msg)?;
         settings.notifications.validate().map_err(anyhow::Error::msg)?;
         settings.gateway.validate().map_err(anyhow::Error::msg)?;
+        settings.storefront.validate().map_err(anyhow::Error::msg)?;
         settings.events.validate().map_err(anyhow::Error::msg)?;
         if let Some(orders) = settings.gateway.upstreams.get(orders::SERVICE)
             && settings.orders.idempotency_wait >= orders.timeout

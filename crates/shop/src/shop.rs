@@ -21,12 +21,21 @@ pub enum Service {
     Cart,
     Orders,
     Notifications,
+    Storefront,
     Gateway,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] =
-        [Service::Identity, Service::Catalog, Service::Cart, Service::Orders, Service::Notifications, Service::Gateway];
+    /// In the order they start: the storefront before the gateway that routes to it.
+    pub const ALL: [Service; 7] = [
+        Service::Identity,
+        Service::Catalog,
+        Service::Cart,
+        Service::Orders,
+        Service::Notifications,
+        Service::Storefront,
+        Service::Gateway,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +44,7 @@ impl Service {
             Self::Cart => cart::SERVICE,
             Self::Orders => orders::SERVICE,
             Self::Notifications => notifications::SERVICE,
+            Self::Storefront => storefront::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -50,7 +60,7 @@ impl FromStr for Service {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|service| service.name() == s).ok_or_else(|| {
-            format!("unknown service {s:?}; expected one of: identity, catalog, cart, orders, notifications, gateway")
+            format!("unknown service {s:?}; expected one of: identity, catalog, cart, orders, notifications, storefront, gateway")
         })
     }
 }
@@ -71,6 +81,7 @@ pub struct Shop {
     pub cart_grpc: Option<SocketAddr>,
     pub orders: Option<SocketAddr>,
     pub notifications: Option<SocketAddr>,
+    pub storefront: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
@@ -85,8 +96,10 @@ impl Shop {
         let (edge_stop, backend_stop) = (CancellationToken::new(), CancellationToken::new());
         let (mut edge, mut backends) = (Tasks::new(), Tasks::new());
         let mut bound = Bound::default();
-        // One bus per process, shared by every service in it; the gateway needs none.
-        let needs_events = services.iter().any(|s| *s != Service::Gateway);
+        // One bus per process, shared by every service in it; the edge needs none.
+        let needs_events = services.iter().any(|s| !matches!(s, Service::Gateway | Service::Storefront));
+        // The storefront calls the gateway of this process, which is bound after it.
+        let gateway_url = services.contains(&Service::Gateway).then(storefront::GatewayUrl::default);
         let events = if needs_events { Some(settings.events().await?) } else { None };
         if let Some(events) = &events {
             // The gateway alone follows none: the services behind it refuse a revoked session.
@@ -110,6 +123,9 @@ impl Shop {
                 (Service::Notifications, Some(events)) => {
                     notifications::build(settings.notifications.clone(), &shared, events).await
                 }
+                (Service::Storefront, _) => {
+                    storefront::build(settings.storefront.clone(), &shared, gateway_url.clone()).await
+                }
                 (Service::Gateway, _) => gateway::build(settings.gateway.clone(), &shared).await,
                 (_, None) => unreachable!("the bus is connected when a service needs it"),
             };
@@ -123,8 +139,17 @@ impl Shop {
                 }
             };
             bound.insert(service.name(), server.addresses());
-            let (tasks, stop) =
-                if service == Service::Gateway { (&mut edge, &edge_stop) } else { (&mut backends, &backend_stop) };
+            if service == Service::Gateway
+                && let Some(url) = &gateway_url
+            {
+                let _ = url.set(format!("http://{}", server.local_addr()));
+            }
+            // The storefront is a client of the gateway: it stops with the edge, before the API.
+            let (tasks, stop) = if matches!(service, Service::Gateway | Service::Storefront) {
+                (&mut edge, &edge_stop)
+            } else {
+                (&mut backends, &backend_stop)
+            };
             let stop = stop.clone();
             tasks.spawn(async move { (service, server.run_until_stopped(stop).await) });
         }
@@ -140,6 +165,7 @@ impl Shop {
             cart_grpc: grpc(Service::Cart),
             orders: http(Service::Orders),
             notifications: http(Service::Notifications),
+            storefront: http(Service::Storefront),
             gateway: http(Service::Gateway),
             supervisor,
             shutdown,

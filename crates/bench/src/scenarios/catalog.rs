@@ -311,6 +311,7 @@ pub async fn product(mut settings: Settings, bench: CatalogBench, load: Load) ->
     settings.cart.listen = "127.0.0.1:0".parse()?;
     settings.cart.grpc_listen = "127.0.0.1:0".parse()?;
     settings.gateway.listen = "127.0.0.1:0".parse()?;
+    settings.storefront.listen = "127.0.0.1:0".parse()?;
     settings.catalog.database_url = Some(url);
     settings.catalog.cache_url = bench.redis_url.clone();
     settings.catalog.cache_prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());

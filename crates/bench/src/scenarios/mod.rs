@@ -114,6 +114,7 @@ fn ephemeral_ports(settings: &mut Settings) {
         &mut settings.cart.grpc_listen,
         &mut settings.orders.listen,
         &mut settings.notifications.listen,
+        &mut settings.storefront.listen,
         &mut settings.gateway.listen,
     ] {
         *addr = any;

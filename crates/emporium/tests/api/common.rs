@@ -35,6 +35,7 @@ pub fn test_settings(db: &TestDatabase, data_dir: PathBuf) -> Settings {
     settings.cart.catalog_timeout = std::time::Duration::from_secs(3);
     settings.orders.listen = "127.0.0.1:0".parse().unwrap();
     settings.notifications.listen = "127.0.0.1:0".parse().unwrap();
+    settings.storefront.listen = "127.0.0.1:0".parse().unwrap();
     settings.orders.sweep_interval = std::time::Duration::from_millis(200);
     settings.orders.rpc_timeout = std::time::Duration::from_secs(1);
     settings.orders.payments.timeout = std::time::Duration::from_secs(2);

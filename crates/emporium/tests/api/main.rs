@@ -29,6 +29,7 @@ mod server_side_request_forgery;
 mod shutdown;
 mod slow_clients;
 mod social;
+mod storefront;
 mod stripe;
 mod unrestricted_resource_consumption;
 mod unsafe_consumption;

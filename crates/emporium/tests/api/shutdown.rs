@@ -22,6 +22,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .env("EMPORIUM_IDENTITY__LISTEN", "127.0.0.1:0")
         .env("EMPORIUM_IDENTITY__GRPC_LISTEN", "127.0.0.1:0")
         .env("EMPORIUM_NOTIFICATIONS__LISTEN", "127.0.0.1:0")
+        .env("EMPORIUM_STOREFRONT__LISTEN", "127.0.0.1:0")
         .env("EMPORIUM_IDENTITY__PASSWORD_HASHING__MEMORY_KIB", "1024")
         .env("EMPORIUM_LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
