@@ -32,8 +32,9 @@ pub enum Scenario {
     Cart,
     /// Checkouts end to end through the gateway on PostgreSQL beside pgbench TPC-B.
     Checkout,
-    /// A shopper's five requests (list, product page, search, add to cart, get cart) through the
-    /// gateway of an embedded and a distributed shop, with each process's peak memory.
+    /// A shopper's five requests (list, product page, search, add to cart, get cart) and two
+    /// storefront pages made from them (a product's, a search's) through the gateway of an
+    /// embedded and a distributed shop, with each process's peak memory.
     Shop,
 }
 

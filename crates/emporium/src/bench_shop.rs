@@ -1,5 +1,6 @@
 //! `emporium bench shop`: what a shopper's requests cost, as a new user would measure them. Five
-//! requests — a page of the listing, a product page, a search, an add to cart, a cart — are each
+//! requests — a page of the listing, a product page, a search, an add to cart, a cart — and two
+//! of the storefront's HTML pages made from them (a product's, a search's) are each
 //! driven through the gateway of a shop this command starts (embedded: `emporium serve` on
 //! SQLite; distributed: the local cluster on PostgreSQL, Redis and RabbitMQ), or of a running one,
 //! and reported with every process's peak memory (`VmHWM`).
@@ -192,7 +193,12 @@ async fn probes(gateway: &str) -> anyhow::Result<Vec<Probe>> {
         .generated(carts.len() * skus.len(), adds);
     let get_cart = Probe::get("GET /carts/{id}", &format!("{gateway}/api/v1/carts"))?
         .rotating(carts.iter().map(|c| (format!("/api/v1/carts/{c}"), Bytes::new())).collect());
-    Ok(vec![list, product, search, add, get_cart])
+    // The storefront's pages, rendered from the API above, through the same gateway.
+    let product_page = Probe::get("page GET /p/{slug}", &format!("{gateway}/p"))?
+        .rotating(slugs.iter().map(|s| (format!("/p/{s}"), Bytes::new())).collect());
+    let search_page = Probe::get("page GET /search?q=WORD", &format!("{gateway}/search"))?
+        .rotating(words.iter().map(|w| (format!("/search?q={w}"), Bytes::new())).collect());
+    Ok(vec![list, product, search, add, get_cart, product_page, search_page])
 }
 
 /// Creates the guest carts, a few at a time.

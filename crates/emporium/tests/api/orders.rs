@@ -166,6 +166,11 @@ async fn checkout_declines_out_of_stock_and_replays(db: TestDatabase) {
         (failed["status"].as_str(), failed["payment"]["status"].as_str()),
         (Some("payment_failed"), Some("failed"))
     );
+    // Why, in the card processors' words, also when the order is read again.
+    assert_eq!(failed["payment"]["decline_code"], "insufficient_funds");
+    let id = failed["id"].as_str().unwrap();
+    let again = shop.gateway.get(&format!("/api/v1/orders/{id}")).bearer(&user).send().await.json();
+    assert_eq!(again["payment"]["decline_code"], "insufficient_funds");
     assert_eq!(available(&shop, &shoe).await, 8);
     let cart = shop.gateway.get("/api/v1/carts/me").bearer(&user).send().await.json();
     assert_eq!(cart["item_count"], 3);

@@ -6,12 +6,50 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use testkit::{Browser, TestDatabase, TestResponse, on_both_backends};
+use identity::config::{ProviderConfig, ProviderKind};
+use serde_json::json;
+use testkit::{
+    Browser, TestDatabase, TestResponse, free_port,
+    oidc::{Consent, OidcProvider},
+    on_both_backends,
+};
 
-use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestShop};
+use crate::{
+    common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestShop},
+    social::{CLIENT_ID, CLIENT_SECRET, provider},
+};
 
 async fn demo_shop(db: TestDatabase) -> TestShop {
     TestShop::start_with(db, |settings| settings.catalog.demo_catalog = Some(true)).await
+}
+
+/// A demo shop whose sign-in page offers a certified OpenID provider (`oidc-provider`, run
+/// here), with the storefront's return address on identity's allow-list; `None` when the
+/// provider is not installed (the test has said so).
+async fn shop_with_social_sign_in(db: TestDatabase) -> Option<(TestShop, OidcProvider)> {
+    let port = free_port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let accounts = json!({"grace": {"email": "grace@example.com", "email_verified": true, "name": "Grace Hopper"}});
+    let clients = json!([{
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [format!("{gateway}/api/v1/auth/oauth/certified/callback")],
+    }]);
+    let oidc = OidcProvider::start(clients, accounts).await?;
+    let issuer = oidc.issuer().to_owned();
+    let shop = TestShop::start_with(db, move |settings| {
+        settings.catalog.demo_catalog = Some(true);
+        settings.gateway.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        let social = &mut settings.identity.social;
+        social.public_url = gateway.clone();
+        social.redirect_uris = vec![format!("{gateway}/login/callback")];
+        social.providers.insert(
+            "certified".into(),
+            ProviderConfig { issuer: Some(issuer), name: Some("Certified ID".into()), ..provider(ProviderKind::Oidc) },
+        );
+    })
+    .await;
+    Some((shop, oidc))
 }
 
 fn html(response: &TestResponse) -> String {
@@ -166,15 +204,53 @@ async fn forms_need_the_session_and_carts_follow_the_shopper(db: TestDatabase) {
     let account = html(&browser.get(&format!("{base}/account")).await);
     assert_eq!(account.matches("href=\"/orders/").count(), 1, "one order");
 
+    // Cancelled before it ships: refunded, and the history says so.
+    let order_page = order.trim_end_matches("?placed=1").to_owned();
+    let cancelled = browser.post_form(&format!("{base}{order_page}/cancel"), &[("csrf", &token)]).await;
+    assert_eq!(cancelled.status, 303);
+    let page = html(&browser.get(&format!("{base}{order_page}")).await);
+    assert!(page.contains("Your order is cancelled") && page.contains("Cancelled and refunded"), "{page}");
+    assert!(!page.contains("/cancel\""), "a cancelled order offers no cancel button");
+
     // Someone else's order is not found; signing out ends the session at identity.
     let stranger = Browser::new();
-    let seen = stranger.get(&format!("{base}{}", order.trim_end_matches("?placed=1"))).await;
+    let seen = stranger.get(&format!("{base}{order_page}")).await;
     assert_eq!(seen.status, 303, "a stranger is asked to sign in");
     let out = browser.post_form(&format!("{base}/logout"), &[("csrf", &token)]).await;
     assert_eq!(out.status, 303);
     let account = browser.get(&format!("{base}/account")).await;
     assert_eq!(account.status, 303);
     assert!(account.header("location").unwrap().starts_with("/login?next="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_social_sign_in_returns_to_the_shop_signed_in() {
+    let Some((shop, oidc)) = shop_with_social_sign_in(TestDatabase::sqlite()).await else { return };
+    let base = shop.gateway.base().to_owned();
+    let browser = Browser::new();
+    let login = html(&browser.get(&format!("{base}/login?next=%2Fcart")).await);
+    let button = link(&login, "/login/with/certified");
+    assert!(login.contains(">Certified ID</a>"), "the provider's button");
+    let to_identity = browser.get(&format!("{base}{button}")).await;
+    assert_eq!(to_identity.status, 303);
+    let authorize = to_identity.header("location").unwrap().to_owned();
+    assert!(authorize.starts_with("/api/v1/auth/oauth/certified/authorize?redirect_uri="));
+    let to_provider = browser.get(&format!("{base}{authorize}")).await;
+    assert_eq!(to_provider.status, 302);
+    let callback = oidc.walk(&browser, to_provider.header("location").unwrap(), Consent::SignInAs("grace")).await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, 302, "identity's callback sends the browser back to the storefront");
+    let back_to_shop = back.header("location").unwrap().to_owned();
+    assert!(back_to_shop.starts_with(&format!("{base}/login/callback?code=")), "{back_to_shop}");
+    let signed_in = browser.get(&back_to_shop).await;
+    assert_eq!(signed_in.status, 303);
+    assert_eq!(signed_in.header("location"), Some("/cart"), "back where the shopper was going");
+    let account = html(&browser.get(&format!("{base}/account")).await);
+    assert!(account.contains("grace@example.com"), "{account}");
+
+    // A return that did not start in this browser is refused.
+    let stranger = Browser::new().get(&back_to_shop).await;
+    assert_eq!(stranger.status, 403);
 }
 
 fn playwright_python() -> PathBuf {
@@ -214,7 +290,10 @@ async fn a_shopper_shops_in_a_real_browser() {
         ));
         return;
     }
-    let shop = demo_shop(TestDatabase::sqlite()).await;
+    let (shop, _oidc, social) = match shop_with_social_sign_in(TestDatabase::sqlite()).await {
+        Some((shop, oidc)) => (shop, Some(oidc), "certified"),
+        None => (demo_shop(TestDatabase::sqlite()).await, None, ""),
+    };
     let dir = screenshots();
     std::fs::create_dir_all(&dir).expect("the screenshots directory");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/shop.py");
@@ -227,6 +306,7 @@ async fn a_shopper_shops_in_a_real_browser() {
         .arg("--screenshots")
         .arg(&dir)
         .args(["--admin", ADMIN_EMAIL, ADMIN_PASSWORD])
+        .args(["--social", social])
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(600), run)

@@ -5,6 +5,7 @@
 pub mod types;
 
 use std::{
+    any::Any,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
@@ -72,7 +73,8 @@ pub struct Api {
     gateway: Gateway,
     timeout: Duration,
     ttl: Duration,
-    cache: quick_cache::sync::Cache<String, (Instant, Bytes)>,
+    /// Answers as parsed, by path: a hit costs no parsing (a listing's JSON is tens of KB).
+    cache: quick_cache::sync::Cache<String, (Instant, Arc<dyn Any + Send + Sync>)>,
 }
 
 /// One call: its method, path (with query), bearer token, JSON body and extra headers.
@@ -126,18 +128,23 @@ impl Api {
     }
 
     /// A public catalog read (no token), shared between shoppers for `ttl`.
-    pub async fn public<T: DeserializeOwned>(&self, forward: &HeaderMap, path: String) -> Result<T, Failure> {
+    pub async fn public<T>(&self, forward: &HeaderMap, path: String) -> Result<Arc<T>, Failure>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         if !self.ttl.is_zero()
-            && let Some((at, body)) = self.cache.get(&path)
+            && let Some((at, value)) = self.cache.get(&path)
             && at.elapsed() < self.ttl
+            && let Ok(value) = value.downcast::<T>()
         {
-            return parse(StatusCode::OK, body);
+            return Ok(value);
         }
         let (status, body) = self.exchange(forward, Call::get(path.clone())).await?;
-        if status == StatusCode::OK && !self.ttl.is_zero() {
-            self.cache.insert(path, (Instant::now(), body.clone()));
+        let value = Arc::new(parse::<T>(status, body)?);
+        if !self.ttl.is_zero() {
+            self.cache.insert(path, (Instant::now(), value.clone()));
         }
-        parse(status, body)
+        Ok(value)
     }
 
     /// A call whose answer is parsed as `T` when it succeeds.

@@ -48,7 +48,15 @@ pub struct SearchPage {
     pub items: Vec<Product>,
     pub total: u64,
     #[serde(default)]
-    pub facets: BTreeMap<String, serde_json::Value>,
+    pub facets: BTreeMap<String, Facet>,
+}
+
+/// A facet's counts: by value (category, brand, `attr.NAME`), or by price bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Facet {
+    Values(Vec<FacetValue>),
+    Buckets(Vec<PriceBucket>),
 }
 
 #[derive(Debug, Clone, Deserialize)]

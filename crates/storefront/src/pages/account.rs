@@ -11,8 +11,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AsUser, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path, page,
-    see_other, sign_in, sign_in_first,
+    AsUser, CsrfForm, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path,
+    page, see_other, sign_in_first, welcome,
 };
 use crate::{
     App,
@@ -36,8 +36,8 @@ pub async fn provider_links(app: &App, visit: &Visit, next: &str) -> Vec<Link> {
     let providers =
         app.api.public::<Vec<Provider>>(&visit.forward, "/api/v1/auth/providers".into()).await.unwrap_or_default();
     providers
-        .into_iter()
-        .map(|p| Link { href: format!("/login/with/{}?next={}", encode(&p.id), encode(next)), text: p.name })
+        .iter()
+        .map(|p| Link { href: format!("/login/with/{}?next={}", encode(&p.id), encode(next)), text: p.name.clone() })
         .collect()
 }
 
@@ -96,7 +96,7 @@ pub async fn register(State(app): State<Arc<App>>, visit: Visit, PageForm(sent):
 
 /// Signs in with what `call` answers, bringing the guest's cart along, then goes on to `next`.
 async fn enter(app: Arc<App>, visit: Visit, sent: AccountForm, register: bool, call: Call) -> Response {
-    let mut visit = match check_csrf(&app, visit, sent.csrf.as_deref()) {
+    let visit = match check_csrf(&app, visit, sent.csrf.as_deref()) {
         Ok(visit) => visit,
         Err(refused) => return *refused,
     };
@@ -105,13 +105,7 @@ async fn enter(app: Arc<App>, visit: Visit, sent: AccountForm, register: bool, c
     form.values.insert("email".into(), sent.email.clone());
     form.values.insert("name".into(), sent.name.clone());
     match app.api.call::<Tokens>(&visit.forward, call).await {
-        Ok(tokens) => {
-            let name = tokens.user.name.clone();
-            sign_in(&mut visit, tokens);
-            merge_guest_cart(&app, &mut visit).await;
-            visit.flash(false, format!("Welcome, {name}."));
-            see_other(visit, &next)
-        }
+        Ok(tokens) => welcome(&app, visit, tokens, &next).await,
         Err(Failure::Refused { status, problem, .. }) if status.is_client_error() => {
             for error in &problem.errors {
                 form.errors.insert(error.field.clone(), error.message.clone());
@@ -153,13 +147,8 @@ pub async fn merge_guest_cart(app: &App, visit: &mut Visit) {
     }
 }
 
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    csrf: Option<String>,
-}
-
 /// Ends the session at identity too, so its refresh token is spent everywhere.
-pub async fn logout(State(app): State<Arc<App>>, visit: Visit, PageForm(sent): PageForm<LogoutForm>) -> Response {
+pub async fn logout(State(app): State<Arc<App>>, visit: Visit, PageForm(sent): PageForm<CsrfForm>) -> Response {
     let mut visit = match check_csrf(&app, visit, sent.csrf.as_deref()) {
         Ok(visit) => visit,
         Err(refused) => return *refused,
@@ -219,13 +208,7 @@ pub async fn social_return(State(app): State<Arc<App>>, visit: Visit, RawQuery(q
     };
     let call = Call::post("/api/v1/auth/oauth/exchange", serde_json::json!({"code": code}));
     match app.api.call::<Tokens>(&visit.forward, call).await {
-        Ok(tokens) => {
-            let name = tokens.user.name.clone();
-            sign_in(&mut visit, tokens);
-            merge_guest_cart(&app, &mut visit).await;
-            visit.flash(false, format!("Welcome, {name}."));
-            see_other(visit, &next)
-        }
+        Ok(tokens) => welcome(&app, visit, tokens, &next).await,
         Err(failure) if failure.status().is_some_and(|s| s.is_client_error()) => {
             let message = "That sign-in link has expired; try again.".to_owned();
             form_page(app, visit, false, next, FormState::default(), Some(message), StatusCode::OK).await
@@ -350,16 +333,11 @@ fn order_page(layout: crate::views::Layout, order: Order, placed: bool) -> Order
     }
 }
 
-#[derive(Deserialize)]
-pub struct CancelForm {
-    csrf: Option<String>,
-}
-
 pub async fn cancel(
     State(app): State<Arc<App>>,
     visit: Visit,
     Path(id): Path<String>,
-    PageForm(sent): PageForm<CancelForm>,
+    PageForm(sent): PageForm<CsrfForm>,
 ) -> Response {
     let mut visit = match check_csrf(&app, visit, sent.csrf.as_deref()) {
         Ok(visit) => visit,

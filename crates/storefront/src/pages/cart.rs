@@ -11,8 +11,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AsUser, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path, page,
-    see_other,
+    AsUser, CsrfForm, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path,
+    page, see_other,
 };
 use crate::{
     App,
@@ -195,16 +195,11 @@ pub async fn set(
     apply(app, visit, form.csrf, sku, change).await
 }
 
-#[derive(Deserialize)]
-pub struct RemoveForm {
-    csrf: Option<String>,
-}
-
 pub async fn remove(
     State(app): State<Arc<App>>,
     visit: Visit,
     Path(sku): Path<String>,
-    PageForm(form): PageForm<RemoveForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
     apply(app, visit, form.csrf, sku, Some((Method::DELETE, None))).await
 }

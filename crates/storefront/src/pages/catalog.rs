@@ -13,7 +13,7 @@ use platform::money::{Currency, Money};
 use super::{failure_page, layout, page};
 use crate::{
     App,
-    api::{Category, FacetValue, PriceBucket, Product, SearchPage, Suggestion},
+    api::{Category, Facet, FacetValue, PriceBucket, Product, SearchPage, Suggestion},
     session::Visit,
     views::{
         Card, FacetGroup, FacetOption, HomePage, Link, ListingPage, ProductPage, SortOption, SuggestFragment,
@@ -26,7 +26,7 @@ const PAGE_SIZE: u64 = 24;
 const MAX_OFFSET: u64 = 10_000;
 
 pub async fn home(State(app): State<Arc<App>>, mut visit: Visit) -> Response {
-    let newest = "/api/v1/products?sort=newest&limit=8".to_owned();
+    let newest = "/api/v1/products?sort=newest&limit=10".to_owned();
     let (categories, products) = tokio::join!(
         app.api.public::<Vec<Category>>(&visit.forward, "/api/v1/categories".into()),
         app.api.public::<SearchPage>(&visit.forward, newest),
@@ -85,7 +85,7 @@ async fn listing(app: Arc<App>, mut visit: Visit, filters: Filters) -> Response 
     let (results, problem) = match results {
         Ok(results) => (results, None),
         Err(failure) if failure.status() == Some(StatusCode::BAD_REQUEST) => {
-            (SearchPage { items: vec![], total: 0, facets: BTreeMap::new() }, Some(failure.detail()))
+            (Arc::new(SearchPage { items: vec![], total: 0, facets: BTreeMap::new() }), Some(failure.detail()))
         }
         Err(failure) => return failure_page(&app, visit, &failure),
     };
@@ -101,15 +101,14 @@ async fn listing(app: Arc<App>, mut visit: Visit, filters: Filters) -> Response 
     };
     let currency = results.items.first().and_then(Product::price).map(|p| p.currency);
     let mut facets = Vec::new();
-    for (key, values) in &results.facets {
-        let group = match key.as_str() {
-            "category" => value_facet(&filters, "category", "Category", values, &|v| category_name(v)),
-            "brand" => value_facet(&filters, "brand", "Brand", values, &|v| v.to_owned()),
-            "price" => match currency {
-                Some(currency) => price_facet(&filters, values, currency),
-                None => None,
-            },
-            attribute if attribute.starts_with("attr.") => {
+    for (key, facet) in &results.facets {
+        let group = match (key.as_str(), facet) {
+            ("category", Facet::Values(values)) => {
+                value_facet(&filters, "category", "Category", values, &|v| category_name(v))
+            }
+            ("brand", Facet::Values(values)) => value_facet(&filters, "brand", "Brand", values, &|v| v.to_owned()),
+            ("price", Facet::Buckets(buckets)) => currency.and_then(|c| price_facet(&filters, buckets, c)),
+            (attribute, Facet::Values(values)) if attribute.starts_with("attr.") => {
                 let name = &attribute["attr.".len()..];
                 value_facet(&filters, attribute, &title_case(name), values, &|v| v.to_owned())
             }
@@ -138,7 +137,7 @@ async fn listing(app: Arc<App>, mut visit: Visit, filters: Filters) -> Response 
     let suggestions = if results.total == 0 && !filters.q.is_empty() {
         let path = format!("/api/v1/products/suggest?q={}", encode(&filters.q));
         let found = app.api.public::<Vec<Suggestion>>(&visit.forward, path).await.unwrap_or_default();
-        found.into_iter().map(|s| Link { href: format!("/search?q={}", encode(&s.text)), text: s.text }).collect()
+        suggestion_links(&found)
     } else {
         Vec::new()
     };
@@ -192,7 +191,7 @@ pub async fn suggest(State(app): State<Arc<App>>, visit: Visit, RawQuery(query):
     } else {
         let path = format!("/api/v1/products/suggest?q={}", encode(&q));
         let found = app.api.public::<Vec<Suggestion>>(&visit.forward, path).await.unwrap_or_default();
-        found.into_iter().map(|s| Link { href: format!("/search?q={}", encode(&s.text)), text: s.text }).collect()
+        suggestion_links(&found)
     };
     page(visit, StatusCode::OK, SuggestFragment { links })
 }
@@ -261,6 +260,11 @@ pub async fn product(
         json_ld,
     };
     page(visit, StatusCode::OK, product_page)
+}
+
+/// Each suggestion as a search for it.
+fn suggestion_links(found: &[Suggestion]) -> Vec<Link> {
+    found.iter().map(|s| Link { href: format!("/search?q={}", encode(&s.text)), text: s.text.clone() }).collect()
 }
 
 /// Home › parent › … › category.
@@ -335,15 +339,14 @@ fn value_facet(
     filters: &Filters,
     key: &str,
     title: &str,
-    values: &serde_json::Value,
+    values: &[FacetValue],
     label: &dyn Fn(&str) -> String,
 ) -> Option<FacetGroup> {
-    let values: Vec<FacetValue> = serde_json::from_value(values.clone()).ok()?;
     if values.is_empty() {
         return None;
     }
     let options = values
-        .into_iter()
+        .iter()
         .take(15)
         .map(|v| {
             let selected = filters.has(key, &v.value);
@@ -358,13 +361,12 @@ fn value_facet(
     Some(FacetGroup { id: key.replace('.', "-"), title: title.to_owned(), options })
 }
 
-fn price_facet(filters: &Filters, values: &serde_json::Value, currency: Currency) -> Option<FacetGroup> {
-    let buckets: Vec<PriceBucket> = serde_json::from_value(values.clone()).ok()?;
+fn price_facet(filters: &Filters, buckets: &[PriceBucket], currency: Currency) -> Option<FacetGroup> {
     if buckets.is_empty() {
         return None;
     }
     let options = buckets
-        .into_iter()
+        .iter()
         .map(|b| {
             let selected = filters.min_price == Some(b.min) && filters.max_price == b.max;
             let mut f = filters.clone();

@@ -75,6 +75,22 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     }
 }
 
+/// A form that carries nothing but the session's CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    pub csrf: Option<String>,
+}
+
+/// Keeps freshly issued tokens, brings the guest's cart into the account, and greets the
+/// shopper on the page `next`.
+pub async fn welcome(app: &App, mut visit: Visit, tokens: Tokens, next: &str) -> Response {
+    let name = tokens.user.name.clone();
+    sign_in(&mut visit, tokens);
+    account::merge_guest_cart(app, &mut visit).await;
+    visit.flash(false, format!("Welcome, {name}."));
+    see_other(visit, next)
+}
+
 /// The frame of a page, taking the message left for it.
 pub fn layout(app: &App, visit: &mut Visit, title: impl Into<String>, canonical: Option<String>) -> Layout {
     let title = title.into();

@@ -25,13 +25,19 @@ const MAX_URLS: usize = 50_000;
 #[derive(Default)]
 pub struct SitemapCache(Mutex<Option<(Instant, String, Arc<String>)>>);
 
-pub async fn robots(visit: Visit) -> Response {
+/// Shared caches may keep these only when their addresses come from `public_url`: otherwise they
+/// follow the request's forwarded host, which a client can choose.
+fn cache_for(app: &App, max_age: &'static str) -> &'static str {
+    if app.config.public_url.is_some() { max_age } else { "private, no-cache" }
+}
+
+pub async fn robots(State(app): State<Arc<App>>, visit: Visit) -> Response {
     let body = format!(
         "User-agent: *\nDisallow: /cart\nDisallow: /checkout\nDisallow: /account\nDisallow: /orders/\n\
          Disallow: /login\nDisallow: /register\nDisallow: /search\nDisallow: /api/\n\nSitemap: {}/sitemap.xml\n",
         visit.origin
     );
-    text(body, "text/plain; charset=utf-8", "public, max-age=3600")
+    text(body, "text/plain; charset=utf-8", cache_for(&app, "public, max-age=3600"))
 }
 
 pub async fn sitemap(State(app): State<Arc<App>>, visit: Visit) -> Response {
@@ -41,7 +47,7 @@ pub async fn sitemap(State(app): State<Arc<App>>, visit: Visit) -> Response {
             .map(|(_, _, x)| x.clone())
     });
     if let Some(xml) = cached {
-        return text(xml.as_str().to_owned(), "application/xml; charset=utf-8", "public, max-age=600");
+        return text(xml.as_str().to_owned(), "application/xml; charset=utf-8", cache_for(&app, "public, max-age=600"));
     }
     let categories = match app.api.public::<Vec<Category>>(&visit.forward, "/api/v1/categories".into()).await {
         Ok(categories) => categories,
@@ -64,7 +70,7 @@ pub async fn sitemap(State(app): State<Arc<App>>, visit: Visit) -> Response {
                 Err(failure) => return super::failure_page(&app, visit, &failure),
             };
             let count = found.items.len();
-            slugs.extend(found.items.into_iter().map(|p| p.slug));
+            slugs.extend(found.items.iter().map(|p| p.slug.clone()));
             if slugs.len() + urls.len() >= MAX_URLS {
                 break 'scopes;
             }
@@ -88,7 +94,7 @@ pub async fn sitemap(State(app): State<Arc<App>>, visit: Visit) -> Response {
     if let Ok(mut cache) = app.sitemap.0.lock() {
         *cache = Some((Instant::now(), visit.origin.clone(), Arc::new(xml.clone())));
     }
-    text(xml, "application/xml; charset=utf-8", "public, max-age=600")
+    text(xml, "application/xml; charset=utf-8", cache_for(&app, "public, max-age=600"))
 }
 
 fn text(body: String, content_type: &'static str, cache: &'static str) -> Response {
