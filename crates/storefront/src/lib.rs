@@ -46,6 +46,7 @@ pub struct App {
     cookies: session::Cookies,
     assets: assets::Assets,
     sitemap: pages::seo::SitemapCache,
+    refreshes: pages::Refreshes,
 }
 
 /// Binds the storefront. `gateway` is set when this process starts the gateway too; otherwise
@@ -64,6 +65,7 @@ pub async fn build(config: Config, shared: &Shared, gateway: Option<GatewayUrl>)
         cookies: session::Cookies::new(key),
         assets: assets::Assets::load(),
         sitemap: pages::seo::SitemapCache::default(),
+        refreshes: pages::Refreshes::default(),
         config,
     });
     let listen = app.config.listen;

@@ -223,6 +223,32 @@ async fn forms_need_the_session_and_carts_follow_the_shopper(db: TestDatabase) {
     assert!(account.header("location").unwrap().starts_with("/login?next="));
 }
 
+/// A browser sends its cookie with every request it makes at once; when the access token in it
+/// has expired, each would refresh it with the same refresh token, and the second use of a spent
+/// refresh token ends the session (reuse detection). One refresh serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_loaded_at_once_refresh_the_session_once() {
+    let shop = TestShop::start_with(TestDatabase::sqlite(), |settings| {
+        settings.catalog.demo_catalog = Some(true);
+        // Shorter than the storefront's margin: every page refreshes the session.
+        settings.identity.access_token_ttl = Duration::from_secs(10);
+    })
+    .await;
+    let base = shop.gateway.base().to_owned();
+    let browser = Browser::new();
+    let token = csrf(&html(&browser.get(&format!("{base}/register")).await));
+    let email = format!("shopper-{}@example.com", uuid::Uuid::new_v4().simple());
+    let form = [("csrf", token.as_str()), ("name", "Ada"), ("email", &email), ("password", "a long enough password")];
+    assert_eq!(browser.post_form(&format!("{base}/register"), &form).await.status, 303);
+    for round in 0..3 {
+        let account = format!("{base}/account");
+        let pages = futures_util::future::join_all((0..4).map(|_| browser.get(&account))).await;
+        let statuses: Vec<u16> = pages.iter().map(|p| p.status.as_u16()).collect();
+        assert_eq!(statuses, [200; 4], "round {round}: every page loaded at once is the signed-in account");
+    }
+    assert!(html(&browser.get(&format!("{base}/account")).await).contains(&email), "still signed in");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_social_sign_in_returns_to_the_shop_signed_in() {
     let Some((shop, oidc)) = shop_with_social_sign_in(TestDatabase::sqlite()).await else { return };

@@ -74,8 +74,25 @@ pub struct Api {
     timeout: Duration,
     ttl: Duration,
     /// Answers as parsed, by path: a hit costs no parsing (a listing's JSON is tens of KB).
-    cache: quick_cache::sync::Cache<String, (Instant, Arc<dyn Any + Send + Sync>)>,
+    cache: quick_cache::sync::Cache<String, Cached, BodySize>,
 }
+
+/// When an answer was fetched, the answer parsed, and the size of its body.
+#[derive(Clone)]
+struct Cached(Instant, Arc<dyn Any + Send + Sync>, usize);
+
+/// Entries live a second: the cache is bounded by what its answers weigh, not their number.
+#[derive(Clone)]
+struct BodySize;
+
+impl quick_cache::Weighter<String, Cached> for BodySize {
+    fn weight(&self, key: &String, value: &Cached) -> u64 {
+        (key.len() + value.2) as u64
+    }
+}
+
+/// The answers' bodies kept at most, in bytes (parsed, they take about twice as much).
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One call: its method, path (with query), bearer token, JSON body and extra headers.
 pub struct Call {
@@ -123,7 +140,7 @@ impl Api {
             gateway,
             timeout,
             ttl,
-            cache: quick_cache::sync::Cache::new(4096),
+            cache: quick_cache::sync::Cache::with_weighter(1024, CACHE_BYTES, BodySize),
         }
     }
 
@@ -133,16 +150,17 @@ impl Api {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         if !self.ttl.is_zero()
-            && let Some((at, value)) = self.cache.get(&path)
+            && let Some(Cached(at, value, _)) = self.cache.get(&path)
             && at.elapsed() < self.ttl
             && let Ok(value) = value.downcast::<T>()
         {
             return Ok(value);
         }
         let (status, body) = self.exchange(forward, Call::get(path.clone())).await?;
+        let size = body.len();
         let value = Arc::new(parse::<T>(status, body)?);
         if !self.ttl.is_zero() {
-            self.cache.insert(path, (Instant::now(), value.clone()));
+            self.cache.insert(path, Cached(Instant::now(), value.clone(), size));
         }
         Ok(value)
     }

@@ -129,6 +129,8 @@ pub struct Order {
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderLine {
     pub sku: String,
+    #[serde(default)]
+    pub product_id: Option<String>,
     pub title: String,
     pub quantity: i64,
     pub unit_price: Money,

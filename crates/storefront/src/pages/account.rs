@@ -306,7 +306,7 @@ fn order_page(layout: crate::views::Layout, order: Order, placed: bool) -> Order
             .map(|l| CartLine {
                 sku: l.sku.clone(),
                 title: l.title.clone(),
-                href: None,
+                href: l.product_id.as_ref().map(|id| format!("/p/{id}")),
                 quantity: l.quantity,
                 unit_price: l.unit_price.for_reading(),
                 line_total: l.line_total.for_reading(),

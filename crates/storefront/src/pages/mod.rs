@@ -198,15 +198,42 @@ pub async fn as_user<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Refreshes in this process, one at a time, and what each spent refresh token was exchanged
+/// for in the last minute. A browser sends its cookie with every request it makes at once (a
+/// page, a suggestion): the second to find the access token expired must get the first's new
+/// tokens, for presenting the spent refresh token again would end the session (reuse detection).
+#[derive(Default)]
+pub struct Refreshes {
+    one_at_a_time: tokio::sync::Mutex<()>,
+    done: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Tokens)>>,
+}
+
+const REFRESH_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn refresh(app: &App, visit: &mut Visit) -> Result<(), AsUser> {
     let Some(user) = &visit.session.user else { return Err(AsUser::SignedOut) };
-    let call = Call::post("/api/v1/auth/refresh", serde_json::json!({"refresh_token": user.refresh_token}));
+    let spent = user.refresh_token.clone();
+    let _turn = app.refreshes.one_at_a_time.lock().await;
+    let remembered = {
+        let mut done = app.refreshes.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.retain(|_, (at, _)| at.elapsed() < REFRESH_REMEMBERED);
+        done.get(&spent).map(|(_, tokens)| tokens.clone())
+    };
+    if let Some(tokens) = remembered {
+        sign_in(visit, tokens);
+        return Ok(());
+    }
+    let call = Call::post("/api/v1/auth/refresh", serde_json::json!({"refresh_token": spent}));
     match app.api.call::<Tokens>(&visit.forward, call).await {
         Ok(tokens) => {
+            let mut done = app.refreshes.done.lock().unwrap_or_else(|e| e.into_inner());
+            done.insert(spent, (std::time::Instant::now(), tokens.clone()));
+            drop(done);
             sign_in(visit, tokens);
             Ok(())
         }
-        Err(Failure::Refused { status, .. }) if status == StatusCode::UNAUTHORIZED || status.is_client_error() => {
+        // Refused for good (spent, revoked, expired): the session is over. A 429 or 503 is not.
+        Err(Failure::Refused { status: StatusCode::UNAUTHORIZED | StatusCode::UNPROCESSABLE_ENTITY, .. }) => {
             visit.session.user = None;
             visit.flash(true, "Your session ended; sign in again.");
             Err(AsUser::SignedOut)
