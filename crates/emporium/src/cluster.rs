@@ -102,6 +102,8 @@ impl Plan {
                     ("EMPORIUM_GATEWAY__LISTEN".into(), listen(self.http_port(service, replica))),
                     ("EMPORIUM_GATEWAY__RATE_LIMITS__REDIS_URL".into(), self.redis.clone()),
                     ("EMPORIUM_GATEWAY__RATE_LIMITS__KEY_PREFIX".into(), self.namespace.clone()),
+                    // The storefronts call from loopback, forwarding each shopper's address.
+                    ("EMPORIUM_GATEWAY__RATE_LIMITS__TRUSTED_PROXIES".into(), r#"["127.0.0.1"]"#.into()),
                 ];
                 for upstream in SERVICES {
                     gateway.push((

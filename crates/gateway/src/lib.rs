@@ -35,6 +35,8 @@ pub const SERVICE: &str = platform::service::names::GATEWAY;
 
 struct Route {
     upstream: Arc<Upstream>,
+    /// The storefront's pages: what the gateway itself answers there is a page, not JSON.
+    pages: bool,
     auth: AuthPolicy,
     verifier: Arc<Verifier>,
     limiter: Arc<Limiter>,
@@ -66,6 +68,7 @@ pub async fn build(mut config: Config, shared: &Shared) -> Result<Server, StartE
         };
         let target = Arc::new(Route {
             upstream: upstream.clone(),
+            pages: route.upstream == platform::service::names::STOREFRONT,
             auth: route.auth,
             verifier: verifier.clone(),
             limiter: limiter.clone(),
@@ -138,7 +141,17 @@ async fn metrics_for_scrapers_only(request: Request, next: axum::middleware::Nex
 
 /// Checks the caller's token as the route demands and spends a request of the caller's budget,
 /// then forwards.
-async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response {
+async fn forward(State(route): State<Arc<Route>>, mut request: Request) -> Response {
+    if route.limiter.trusts(request.extensions().get()) {
+        request.extensions_mut().insert(proxy::FromTrustedProxy);
+    }
+    if route.pages {
+        return as_page(forward_checked(route, request).await).await;
+    }
+    forward_checked(route, request).await
+}
+
+async fn forward_checked(route: Arc<Route>, request: Request) -> Response {
     if let Some(busy) = route.upstream.busy() {
         platform::http::extract::drain(request.into_body()).await;
         return busy;
@@ -175,6 +188,31 @@ async fn forward(State(route): State<Arc<Route>>, request: Request) -> Response 
         decision.add_headers(response.headers_mut());
     }
     response
+}
+
+/// A page for a person where the gateway itself refused or failed (a rate limit, the storefront
+/// down or slow): the same status and headers, in words, not a problem document.
+async fn as_page(response: Response) -> Response {
+    let problem = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !problem {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let (heading, text) = match parts.status.as_u16() {
+        429 => ("Slow down a little", "Too many requests came from you at once. Wait a few seconds, then try again."),
+        _ => ("The shop is busy or down for a moment", "Nothing you did was lost. Try again in a few seconds."),
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width, initial-scale=1\"><title>{heading}</title></head><body><main><h1>{heading}</h1>\
+         <p>{text}</p><p><a href=\"/\">Back to the shop</a></p></main></body></html>"
+    );
+    parts.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(html))
 }
 
 fn cors(config: &config::CorsConfig) -> CorsLayer {

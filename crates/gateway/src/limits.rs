@@ -370,6 +370,11 @@ impl Limiter {
         (budget != Budget::Read).then(|| self.local.check(budget, client, quota))
     }
 
+    /// Whether the connection's peer is one of the trusted proxies.
+    pub fn trusts(&self, peer: Option<&ConnectInfo<SocketAddr>>) -> bool {
+        peer.is_some_and(|peer| self.config.trusted_proxies.iter().any(|net| net.contains(&peer.0.ip())))
+    }
+
     /// The client a request comes from: the peer, or past trusted proxies, the last address they
     /// forwarded for.
     pub fn address(&self, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {

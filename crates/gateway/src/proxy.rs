@@ -464,9 +464,19 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// Marks a request that came from a trusted proxy (`gateway.rate_limits.trusted_proxies`, a
+/// storefront, say): its address is a hop, not a client, and is not added to `X-Forwarded-For`.
+/// The services behind then find the client where they find a direct caller's: the entry the
+/// gateway vouches for.
+#[derive(Clone, Copy)]
+pub struct FromTrustedProxy;
+
 /// Rewrites the client's headers into what the upstream should see.
 fn prepare_headers(parts: &mut http::request::Parts) {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = match parts.extensions.get::<FromTrustedProxy>() {
+        Some(_) if parts.headers.contains_key("x-forwarded-for") => None,
+        _ => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+    };
     let context = parts.extensions.get::<RequestContext>().cloned();
     // HTTP/2 clients name the host in the URI's authority, not a Host header.
     let original_host = parts

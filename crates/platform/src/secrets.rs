@@ -34,6 +34,9 @@ pub struct MasterKeyConfig {
 /// 0x30, link secrets were raw random bytes of exactly 32): it lets a database from before
 /// sealing be sealed in place.
 const SEALED: &[u8; 4] = b"\x00es1";
+/// Values sealed with a key of their own ([`MasterKey::seal`]) start with this.
+const SEALED_DERIVED: &[u8; 4] = b"\x00es2";
+const SALT_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum SecretsError {
 /// The key that wraps a database's data key.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// For keys derived per sealed value ([`MasterKey::seal`]).
+    derive: ring::hkdf::Prk,
     id: String,
     origin: String,
 }
@@ -99,7 +104,8 @@ impl MasterKey {
             .filter(|b| b.len() == KEY_LEN)
             .ok_or_else(|| SecretsError::Key(format!("{origin} is not 32 bytes in base64")))?;
         let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()[..8]);
-        Ok(Self { key: aead_key(&bytes), id, origin })
+        let derive = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"emporium sealed values").extract(&bytes);
+        Ok(Self { key: aead_key(&bytes), derive, id, origin })
     }
 
     /// A fingerprint that names the key without revealing it.
@@ -116,15 +122,40 @@ impl MasterKey {
     }
 
     /// Seals a value kept nowhere but with its owner (the storefront's session cookies), bound
-    /// to `place`, its purpose: with no database there is no data key to wrap, and the value
-    /// lives hours, not years.
+    /// to `place`, its purpose. Such values are sealed by the billion over a key's life, far past
+    /// the 2^32 random nonces one AES-GCM key bears: each is sealed with a key of its own,
+    /// derived (HKDF-SHA256) from this key and 128 random bits kept beside it.
     pub fn seal(&self, plain: &[u8], place: &str) -> Vec<u8> {
-        seal_with(&self.key, plain, place.as_bytes())
+        let mut salt = [0u8; SALT_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let mut body = plain.to_vec();
+        self.derived(&salt, place)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; NONCE_LEN]), Aad::from(place), &mut body)
+            .expect("sealing fails only for inputs of gigabytes");
+        [SEALED_DERIVED.as_slice(), &salt, &body].concat()
     }
 
     /// Opens what [`MasterKey::seal`] sealed for the same `place`.
     pub fn open(&self, sealed: &[u8], place: &str) -> Result<Vec<u8>, SecretsError> {
-        open_with(&self.key, sealed, place.as_bytes()).ok_or_else(|| SecretsError::Tampered(place.to_owned()))
+        let tampered = || SecretsError::Tampered(place.to_owned());
+        let rest = sealed.strip_prefix(SEALED_DERIVED).ok_or_else(tampered)?;
+        if rest.len() < SALT_LEN {
+            return Err(tampered());
+        }
+        let (salt, body) = rest.split_at(SALT_LEN);
+        let mut body = body.to_vec();
+        let plain = self
+            .derived(salt, place)
+            .open_in_place(Nonce::assume_unique_for_key([0; NONCE_LEN]), Aad::from(place), &mut body)
+            .map_err(|_| tampered())?;
+        Ok(plain.to_vec())
+    }
+
+    /// The key of one sealed value: used once, so its nonce may be fixed.
+    fn derived(&self, salt: &[u8], place: &str) -> LessSafeKey {
+        let info = [salt, place.as_bytes()];
+        let okm = self.derive.expand(&info, &AES_256_GCM).expect("AES-256's key length is within HKDF's bounds");
+        LessSafeKey::new(UnboundKey::from(okm))
     }
 
     /// Opens a stored data key, wrapped by the master key `stored_id`.
@@ -258,6 +289,26 @@ mod tests {
         let path = dir.join(name);
         write_new_key(&path).unwrap();
         path
+    }
+
+    #[test]
+    fn values_sealed_with_a_key_of_their_own_open_only_in_their_place() {
+        let dir = Dir::new();
+        let master = MasterKey::load(&MasterKeyConfig::default(), Some(&key_file(dir.path(), "a"))).unwrap();
+        let other = MasterKey::load(&MasterKeyConfig::default(), Some(&key_file(dir.path(), "b"))).unwrap();
+        let (one, two) = (master.seal(b"session", "cookie"), master.seal(b"session", "cookie"));
+        assert_ne!(one, two, "each seal has a salt, and so a key, of its own");
+        assert!(!one.windows(7).any(|w| w == b"session"));
+        assert_eq!(master.open(&one, "cookie").unwrap(), b"session");
+        assert_eq!(master.open(&two, "cookie").unwrap(), b"session");
+        assert!(master.open(&one, "another place").is_err());
+        assert!(other.open(&one, "cookie").is_err());
+        let mut flipped = one.clone();
+        flipped[6] ^= 1;
+        assert!(master.open(&flipped, "cookie").is_err(), "a salt changed is another key");
+        assert!(master.open(&one[..10], "cookie").is_err());
+        let (data, _) = master.new_data_key();
+        assert!(master.open(&data.seal(b"session", "cookie"), "cookie").is_err(), "not a data key's seal");
     }
 
     #[test]

@@ -100,6 +100,21 @@ impl Shop {
         let needs_events = services.iter().any(|s| !matches!(s, Service::Gateway | Service::Storefront));
         // The storefront calls the gateway of this process, which is bound after it.
         let gateway_url = services.contains(&Service::Gateway).then(storefront::GatewayUrl::default);
+        let mut settings = settings;
+        if gateway_url.is_some() && services.contains(&Service::Storefront) {
+            if settings.gateway.tls.is_some() && settings.storefront.api_url.is_none() {
+                anyhow::bail!(
+                    "the gateway of this process speaks only TLS, which the storefront in it does not: \
+                     run the storefront as a process of its own with storefront.api_url, or terminate TLS in front"
+                );
+            }
+            // Its calls come from this machine, saying whom they are for: each shopper keeps their
+            // own rate limits, and identity counts sign-in failures per shopper, not per storefront.
+            if settings.gateway.rate_limits.trusted_proxies.is_empty() {
+                settings.gateway.rate_limits.trusted_proxies =
+                    ["127.0.0.1/32", "::1/128"].iter().filter_map(|net| net.parse().ok()).collect();
+            }
+        }
         let events = if needs_events { Some(settings.events().await?) } else { None };
         if let Some(events) = &events {
             // The gateway alone follows none: the services behind it refuse a revoked session.

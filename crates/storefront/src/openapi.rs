@@ -17,16 +17,20 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// Any page says so in a page when the API behind it refuses for a while (429) or is down (503).
+/// Any page says so in a page when it is refused for a while (429) or the shop is down or slow
+/// (502, 503, 504), whether the storefront or the gateway in front of it answers.
 struct PagesMayFail;
 
 impl utoipa::Modify for PagesMayFail {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
         for operation in platform::http::openapi::operations_mut(openapi) {
-            for (status, description) in
-                [("429", "Too many requests: wait, then try again"), ("503", "The shop cannot answer now")]
-            {
+            for (status, description) in [
+                ("429", "Too many requests: wait, then try again"),
+                ("502", "The shop failed to answer"),
+                ("503", "The shop cannot answer now"),
+                ("504", "The shop did not answer in time"),
+            ] {
                 let page = ResponseBuilder::new()
                     .description(description)
                     .content("text/html", ContentBuilder::new().schema(Some(String::schema())).build())
@@ -137,7 +141,7 @@ fn category() {}
     params(("slug" = String, Path, description = "The product's slug")),
     responses(
         (status = 200, description = "The page", body = String, content_type = "text/html"),
-        (status = 308, description = "The product's one address"),
+        (status = 303, description = "Reached by its id: to the product's address"),
         (status = 404, description = "No product for sale here", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn product() {}

@@ -20,11 +20,16 @@ use serde::{Deserialize, Serialize};
 use crate::App;
 
 pub const COOKIE: &str = "emporium_session";
+/// The name over HTTPS: the `__Host-` prefix makes browsers refuse the cookie from a sibling
+/// subdomain (which could otherwise plant a session of its own, SameSite notwithstanding).
+pub const SECURE_COOKIE: &str = "__Host-emporium_session";
 /// What the seal is bound to: a value sealed for another purpose does not open as a session.
 const PLACE: &str = "storefront session v1";
 /// A browser keeps the cookie this long after the last page that changed it; the refresh
 /// token inside decides how long a sign-in really lasts.
 const MAX_AGE_SECONDS: u64 = 30 * 24 * 3600;
+/// Sealing and base64 make a session about 1.4 times larger; browsers keep cookies to 4,096 bytes.
+const MAX_PLAIN_BYTES: usize = 2_800;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -44,13 +49,16 @@ pub struct Session {
     /// Where to go after a social sign-in comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The `state` of a social sign-in under way: its return must bring it back, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_state: Option<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct SignedIn {
     pub access_token: String,
     pub refresh_token: String,
@@ -58,6 +66,13 @@ pub struct SignedIn {
     pub expires_at: i64,
     pub name: String,
     pub email: String,
+}
+
+/// The tokens are never printed, whatever prints a session.
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,10 +83,21 @@ pub struct Flash {
 
 impl Session {
     fn fresh() -> Self {
-        let mut bytes = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self { csrf: URL_SAFE_NO_PAD.encode(bytes), ..Self::default() }
+        Self { csrf: new_token(), ..Self::default() }
     }
+}
+
+/// 192 random bits, URL-safe.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `sent` is `expected`, compared in constant time.
+pub fn same_secret(expected: &str, sent: &str) -> bool {
+    let (expected, sent) = (expected.as_bytes(), sent.as_bytes());
+    expected.len() == sent.len() && expected.iter().zip(sent).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 /// The cookie key and how cookies are written.
@@ -84,28 +110,35 @@ impl Cookies {
         Self { key }
     }
 
-    fn open(&self, headers: &HeaderMap) -> Option<Session> {
+    fn open(&self, headers: &HeaderMap, secure: bool) -> Option<Session> {
+        let name = if secure { SECURE_COOKIE } else { COOKIE };
         let value = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)?
+            .find(|(cookie, _)| *cookie == name)?
             .1;
         let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
         let plain = self.key.open(&sealed, PLACE).ok()?;
         serde_json::from_slice(&plain).ok()
     }
 
-    fn write(&self, session: &Session, secure: bool) -> HeaderValue {
-        let plain = serde_json::to_vec(session).expect("a session serialises");
+    fn write(&self, session: &Session, secure: bool) -> Option<HeaderValue> {
+        let mut plain = serde_json::to_vec(session).ok()?;
+        if plain.len() > MAX_PLAIN_BYTES {
+            // A browser drops a cookie over 4 KB whole: the message and the way back go first.
+            tracing::warn!(bytes = plain.len(), "a session was too large for its cookie; its message was dropped");
+            let trimmed = Session { flash: None, next: None, ..session.clone() };
+            plain = serde_json::to_vec(&trimmed).ok()?;
+        }
         let sealed = URL_SAFE_NO_PAD.encode(self.key.seal(&plain, PLACE));
-        let secure = if secure { "; Secure" } else { "" };
+        let (name, secure) = if secure { (SECURE_COOKIE, "; Secure") } else { (COOKIE, "") };
         HeaderValue::from_str(&format!(
-            "{COOKIE}={sealed}; Path=/; Max-Age={MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax{secure}"
+            "{name}={sealed}; Path=/; Max-Age={MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax{secure}"
         ))
-        .expect("base64 makes a valid header")
+        .ok()
     }
 }
 
@@ -138,13 +171,12 @@ impl Visit {
 
     /// Whether `token` is this session's CSRF token (compared in constant time).
     pub fn csrf_ok(&self, token: &str) -> bool {
-        let (expected, sent) = (self.session.csrf.as_bytes(), token.as_bytes());
-        expected.len() == sent.len() && expected.iter().zip(sent).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+        same_secret(&self.session.csrf, token)
     }
 
-    /// Forgets the signed-in user and the cart, keeping the CSRF token of open forms.
+    /// Forgets the signed-in user and the cart; forms opened before no longer send.
     pub fn sign_out(&mut self) {
-        self.session = Session { csrf: self.session.csrf.clone(), ..Session::default() };
+        self.session = Session::fresh();
     }
 }
 
@@ -153,13 +185,13 @@ impl FromRequestParts<Arc<App>> for Visit {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
-        let original = app.cookies.open(headers);
-        let session = original.clone().unwrap_or_else(Session::fresh);
         let forwarded_proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
         let secure = match &app.config.public_url {
             Some(url) => url.starts_with("https://"),
             None => forwarded_proto == Some("https"),
         };
+        let original = app.cookies.open(headers, secure);
+        let session = original.clone().unwrap_or_else(Session::fresh);
         let origin = match &app.config.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
@@ -194,8 +226,10 @@ impl IntoResponseParts for Visit {
     type Error = std::convert::Infallible;
 
     fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
-        if self.original.as_ref() != Some(&self.session) {
-            res.headers_mut().append(header::SET_COOKIE, self.app.cookies.write(&self.session, self.secure));
+        if self.original.as_ref() != Some(&self.session)
+            && let Some(cookie) = self.app.cookies.write(&self.session, self.secure)
+        {
+            res.headers_mut().append(header::SET_COOKIE, cookie);
         }
         // Pages differ per shopper (their cart, their name): no shared cache may keep one.
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
@@ -224,20 +258,30 @@ mod tests {
         let cookies = cookies();
         let mut session = Session::fresh();
         session.cart = Some("cart-id".to_owned());
-        let written = cookies.write(&session, true);
+        let written = cookies.write(&session, true).unwrap();
         let written = written.to_str().unwrap();
         assert!(written.contains("HttpOnly") && written.contains("SameSite=Lax") && written.contains("Secure"));
+        assert!(written.starts_with("__Host-"), "over HTTPS, a sibling subdomain cannot set it");
         let pair = written.split(';').next().unwrap();
         assert!(!pair.contains("cart-id"), "the cookie is sealed, not merely encoded");
-        assert_eq!(cookies.open(&headers_with(&format!("theme=dark; {pair}"))), Some(session));
+        assert_eq!(cookies.open(&headers_with(&format!("theme=dark; {pair}")), true), Some(session.clone()));
+        assert_eq!(cookies.open(&headers_with(pair), false), None, "the plain name is another cookie");
 
         let value = pair.split_once('=').unwrap().1;
         let mut altered = URL_SAFE_NO_PAD.decode(value).unwrap();
         let last = altered.len() - 1;
         altered[last] ^= 1;
-        let altered = format!("{COOKIE}={}", URL_SAFE_NO_PAD.encode(altered));
-        assert_eq!(cookies.open(&headers_with(&altered)), None);
-        assert_eq!(cookies.open(&headers_with(&format!("{COOKIE}=not-base64!"))), None);
+        let altered = format!("{SECURE_COOKIE}={}", URL_SAFE_NO_PAD.encode(altered));
+        assert_eq!(cookies.open(&headers_with(&altered), true), None);
+        assert_eq!(cookies.open(&headers_with(&format!("{COOKIE}=not-base64!")), false), None);
         assert_ne!(Session::fresh().csrf, Session::fresh().csrf);
+
+        // A session too large for a cookie loses its message, not its sign-in.
+        let mut large = session;
+        large.flash = Some(Flash { error: false, text: "x".repeat(4000) });
+        let written = cookies.write(&large, false).unwrap();
+        assert!(written.len() < 4096, "{}", written.len());
+        let pair = written.to_str().unwrap().split(';').next().unwrap().to_owned();
+        assert_eq!(cookies.open(&headers_with(&pair), false).unwrap().cart.as_deref(), Some("cart-id"));
     }
 }

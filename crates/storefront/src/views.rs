@@ -148,6 +148,8 @@ pub struct CartLine {
 #[template(path = "cart.html")]
 pub struct CartPage {
     pub layout: Layout,
+    /// The message of the last change, inside the part HTMX swaps.
+    pub notice: Option<Flash>,
     pub lines: Vec<CartLine>,
     pub subtotal: String,
     pub item_count: i64,
@@ -185,6 +187,8 @@ pub struct CheckoutPage {
     pub lines: Vec<CartLine>,
     pub subtotal: String,
     pub form: FormState,
+    /// The guest form's values and errors (the sign-in form beside it has its own).
+    pub guest: FormState,
     pub payments: Vec<PaymentOption>,
     pub countries: Vec<(String, String)>,
     pub idempotency_key: String,
@@ -225,6 +229,8 @@ pub struct AccountPage {
 pub struct Step {
     pub status: String,
     pub at: String,
+    /// RFC 3339, for machines.
+    pub datetime: String,
 }
 
 #[derive(Template)]
@@ -264,7 +270,7 @@ pub fn status_words(status: &str) -> &'static str {
         "payment_failed" => "Payment failed",
         "shipped" => "Shipped",
         "delivered" => "Delivered",
-        "cancelled" => "Cancelled and refunded",
+        "cancelled" => "Cancelled",
         _ => "Unknown",
     }
 }

@@ -200,7 +200,7 @@ class Shop:
         page.goto(self.base + "/cart")
         expect(page.locator("input[name=quantity]").first).to_have_value("2")
         # Someone else buys all but one meanwhile.
-        sku = page.locator("tr[id^=line-] .muted").first.inner_text().replace("SKU ", "")
+        sku = page.locator("#cart tbody tr .muted").first.inner_text().replace("SKU ", "")
         self.api("PUT", f"/api/v1/inventory/{sku}", {"on_hand": 1}, self.admin_token())
         page.goto(self.base + "/checkout")
         self.fill_address(page, "Bo Declined")
@@ -224,7 +224,7 @@ class Shop:
         page.wait_for_url(self.base + "/")
         expect(page.locator("#cart-count")).to_have_text("1")
         page.goto(self.base + "/cart")
-        expect(page.locator("tr[id^=line-]")).to_have_count(1)
+        expect(page.locator("#cart tbody tr")).to_have_count(1)
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("link", name="Sign in")).to_be_visible()
         page.goto(self.base + "/account")

@@ -95,6 +95,7 @@ impl quick_cache::Weighter<String, Cached> for BodySize {
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One call: its method, path (with query), bearer token, JSON body and extra headers.
+/// (No `Debug`: it may carry a token.)
 pub struct Call {
     pub method: Method,
     pub path: String,
@@ -149,9 +150,18 @@ impl Api {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if !self.ttl.is_zero()
+        self.public_for(forward, path, self.ttl).await
+    }
+
+    /// A public read of something that changes only with the configuration (the sign-in
+    /// providers), shared for `ttl`.
+    pub async fn public_for<T>(&self, forward: &HeaderMap, path: String, ttl: Duration) -> Result<Arc<T>, Failure>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if !ttl.is_zero()
             && let Some(Cached(at, value, _)) = self.cache.get(&path)
-            && at.elapsed() < self.ttl
+            && at.elapsed() < ttl
             && let Ok(value) = value.downcast::<T>()
         {
             return Ok(value);
@@ -159,7 +169,7 @@ impl Api {
         let (status, body) = self.exchange(forward, Call::get(path.clone())).await?;
         let size = body.len();
         let value = Arc::new(parse::<T>(status, body)?);
-        if !self.ttl.is_zero() {
+        if !ttl.is_zero() {
             self.cache.insert(path, Cached(Instant::now(), value.clone(), size));
         }
         Ok(value)
@@ -179,8 +189,13 @@ impl Api {
 
     async fn exchange(&self, forward: &HeaderMap, call: Call) -> Result<(StatusCode, Bytes), Failure> {
         let base = self.gateway.url().ok_or_else(|| Failure::Unavailable("the gateway is not bound yet".into()))?;
-        let mut request = Request::builder().method(call.method).uri(format!("{base}{}", call.path));
-        let headers = request.headers_mut().expect("a fresh builder has headers");
+        let uri: http::Uri = format!("{base}{}", call.path)
+            .parse()
+            .map_err(|_| Failure::Unavailable(format!("{} is not a path the api can be asked", call.path)))?;
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = call.method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
         for (name, value) in forward {
             headers.insert(name, value.clone());
         }
@@ -195,14 +210,10 @@ impl Api {
         {
             headers.insert("idempotency-key", value);
         }
-        let body = match call.body {
-            Some(json) => {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Body::from(serde_json::to_vec(&json).expect("JSON values serialise"))
-            }
-            None => Body::empty(),
-        };
-        let request = request.body(body).map_err(|e| Failure::Unavailable(e.to_string()))?;
+        if let Some(json) = call.body {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *request.body_mut() = Body::from(json.to_string());
+        }
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| Failure::Unavailable(e.to_string()))?;
             let status = response.status();

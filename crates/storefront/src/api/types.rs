@@ -189,12 +189,19 @@ pub struct OrdersPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct Tokens {
     pub user: User,
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: i64,
+}
+
+/// The tokens are never printed.
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,8 +33,13 @@ fn query_value(query: &Option<String>, key: &str) -> Option<String> {
 
 /// A button per configured social provider, each coming back to `next`.
 pub async fn provider_links(app: &App, visit: &Visit, next: &str) -> Vec<Link> {
-    let providers =
-        app.api.public::<Vec<Provider>>(&visit.forward, "/api/v1/auth/providers".into()).await.unwrap_or_default();
+    // Configuration, not catalog: asked for once a minute (it counts against the auth budget).
+    let path = "/api/v1/auth/providers".to_owned();
+    let providers = app
+        .api
+        .public_for::<Vec<Provider>>(&visit.forward, path, std::time::Duration::from_secs(60))
+        .await
+        .unwrap_or_default();
     providers
         .iter()
         .map(|p| Link { href: format!("/login/with/{}?next={}", encode(&p.id), encode(next)), text: p.name.clone() })
@@ -138,10 +143,12 @@ pub async fn merge_guest_cart(app: &App, visit: &mut Visit) {
             visit.session.cart = None;
             visit.session.cart_count = cart.item_count;
         }
+        // Already merged, or expired: nothing to bring.
         Err(AsUser::Api(failure)) if failure.status() == Some(StatusCode::NOT_FOUND) => visit.session.cart = None,
         Err(AsUser::Api(failure)) => {
+            // Kept, to be merged at the next sign-in; the account's cart is the one shown.
             tracing::warn!(error = %failure.detail(), "a guest cart was not merged at sign-in");
-            visit.session.cart = None;
+            visit.flash(true, "The cart you filled before signing in could not be added to your account's cart.");
         }
         Err(AsUser::SignedOut) => {}
     }
@@ -179,22 +186,33 @@ pub async fn social_start(
     }
     visit.session.next = Some(local_path(query_value(&query, "next").as_deref()));
     let redirect_uri = format!("{}{SOCIAL_RETURN}", visit.origin);
-    // The CSRF token comes back as `state`: a return that did not start here is refused.
+    // A one-time value comes back as `state`: a return that did not start in this browser is
+    // refused. Not the CSRF token, which would then travel in URLs.
+    let state = crate::session::new_token();
+    visit.session.oauth_state = Some(state.clone());
     let to = format!(
         "/api/v1/auth/oauth/{provider}/authorize?redirect_uri={}&state={}",
         encode(&redirect_uri),
-        encode(&visit.session.csrf)
+        encode(&state)
     );
     see_other(visit, &to)
 }
 
 /// Back from the provider with a one-time code, exchanged for tokens.
-pub async fn social_return(State(app): State<Arc<App>>, visit: Visit, RawQuery(query): RawQuery) -> Response {
-    let state = query_value(&query, "state");
-    let mut visit = match check_csrf(&app, visit, state.as_deref()) {
-        Ok(visit) => visit,
-        Err(refused) => return *refused,
-    };
+pub async fn social_return(State(app): State<Arc<App>>, mut visit: Visit, RawQuery(query): RawQuery) -> Response {
+    let sent = query_value(&query, "state").unwrap_or_default();
+    let expected = visit.session.oauth_state.take().unwrap_or_default();
+    if expected.is_empty() || !crate::session::same_secret(&expected, &sent) {
+        tracing::info!("a social sign-in came back that did not start in this browser");
+        let heading = "This sign-in did not start here";
+        let layout = layout(&app, &mut visit, heading, None);
+        let message = "Start again from the sign-in page.".to_owned();
+        return page(
+            visit,
+            StatusCode::FORBIDDEN,
+            crate::views::ErrorPage { layout, status: 403, heading: heading.into(), message },
+        );
+    }
     let next = local_path(visit.session.next.take().as_deref());
     let code = query_value(&query, "code").filter(|c| !c.is_empty() && c.len() <= 128);
     let Some(code) = code else {
@@ -326,6 +344,7 @@ fn order_page(layout: crate::views::Layout, order: Order, placed: bool) -> Order
             .map(|h| Step {
                 status: status_words(&h.status).to_owned(),
                 at: h.at.format("%e %b %Y, %H:%M UTC").to_string(),
+                datetime: h.at.to_rfc3339(),
             })
             .collect(),
         // Only a paid order that has not shipped can be cancelled (API.md).
@@ -351,7 +370,7 @@ pub async fn cancel(
     let cancelled =
         as_user::<Order>(&app, &mut visit, |t| Call::post(path.clone(), serde_json::json!({})).token(t)).await;
     match cancelled {
-        Ok(_) => visit.flash(false, "Your order is cancelled; the payment is refunded."),
+        Ok(_) => visit.flash(false, "Your order is cancelled; the payment is being refunded."),
         Err(AsUser::Api(failure)) if failure.status() == Some(StatusCode::CONFLICT) => {
             visit.flash(true, "This order can no longer be cancelled: it has shipped or changed meanwhile.")
         }

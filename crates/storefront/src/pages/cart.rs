@@ -49,6 +49,8 @@ async fn change(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Cart, AsUser> {
+    // Only an add makes a cart: a line set or removed in an expired one is not there any more.
+    let may_create = method == Method::POST;
     let call = |path: String| Call::new(method.clone(), path).json(body.clone());
     if visit.session.user.is_some() {
         let path = format!("/api/v1/carts/me{path}");
@@ -57,6 +59,7 @@ async fn change(
     for _ in 0..2 {
         let id = match &visit.session.cart {
             Some(id) => id.clone(),
+            None if !may_create => return Err(AsUser::Api(Failure::Unavailable("the guest cart expired".into()))),
             None => {
                 let created: Cart =
                     app.api.call(&visit.forward, Call::post("/api/v1/carts", serde_json::json!({}))).await?;
@@ -90,8 +93,9 @@ pub async fn show(State(app): State<Arc<App>>, mut visit: Visit) -> Response {
         }
         None => (Vec::new(), String::new(), 0, false),
     };
+    let notice = visit.take_flash();
     let layout = layout(&app, &mut visit, "Your cart", None);
-    page(visit, StatusCode::OK, CartPage { layout, lines, subtotal, item_count, can_check_out })
+    page(visit, StatusCode::OK, CartPage { layout, notice, lines, subtotal, item_count, can_check_out })
 }
 
 /// A cart line as a shopper reads it, with what they should know about it.
@@ -227,6 +231,9 @@ async fn apply(
     match change(&app, &mut visit, method, &path, body).await {
         Ok(cart) => visit.session.cart_count = cart.item_count,
         Err(AsUser::SignedOut) => return super::sign_in_first(visit, "/cart"),
+        Err(AsUser::Api(_)) if visit.session.user.is_none() && visit.session.cart.is_none() => {
+            visit.flash(true, "Your cart expired: the shop keeps a guest's cart for 7 days.");
+        }
         Err(AsUser::Api(failure)) if failure.status().is_some_and(|s| s.is_client_error()) => {
             let message = refusal(&failure);
             visit.flash(true, message);

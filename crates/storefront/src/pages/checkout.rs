@@ -47,7 +47,7 @@ pub async fn show(State(app): State<Arc<App>>, mut visit: Visit) -> Response {
     if let Some(user) = &visit.session.user {
         form.values.insert("name".into(), user.name.clone());
     }
-    render(app, visit_with_cart(&mut visit), visit, form, Vec::new()).await
+    render(app, visit_with_cart(&mut visit), visit, Forms::Address(form), Vec::new()).await
 }
 
 /// Whether the session has anything that could be a cart (saves a call for empty sessions).
@@ -56,7 +56,17 @@ fn visit_with_cart(visit: &mut Visit) -> bool {
 }
 
 /// The checkout page for the cart as it is now, with `form` as sent and `problems` to show.
-async fn render(app: Arc<App>, has_cart: bool, mut visit: Visit, form: FormState, problems: Vec<String>) -> Response {
+/// Which of the page's forms was sent, with what it held.
+enum Forms {
+    Address(FormState),
+    Guest(FormState),
+}
+
+async fn render(app: Arc<App>, has_cart: bool, mut visit: Visit, sent: Forms, problems: Vec<String>) -> Response {
+    let (form, guest) = match sent {
+        Forms::Address(form) => (form, FormState::default()),
+        Forms::Guest(guest) => (FormState::default(), guest),
+    };
     let cart = if has_cart {
         match cart::load(&app, &mut visit).await {
             Ok(cart) => cart,
@@ -99,6 +109,7 @@ async fn render(app: Arc<App>, has_cart: bool, mut visit: Visit, form: FormState
         lines: cart.items.iter().map(cart::line).collect(),
         subtotal: cart.subtotal.for_reading(),
         form,
+        guest,
         payments,
         countries,
         idempotency_key: uuid::Uuid::new_v4().to_string(),
@@ -167,10 +178,23 @@ pub async fn place(State(app): State<Arc<App>>, visit: Visit, PageForm(sent): Pa
         "shipping_address": address,
         "payment_method": sent.payment_method,
     });
-    let placed = as_user::<Order>(&app, &mut visit, |t| {
-        Call::post("/api/v1/orders", body.clone()).token(t).idempotency_key(&key)
-    })
-    .await;
+    let mut placed = Err(AsUser::SignedOut);
+    for attempt in 0..3 {
+        if attempt > 0 {
+            // The same key still being placed (a second click while the first goes through):
+            // its answer comes within seconds, and the replay shows it.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        placed = as_user::<Order>(&app, &mut visit, |t| {
+            Call::post("/api/v1/orders", body.clone()).token(t).idempotency_key(&key)
+        })
+        .await;
+        let in_progress = matches!(&placed, Err(AsUser::Api(Failure::Refused { status: StatusCode::CONFLICT, problem, .. }))
+            if problem.shortages.is_empty());
+        if !in_progress {
+            break;
+        }
+    }
     let problems = match placed {
         Ok(order) => {
             visit.session.cart_count = 0;
@@ -182,7 +206,7 @@ pub async fn place(State(app): State<Arc<App>>, visit: Visit, PageForm(sent): Pa
             Err(failure) => return failure_page(&app, visit, &failure),
         },
     };
-    render(app, true, visit, form, problems).await
+    render(app, true, visit, Forms::Address(form), problems).await
 }
 
 /// What a refused checkout means to the shopper (the cart stays as it was), or the failure
@@ -279,18 +303,18 @@ pub async fn guest(State(app): State<Arc<App>>, visit: Visit, PageForm(sent): Pa
         }
         Err(Failure::Refused { status: StatusCode::CONFLICT, .. }) => {
             let problems = vec!["An account with this email exists: sign in to check out.".to_owned()];
-            render(app, true, visit, form, problems).await
+            render(app, true, visit, Forms::Guest(form), problems).await
         }
         Err(Failure::Refused { status: StatusCode::UNPROCESSABLE_ENTITY, problem, .. }) => {
             for error in &problem.errors {
                 form.errors.insert(error.field.clone(), sentence(&error.message));
             }
-            render(app, true, visit, form, vec!["Some details need a second look.".to_owned()]).await
+            render(app, true, visit, Forms::Guest(form), vec!["Some details need a second look.".to_owned()]).await
         }
         Err(failure) => {
             let problems = vec![sentence(&failure.detail())];
             if failure.status().is_some_and(|s| s.is_client_error()) {
-                render(app, true, visit, form, problems).await
+                render(app, true, visit, Forms::Guest(form), problems).await
             } else {
                 failure_page(&app, visit, &failure)
             }

@@ -7,6 +7,7 @@ mod cart;
 mod catalog;
 mod checkout;
 pub mod errors;
+mod filters;
 pub mod seo;
 
 use std::sync::Arc;
@@ -86,8 +87,12 @@ pub struct CsrfForm {
 pub async fn welcome(app: &App, mut visit: Visit, tokens: Tokens, next: &str) -> Response {
     let name = tokens.user.name.clone();
     sign_in(&mut visit, tokens);
+    // A new token with the new rights: a form forged against the guest session does not send.
+    visit.session.csrf = crate::session::new_token();
     account::merge_guest_cart(app, &mut visit).await;
-    visit.flash(false, format!("Welcome, {name}."));
+    if visit.session.flash.is_none() {
+        visit.flash(false, format!("Welcome, {name}."));
+    }
     see_other(visit, next)
 }
 
@@ -263,10 +268,16 @@ pub fn as_user_failed(app: &App, visit: Visit, failure: AsUser, next: &str) -> R
 
 /// A path on this shop to go to after a form, never another site (`//evil.example`).
 pub fn local_path(next: Option<&str>) -> String {
+    // Browsers drop tabs and line breaks from a URL and read `\` as `/`: `/\t/evil.example`
+    // would be `//evil.example`, another site.
+    let safe = |next: &str| {
+        next.starts_with('/')
+            && !next.starts_with("//")
+            && next.len() < 512
+            && next.bytes().all(|b| b > 0x20 && b != 0x7f && b != b'\\')
+    };
     match next {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && next.len() < 512 => {
-            next.to_owned()
-        }
+        Some(next) if safe(next) => next.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -285,4 +296,29 @@ pub fn check_csrf(app: &App, mut visit: Visit, token: Option<&str>) -> Result<Vi
         StatusCode::FORBIDDEN,
         ErrorPage { layout, status: 403, heading: heading.into(), message },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_paths_of_this_shop_are_gone_to() {
+        for fine in ["/", "/cart", "/p/a-shoe?sku=A-1", "/search?q=red%20shoe"] {
+            assert_eq!(local_path(Some(fine)), fine);
+        }
+        for elsewhere in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "/a\nb",
+            "/a b",
+            "",
+            "cart",
+        ] {
+            assert_eq!(local_path(Some(elsewhere)), "/", "{elsewhere:?}");
+        }
+        assert_eq!(local_path(None), "/");
+    }
 }
