@@ -206,6 +206,26 @@ async fn forwards_path_query_body_and_rewrites_headers() {
     assert!(response.json()["headers"]["traceparent"].as_str().unwrap().starts_with("00-"));
 }
 
+/// A request from a trusted proxy (a storefront, an ingress) already names its client: the
+/// proxy's own address is a hop, not a client, and is not added, so the services behind find the
+/// client where they find a direct caller's.
+#[tokio::test]
+async fn a_trusted_proxy_is_not_added_to_x_forwarded_for() {
+    let trusting = start(|config, _| {
+        config.rate_limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let response = trusting.client.get("/api/v1/things/1").header("x-forwarded-for", "203.0.113.9").send().await;
+    assert_eq!(response.json()["headers"]["x-forwarded-for"], "203.0.113.9");
+    // Without a client named, the peer is the client.
+    let response = trusting.client.get("/api/v1/things/1").send().await;
+    assert_eq!(response.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+
+    let plain = start(|_, _| {}).await;
+    let response = plain.client.get("/api/v1/things/1").header("x-forwarded-for", "203.0.113.9").send().await;
+    assert_eq!(response.json()["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+}
+
 #[tokio::test]
 async fn token_policies_are_enforced_before_the_upstream() {
     let f = start(|_, _| {}).await;
