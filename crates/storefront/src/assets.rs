@@ -19,6 +19,9 @@ struct Asset {
 
 pub struct Assets {
     files: Vec<Asset>,
+    /// What pages link to: `/static/style.<digest>.css`, `/static/htmx.<digest>.js`.
+    style: String,
+    htmx: String,
 }
 
 /// The vendored HTMX: the file as htmx.org 2.0.8 publishes it (Zero-Clause BSD).
@@ -28,17 +31,18 @@ const STYLE: &[u8] = include_bytes!("../static/style.css");
 
 impl Assets {
     pub fn load() -> Self {
-        let files = vec![
-            asset("style", "css", "text/css; charset=utf-8", STYLE, None),
-            asset("htmx", "js", "text/javascript; charset=utf-8", HTMX, Some(HTMX_GZ)),
-        ];
-        Self { files }
+        let style = asset("style", "css", "text/css; charset=utf-8", STYLE, None);
+        let htmx = asset("htmx", "js", "text/javascript; charset=utf-8", HTMX, Some(HTMX_GZ));
+        let (style_path, htmx_path) = (format!("/static/{}", style.hashed), format!("/static/{}", htmx.hashed));
+        Self { files: vec![style, htmx], style: style_path, htmx: htmx_path }
     }
 
-    /// The path a page links to for `name` (`style` or `htmx`).
-    pub fn path(&self, name: &str) -> String {
-        let file = self.files.iter().find(|f| f.hashed.starts_with(&format!("{name}."))).expect("a known asset");
-        format!("/static/{}", file.hashed)
+    pub fn style(&self) -> &str {
+        &self.style
+    }
+
+    pub fn htmx(&self) -> &str {
+        &self.htmx
     }
 
     pub fn serve(&self, name: &str, request: &HeaderMap) -> Response {
@@ -88,7 +92,7 @@ mod tests {
     #[test]
     fn names_follow_content_and_are_cached_for_good() {
         let assets = Assets::load();
-        let style = assets.path("style");
+        let style = assets.style().to_owned();
         assert!(style.starts_with("/static/style.") && style.ends_with(".css") && style.len() > 30, "{style}");
         let name = style.trim_start_matches("/static/");
         let served = assets.serve(name, &HeaderMap::new());
@@ -98,7 +102,7 @@ mod tests {
 
         let mut gzip = HeaderMap::new();
         gzip.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip;q=0.8"));
-        let htmx = assets.path("htmx");
+        let htmx = assets.htmx();
         let served = assets.serve(htmx.trim_start_matches("/static/"), &gzip);
         assert_eq!(served.headers()[header::CONTENT_ENCODING], "gzip");
     }

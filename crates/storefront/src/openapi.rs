@@ -18,12 +18,25 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 pub struct ApiDoc;
 
 /// Any page says so in a page when it is refused for a while (429) or the shop is down or slow
-/// (502, 503, 504), whether the storefront or the gateway in front of it answers.
+/// (502, 503, 504), whether the storefront or the gateway in front of it answers; and any form
+/// when it is not a form (400, 415) or comes without the session's CSRF token (403).
 struct PagesMayFail;
 
 impl utoipa::Modify for PagesMayFail {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let Some(form) = item.post.as_mut() else { continue };
+            for (status, description) in
+                [("400", "Not a form"), ("403", "Without this session's CSRF token"), ("415", "Not a form")]
+            {
+                let page = ResponseBuilder::new()
+                    .description(description)
+                    .content("text/html", ContentBuilder::new().schema(Some(String::schema())).build())
+                    .build();
+                form.responses.responses.entry(status.to_owned()).or_insert(RefOr::T(page));
+            }
+        }
         for operation in platform::http::openapi::operations_mut(openapi) {
             for (status, description) in [
                 ("429", "Too many requests: wait, then try again"),
@@ -240,10 +253,7 @@ fn asset() {}
     request_body(content = AddForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Done: back to the page"),
-        (status = 200, description = "For HTMX: what happened", body = String, content_type = "text/html"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 200, description = "For HTMX: what happened", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn add_to_cart() {}
 
@@ -252,10 +262,7 @@ fn add_to_cart() {}
     params(("sku" = String, Path, description = "The line's SKU")),
     request_body(content = QuantityForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Done: to the cart"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 303, description = "Done: to the cart")))]
 #[allow(dead_code)]
 fn set_quantity() {}
 
@@ -264,10 +271,7 @@ fn set_quantity() {}
     params(("sku" = String, Path, description = "The line's SKU")),
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Done: to the cart"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 303, description = "Done: to the cart")))]
 #[allow(dead_code)]
 fn remove_line() {}
 
@@ -276,10 +280,7 @@ fn remove_line() {}
     request_body(content = CheckoutForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Placed: to the order's page; or, not signed in, to the sign-in page"),
-        (status = 200, description = "Not placed: the checkout page, saying why", body = String, content_type = "text/html"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 200, description = "Not placed: the checkout page, saying why", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn place_order() {}
 
@@ -288,10 +289,7 @@ fn place_order() {}
     request_body(content = GuestForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Signed in: back to checkout"),
-        (status = 200, description = "The checkout page, saying what was wrong", body = String, content_type = "text/html"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 200, description = "The checkout page, saying what was wrong", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn guest() {}
 
@@ -300,10 +298,7 @@ fn guest() {}
     request_body(content = AccountForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Signed in: on to `next`"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
         (status = 401, description = "Wrong email or password: the page again", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html"),
         (status = 422, description = "Details to mend: the page again", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn sign_in() {}
@@ -313,10 +308,7 @@ fn sign_in() {}
     request_body(content = AccountForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Signed in: on to `next`"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
         (status = 409, description = "The email has an account: the page again", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html"),
         (status = 422, description = "Details to mend: the page again", body = String, content_type = "text/html")))]
 #[allow(dead_code)]
 fn create_account() {}
@@ -325,10 +317,7 @@ fn create_account() {}
 #[utoipa::path(post, path = "/logout", tag = "storefront",
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Signed out: to the home page"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 303, description = "Signed out: to the home page")))]
 #[allow(dead_code)]
 fn sign_out() {}
 
@@ -337,9 +326,6 @@ fn sign_out() {}
     params(("id" = String, Path, description = "The order's id")),
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Done, or refused with a message: to the order's page"),
-        (status = 400, description = "Not a form", body = String, content_type = "text/html"),
-        (status = 403, description = "Without this session's CSRF token", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a form", body = String, content_type = "text/html")))]
+        (status = 303, description = "Done, or refused with a message: to the order's page")))]
 #[allow(dead_code)]
 fn cancel() {}
