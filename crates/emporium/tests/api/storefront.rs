@@ -82,6 +82,8 @@ async fn pages_render_from_the_public_api(db: TestDatabase) {
     let cookie = home.header("set-cookie").expect("a session cookie");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"), "{cookie}");
     assert_eq!(home.header("cache-control"), Some("private, no-store"));
+    let policy = home.header("content-security-policy").expect("a content security policy");
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
     let page = html(&home);
     assert!(page.contains("<main id=\"main\"") && page.contains("href=\"/c/"), "categories are listed");
 
