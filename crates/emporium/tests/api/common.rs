@@ -230,7 +230,7 @@ impl Drop for TestShop {
 }
 
 pub fn token(body: &Value) -> String {
-    body["access_token"].as_str().expect("an access token").to_owned()
+    body["access_token"].as_str().unwrap_or_else(|| panic!("an access token in {body}")).to_owned()
 }
 
 pub fn refresh_token(body: &Value) -> String {
