@@ -11,8 +11,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AsUser, CsrfForm, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path,
-    page, see_other, sign_in_first, welcome,
+    AsUser, CsrfForm, PageForm, as_user, as_user_failed, check_csrf, encode, error_page, failure_page, layout,
+    local_path, page, query_value, see_other, sign_in_first, welcome,
 };
 use crate::{
     App,
@@ -24,12 +24,6 @@ use crate::{
 /// Where a social provider sends the shopper back (it must be on identity's allow-list:
 /// `identity.social.redirect_uris`).
 const SOCIAL_RETURN: &str = "/login/callback";
-
-fn query_value(query: &Option<String>, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
 
 /// A button per configured social provider, each coming back to `next`.
 pub async fn provider_links(app: &App, visit: &Visit, next: &str) -> Vec<Link> {
@@ -47,7 +41,7 @@ pub async fn provider_links(app: &App, visit: &Visit, next: &str) -> Vec<Link> {
 }
 
 pub async fn login_page(State(app): State<Arc<App>>, visit: Visit, RawQuery(query): RawQuery) -> Response {
-    let next = local_path(query_value(&query, "next").as_deref());
+    let next = local_path(query_value(query.as_deref(), "next").as_deref());
     if visit.session.user.is_some() {
         return see_other(visit, &next);
     }
@@ -55,7 +49,7 @@ pub async fn login_page(State(app): State<Arc<App>>, visit: Visit, RawQuery(quer
 }
 
 pub async fn register_page(State(app): State<Arc<App>>, visit: Visit, RawQuery(query): RawQuery) -> Response {
-    let next = local_path(query_value(&query, "next").as_deref());
+    let next = local_path(query_value(query.as_deref(), "next").as_deref());
     if visit.session.user.is_some() {
         return see_other(visit, &next);
     }
@@ -184,7 +178,7 @@ pub async fn social_start(
     {
         return super::errors::not_found_page(&app, visit);
     }
-    visit.session.next = Some(local_path(query_value(&query, "next").as_deref()));
+    visit.session.next = Some(local_path(query_value(query.as_deref(), "next").as_deref()));
     let redirect_uri = format!("{}{SOCIAL_RETURN}", visit.origin);
     // A one-time value comes back as `state`: a return that did not start in this browser is
     // refused. Not the CSRF token, which would then travel in URLs.
@@ -200,23 +194,17 @@ pub async fn social_start(
 
 /// Back from the provider with a one-time code, exchanged for tokens.
 pub async fn social_return(State(app): State<Arc<App>>, mut visit: Visit, RawQuery(query): RawQuery) -> Response {
-    let sent = query_value(&query, "state").unwrap_or_default();
+    let sent = query_value(query.as_deref(), "state").unwrap_or_default();
     let expected = visit.session.oauth_state.take().unwrap_or_default();
     if expected.is_empty() || !crate::session::same_secret(&expected, &sent) {
         tracing::info!("a social sign-in came back that did not start in this browser");
-        let heading = "This sign-in did not start here";
-        let layout = layout(&app, &mut visit, heading, None);
-        let message = "Start again from the sign-in page.".to_owned();
-        return page(
-            visit,
-            StatusCode::FORBIDDEN,
-            crate::views::ErrorPage { layout, status: 403, heading: heading.into(), message },
-        );
+        let message = "Start again from the sign-in page.";
+        return error_page(&app, visit, StatusCode::FORBIDDEN, "This sign-in did not start here", message);
     }
     let next = local_path(visit.session.next.take().as_deref());
-    let code = query_value(&query, "code").filter(|c| !c.is_empty() && c.len() <= 128);
+    let code = query_value(query.as_deref(), "code").filter(|c| !c.is_empty() && c.len() <= 128);
     let Some(code) = code else {
-        let message = match query_value(&query, "error").as_deref() {
+        let message = match query_value(query.as_deref(), "error").as_deref() {
             Some("access_denied") => "Sign-in was cancelled.",
             Some("account_exists") => "An account with this email exists: sign in with your password, then link it.",
             Some("email_unverified") | Some("email_required") => "The provider did not confirm your email address.",
@@ -239,7 +227,7 @@ pub async fn show(State(app): State<Arc<App>>, mut visit: Visit, RawQuery(query)
     if visit.session.user.is_none() {
         return sign_in_first(visit, "/account");
     }
-    let cursor = query_value(&query, "cursor").filter(|c| c.len() <= 200);
+    let cursor = query_value(query.as_deref(), "cursor").filter(|c| c.len() <= 200);
     let path = match &cursor {
         Some(cursor) => format!("/api/v1/orders?limit=20&cursor={}", encode(cursor)),
         None => "/api/v1/orders?limit=20".to_owned(),
@@ -289,7 +277,7 @@ pub async fn order(
         Ok(order) => order,
         Err(failure) => return as_user_failed(&app, visit, failure, &here),
     };
-    let placed = query_value(&query, "placed").is_some() && order.status == "paid";
+    let placed = query_value(query.as_deref(), "placed").is_some() && order.status == "paid";
     let layout = layout(&app, &mut visit, format!("Order {}", order.number), None);
     page(visit, StatusCode::OK, order_page(layout, order, placed))
 }

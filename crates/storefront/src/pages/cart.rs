@@ -11,7 +11,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AsUser, CsrfForm, PageForm, as_user, as_user_failed, catalog::encode, check_csrf, failure_page, layout, local_path,
+    AsUser, CsrfForm, PageForm, as_user, as_user_failed, check_csrf, encode_segment, failure_page, layout, local_path,
     page, see_other,
 };
 use crate::{
@@ -227,7 +227,7 @@ async fn apply(
     if visit.session.user.is_none() && visit.session.cart.is_none() {
         return see_other(visit, "/cart");
     }
-    let path = format!("/items/{}", encode(&sku).replace('+', "%20"));
+    let path = format!("/items/{}", encode_segment(&sku));
     match change(&app, &mut visit, method, &path, body).await {
         Ok(cart) => visit.session.cart_count = cart.item_count,
         Err(AsUser::SignedOut) => return super::sign_in_first(visit, "/cart"),

@@ -10,7 +10,7 @@ use axum::{
 };
 use platform::money::{Currency, Money};
 
-use super::{failure_page, filters::Filters, layout, page};
+use super::{encode, encode_segment, failure_page, filters::Filters, layout, page, query_value};
 use crate::{
     App,
     api::{Category, Facet, FacetValue, PriceBucket, Product, SearchPage, Suggestion},
@@ -134,13 +134,7 @@ async fn listing(app: Arc<App>, mut visit: Visit, filters: Filters) -> Response 
             options: vec![FacetOption { href: toggled.href(), label: "In stock".into(), count, selected }],
         });
     }
-    let suggestions = if results.total == 0 && !filters.q.is_empty() {
-        let path = format!("/api/v1/products/suggest?q={}", encode(&filters.q));
-        let found = app.api.public::<Vec<Suggestion>>(&visit.forward, path).await.unwrap_or_default();
-        suggestion_links(&found)
-    } else {
-        Vec::new()
-    };
+    let suggestions = if results.total == 0 { suggestions(&app, &visit, &filters.q).await } else { Vec::new() };
     let pages = results.total.div_ceil(PAGE_SIZE).clamp(1, MAX_OFFSET / PAGE_SIZE + 1);
     let at = |page: u64| {
         let mut f = filters.clone();
@@ -182,17 +176,8 @@ async fn listing(app: Arc<App>, mut visit: Visit, filters: Filters) -> Response 
 }
 
 pub async fn suggest(State(app): State<Arc<App>>, visit: Visit, RawQuery(query): RawQuery) -> Response {
-    let q = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "q")
-        .map(|(_, v)| v.trim().chars().take(100).collect::<String>())
-        .unwrap_or_default();
-    let links = if q.is_empty() {
-        Vec::new()
-    } else {
-        let path = format!("/api/v1/products/suggest?q={}", encode(&q));
-        let found = app.api.public::<Vec<Suggestion>>(&visit.forward, path).await.unwrap_or_default();
-        suggestion_links(&found)
-    };
+    let q: String = query_value(query.as_deref(), "q").unwrap_or_default().trim().chars().take(100).collect();
+    let links = suggestions(&app, &visit, &q).await;
     page(visit, StatusCode::OK, SuggestFragment { links })
 }
 
@@ -220,9 +205,7 @@ pub async fn product(
     }
     let categories = categories.unwrap_or_default();
     let names: BTreeMap<&str, &Category> = categories.iter().map(|c| (c.slug.as_str(), c)).collect();
-    let chosen = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "sku")
-        .map(|(_, v)| v.into_owned())
+    let chosen = query_value(query.as_deref(), "sku")
         .filter(|sku| product.variants.iter().any(|v| &v.sku == sku && v.stock_available > 0))
         .or_else(|| product.variants.iter().find(|v| v.stock_available > 0).map(|v| v.sku.clone()));
     let variants = product
@@ -263,8 +246,13 @@ pub async fn product(
     page(visit, StatusCode::OK, product_page)
 }
 
-/// Each suggestion as a search for it.
-fn suggestion_links(found: &[Suggestion]) -> Vec<Link> {
+/// Titles close to `q` (prefix and typo tolerant), each as a search for it.
+async fn suggestions(app: &App, visit: &Visit, q: &str) -> Vec<Link> {
+    if q.is_empty() {
+        return Vec::new();
+    }
+    let path = format!("/api/v1/products/suggest?q={}", encode(q));
+    let found = app.api.public::<Vec<Suggestion>>(&visit.forward, path).await.unwrap_or_default();
     found.iter().map(|s| Link { href: format!("/search?q={}", encode(&s.text)), text: s.text.clone() }).collect()
 }
 
@@ -391,14 +379,6 @@ pub fn title_case(name: &str) -> String {
     let name = name.replace('_', " ");
     let mut chars = name.chars();
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
-}
-
-pub fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-fn encode_segment(text: &str) -> String {
-    encode(text).replace('+', "%20")
 }
 
 pub fn is_slug(text: &str) -> bool {

@@ -8,8 +8,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 
-use super::{layout, page};
-use crate::{App, session::Visit, views::ErrorPage};
+use crate::{App, session::Visit};
 
 /// For when even the error page does not render.
 pub const PLAIN_500: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Something went wrong</title></head>\
@@ -19,11 +18,9 @@ pub async fn not_found(State(app): State<Arc<App>>, visit: Visit) -> Response {
     not_found_page(&app, visit)
 }
 
-pub fn not_found_page(app: &App, mut visit: Visit) -> Response {
-    let heading = "Page not found";
-    let layout = layout(app, &mut visit, heading, None);
-    let message = "There is nothing at this address. It may have moved, or the product is no longer sold.".to_owned();
-    page(visit, StatusCode::NOT_FOUND, ErrorPage { layout, status: 404, heading: heading.into(), message })
+pub fn not_found_page(app: &App, visit: Visit) -> Response {
+    let message = "There is nothing at this address. It may have moved, or the product is no longer sold.";
+    super::error_page(app, visit, StatusCode::NOT_FOUND, "Page not found", message)
 }
 
 /// What the shared server frame answers as problem+json (a wrong method, a panic) becomes a

@@ -132,7 +132,7 @@ pub fn see_other(visit: Visit, to: &str) -> Response {
 }
 
 /// A page for an API failure: 404 for what is not there, else "try again".
-pub fn failure_page(app: &App, mut visit: Visit, failure: &Failure) -> Response {
+pub fn failure_page(app: &App, visit: Visit, failure: &Failure) -> Response {
     if let Failure::Unavailable(reason) = failure {
         tracing::warn!(reason = %reason, "the api gave no answer for a page");
     }
@@ -151,14 +151,34 @@ pub fn failure_page(app: &App, mut visit: Visit, failure: &Failure) -> Response 
             "The shop could not answer just now. Nothing you did was lost; try again in a moment.",
         ),
     };
+    error_page(app, visit, status, heading, message)
+}
+
+/// A page saying what went wrong, in the shop's frame.
+pub fn error_page(app: &App, mut visit: Visit, status: StatusCode, heading: &str, message: &str) -> Response {
     let layout = layout(app, &mut visit, heading, None);
-    page(visit, status, ErrorPage { layout, status: status.as_u16(), heading: heading.into(), message: message.into() })
+    let error = ErrorPage { layout, status: status.as_u16(), heading: heading.into(), message: message.into() };
+    page(visit, status, error)
 }
 
 /// A page for someone who must sign in first: the sign-in page, coming back to `next` after.
 pub fn sign_in_first(visit: Visit, next: &str) -> Response {
-    let to = format!("/login?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
-    see_other(visit, &to)
+    see_other(visit, &format!("/login?next={}", encode(next)))
+}
+
+/// `text` as a query value.
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// `text` as one segment of a path (a SKU, a slug).
+pub fn encode_segment(text: &str) -> String {
+    encode(text).replace('+', "%20")
+}
+
+/// The first value of `key` in a query string.
+pub fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 /// Why an API call on the shopper's behalf gave no answer.
@@ -283,19 +303,13 @@ pub fn local_path(next: Option<&str>) -> String {
 }
 
 /// A form carried the session's CSRF token; anything else is refused with 403 and a page.
-pub fn check_csrf(app: &App, mut visit: Visit, token: Option<&str>) -> Result<Visit, Box<Response>> {
+pub fn check_csrf(app: &App, visit: Visit, token: Option<&str>) -> Result<Visit, Box<Response>> {
     if token.is_some_and(|token| visit.csrf_ok(token)) {
         return Ok(visit);
     }
     tracing::info!("a form came without this session's csrf token");
-    let heading = "This form has expired";
-    let layout = layout(app, &mut visit, heading, None);
-    let message = "Go back, reload the page and send it again.".to_owned();
-    Err(Box::new(page(
-        visit,
-        StatusCode::FORBIDDEN,
-        ErrorPage { layout, status: 403, heading: heading.into(), message },
-    )))
+    let message = "Go back, reload the page and send it again.";
+    Err(Box::new(error_page(app, visit, StatusCode::FORBIDDEN, "This form has expired", message)))
 }
 
 #[cfg(test)]

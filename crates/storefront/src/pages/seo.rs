@@ -86,8 +86,7 @@ async fn catalog_paths(app: &App, visit: &Visit) -> Result<Vec<String>, crate::a
     'scopes: for scope in scopes {
         let mut offset = 0;
         while offset <= 10_000 {
-            let category =
-                scope.as_ref().map(|c| format!("&category={}", super::catalog::encode(c))).unwrap_or_default();
+            let category = scope.as_ref().map(|c| format!("&category={}", super::encode(c))).unwrap_or_default();
             let path = format!("/api/v1/products?sort=newest&limit=100&offset={offset}{category}");
             let found = app.api.public::<SearchPage>(&visit.forward, path).await?;
             slugs.extend(found.items.iter().map(|p| p.slug.clone()));
