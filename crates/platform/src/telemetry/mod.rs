@@ -10,6 +10,7 @@
 
 pub mod calls;
 pub mod ecs;
+mod export;
 pub mod trace;
 
 use serde::Deserialize;
@@ -50,7 +51,7 @@ impl Default for LogConfig {
 /// What must outlive the process's work: the trace exporter, flushed by [`Telemetry::shutdown`].
 #[must_use = "traces still queued are lost unless the guard is shut down"]
 pub struct Telemetry {
-    tracer: Option<trace::Exporter>,
+    tracer: Option<export::Exporter>,
 }
 
 impl Telemetry {
@@ -72,26 +73,25 @@ pub fn init(config: &LogConfig) {
 /// process runs every service), with trace export when the `OTEL_*` environment asks for it.
 /// Later calls (tests starting many services) are no-ops. Must run inside the Tokio runtime.
 pub fn init_service(config: &LogConfig, service: &str) -> Telemetry {
-    let exporter = match trace::Exporter::from_env(service) {
+    let mut exporter = match export::Exporter::from_env(service) {
         Ok(exporter) => exporter,
         Err(error) => {
             eprintln!("warning: traces are not exported: {error}");
             None
         }
     };
-    let tracer = exporter.as_ref().map(trace::Exporter::tracer);
-    if install(config, service, tracer) {
-        if exporter.is_some() {
-            trace::mark_enabled();
-        }
-        Telemetry { tracer: exporter }
-    } else {
-        Telemetry { tracer: None }
+    if !install(config, service, exporter.as_ref().map(export::Exporter::layer)) {
+        return Telemetry { tracer: None };
     }
+    if let Some(exporter) = &mut exporter {
+        exporter.start();
+        trace::mark_enabled();
+    }
+    Telemetry { tracer: exporter }
 }
 
 /// Returns whether this call installed the subscriber.
-fn install(config: &LogConfig, service: &str, tracer: Option<opentelemetry_sdk::trace::Tracer>) -> bool {
+fn install(config: &LogConfig, service: &str, traces: Option<export::TraceLayer>) -> bool {
     ecs::set_default_service(service);
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.filter))
@@ -103,27 +103,19 @@ fn install(config: &LogConfig, service: &str, tracer: Option<opentelemetry_sdk::
         LogFormat::Pretty => fmt::layer().compact().with_target(false).with_filter(filter).boxed(),
     };
     // Spans from INFO up of sampled work (see `trace::start`) become trace spans whatever the log
-    // filter says; of the events, only warnings and errors are worth carrying on a span. The
-    // OpenTelemetry context is never made current: spans carry their context, and entering one
-    // on every poll would cost every request.
-    let traces =
-        tracer.map(|tracer| {
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_location(false)
-                .with_threads(false)
-                .with_tracked_inactivity(false)
-                .with_context_activation(false)
-                .with_target(false)
-                .with_filter(
-                    dynamic_filter_fn(|metadata, _| exported(metadata) && trace::admitted())
-                        // What can never be exported is told once per callsite, not asked at each call.
-                        .with_callsite_filter(|metadata| {
-                            if exported(metadata) { Interest::sometimes() } else { Interest::never() }
-                        })
-                        .with_max_level_hint(LevelFilter::INFO),
+    // filter says; of the events, only warnings and errors are worth carrying on a span.
+    let traces = traces.map(|traces| {
+        traces.with_filter(
+            dynamic_filter_fn(|metadata, _| exported(metadata) && trace::admitted())
+                // What can never be exported is told once per callsite, not asked at each call.
+                .with_callsite_filter(
+                    |metadata| {
+                        if exported(metadata) { Interest::sometimes() } else { Interest::never() }
+                    },
                 )
-        });
+                .with_max_level_hint(LevelFilter::INFO),
+        )
+    });
     tracing_subscriber::registry().with(logs).with(traces).try_init().is_ok()
 }
 

@@ -9,28 +9,22 @@
 //! builds its span ([`start`]), and held for the task that does the work ([`Scope`]): the spans
 //! of unsampled work never reach the trace layer, so they cost what they cost with export off.
 //! The decision follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` as the SDK's samplers
-//! would; the SDK then keeps every span it is given.
+//! would; the exporter ([`super::export`]) then keeps every span it is given.
 
 use std::{
+    cell::Cell,
     sync::{
         OnceLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::{
-    Context, KeyValue,
-    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _},
-};
-use opentelemetry_sdk::{
-    Resource,
-    trace::{Sampler, SdkTracerProvider, Tracer, span_processor_with_async_runtime::BatchSpanProcessor},
-};
 use rand::RngCore;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{Registry, registry::LookupSpan};
+
+use super::export::Recording;
 
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -48,6 +42,20 @@ static SAMPLING: OnceLock<Sampling> = OnceLock::new();
 tokio::task_local! {
     /// The decision and trace context of the work the current task does.
     static SCOPE: Scope;
+}
+
+std::thread_local! {
+    /// The identity of the span [`start`] is making, for the trace layer to give it.
+    static OPENING: Cell<Option<Identity>> = const { Cell::new(None) };
+}
+
+/// Who a recorded span is, and whose child.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Identity {
+    pub(super) context: TraceContext,
+    pub(super) parent: Option<[u8; 8]>,
+    /// The parent is another process's span (a caller's `traceparent`).
+    pub(super) remote_parent: bool,
 }
 
 /// How new work is sampled: `OTEL_TRACES_SAMPLER`'s choices.
@@ -93,8 +101,8 @@ impl Sampling {
 /// The sampling decision and trace context of one unit of work, for the task doing it.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope {
-    sampled: bool,
-    context: TraceContext,
+    pub(super) sampled: bool,
+    pub(super) context: TraceContext,
 }
 
 impl Scope {
@@ -131,16 +139,34 @@ pub fn start(traceparent: Option<&str>, make: impl FnOnce() -> Span) -> (Span, S
     if enabled() {
         fresh.flags = u8::from(sampled);
     }
-    let span = SCOPE.sync_scope(Scope { sampled, context: fresh }, make);
-    let context = if sampled {
-        if let Some(parent) = parent {
-            let _ = span.set_parent(parent.as_remote_parent());
-        }
-        TraceContext::of_span(&span).unwrap_or(fresh)
-    } else {
-        fresh
-    };
-    (span, Scope { sampled, context })
+    begin(Scope { sampled, context: fresh }, parent, make)
+}
+
+/// Makes the span of work in `scope`, whose caller is `parent`.
+pub(super) fn begin(scope: Scope, parent: Option<TraceContext>, make: impl FnOnce() -> Span) -> (Span, Scope) {
+    if scope.sampled {
+        let parent_span = parent.map(|p| p.span_id);
+        let identity = Identity { context: scope.context, parent: parent_span, remote_parent: parent.is_some() };
+        OPENING.with(|opening| opening.set(Some(identity)));
+    }
+    let span = SCOPE.sync_scope(scope, make);
+    // Taken by the trace layer, unless `make` made nothing it records.
+    OPENING.with(Cell::take);
+    (span, scope)
+}
+
+/// The identity [`start`] chose for the span being made, once.
+pub(super) fn take_opening() -> Option<Identity> {
+    OPENING.with(Cell::take)
+}
+
+/// The identity of a sampled span with no recorded span above it, made by the current work
+/// outside [`start`] (a task it spawned without its span): a child of the work's span.
+pub(super) fn orphan() -> Identity {
+    match SCOPE.try_with(|scope| scope.context) {
+        Ok(work) => Identity { context: work.child(), parent: Some(work.span_id), remote_parent: false },
+        Err(_) => Identity { context: TraceContext::new_root(), parent: None, remote_parent: false },
+    }
 }
 
 /// Whether the current task's work is sampled: client spans are made only then.
@@ -160,56 +186,6 @@ pub fn enabled() -> bool {
 
 pub(super) fn mark_enabled() {
     ENABLED.store(true, Ordering::Relaxed);
-}
-
-/// The OTLP exporter of this process, chosen by the standard `OTEL_*` variables.
-pub(super) struct Exporter {
-    provider: SdkTracerProvider,
-}
-
-impl Exporter {
-    /// `None` unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
-    /// (and `OTEL_SDK_DISABLED` is not `true`). The protocol is `OTEL_EXPORTER_OTLP_PROTOCOL`
-    /// (`grpc` or `http/protobuf`, the default); the resource takes `OTEL_SERVICE_NAME` and
-    /// `OTEL_RESOURCE_ATTRIBUTES`. Sampling is decided before spans are made ([`start`]).
-    pub(super) fn from_env(service: &str) -> Result<Option<Self>, opentelemetry_otlp::ExporterBuildError> {
-        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-        let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-        if disabled || !(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-            return Ok(None);
-        }
-        let exporter = opentelemetry_otlp::SpanExporter::builder().build()?;
-        let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
-        let mut resource = Resource::builder().with_attributes([
-            KeyValue::new("service.namespace", "emporium"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-        ]);
-        if !set("OTEL_SERVICE_NAME") {
-            resource = resource.with_service_name(service.to_owned());
-        }
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource.build())
-            // The decision was taken before the span was made (see `start`): what reaches the SDK
-            // is kept.
-            .with_sampler(Sampler::AlwaysOn)
-            .build();
-        Ok(Some(Self { provider }))
-    }
-
-    pub(super) fn tracer(&self) -> Tracer {
-        self.provider.tracer("emporium")
-    }
-
-    pub(super) async fn shutdown(self) {
-        let provider = self.provider;
-        // Shutting down waits for the last export, which runs on this runtime: not on a worker.
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5)));
-        if let Ok(Err(error)) = flushed.await {
-            tracing::warn!(error = %error, "traces still queued were not exported");
-        }
-    }
 }
 
 /// W3C trace context of one hop: the trace id, and a span id (whose meaning depends on where
@@ -267,28 +243,21 @@ impl TraceContext {
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{:02x}", encode_hex(&self.trace_id), encode_hex(&self.span_id), self.flags)
     }
+}
 
-    /// This context as a remote OpenTelemetry parent.
-    fn as_remote_parent(&self) -> Context {
-        let span = SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
-            TraceFlags::new(self.flags),
-            true,
-            TraceState::default(),
-        );
-        Context::new().with_remote_span_context(span)
-    }
+/// The context of `span`'s nearest recorded span (itself, or the closest above it).
+fn recorded(span: &Span) -> Option<TraceContext> {
+    with_recording(span, |recording| recording.context)
+}
 
-    fn of_span(span: &Span) -> Option<Self> {
-        let context = span.context();
-        let span_context = context.span().span_context().clone();
-        span_context.is_valid().then(|| Self {
-            trace_id: span_context.trace_id().to_bytes(),
-            span_id: span_context.span_id().to_bytes(),
-            flags: span_context.trace_flags().to_u8(),
-        })
-    }
+fn with_recording<R>(span: &Span, f: impl FnOnce(&mut Recording) -> R) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let span = registry.span(id)?.scope().find(|s| s.extensions().get::<Recording>().is_some())?;
+        let mut extensions = span.extensions_mut();
+        extensions.get_mut::<Recording>().map(f)
+    })
+    .flatten()
 }
 
 fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -311,7 +280,7 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     if !enabled() {
         return None;
     }
-    TraceContext::of_span(span).map(|context| context.traceparent())
+    recorded(span).map(|context| context.traceparent())
 }
 
 /// The `traceparent` the current task's work hands on, when spans are exported: for events
@@ -336,7 +305,7 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 /// Marks `span` as failed (OpenTelemetry status `Error`) with a short reason.
 pub fn fail(span: &Span, reason: impl Into<std::borrow::Cow<'static, str>>) {
     if enabled() {
-        span.set_status(opentelemetry::trace::Status::error(reason));
+        with_recording(span, |recording| recording.fail(reason.into().into_owned()));
     }
 }
 
