@@ -21,7 +21,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -60,10 +60,37 @@ pub(super) struct Recording {
     start: u64,
     attributes: Vec<Attribute>,
     events: Vec<SpanEvent>,
+    /// Attributes and events past the limits, counted as OTLP asks.
+    dropped_attributes: u32,
+    dropped_events: u32,
     status: Option<(StatusCode, String)>,
 }
 
+/// The SDKs' default limits: a span recorded in a loop cannot grow without end.
+const MAX_ATTRIBUTES: usize = 128;
+const MAX_EVENTS: usize = 128;
+
 impl Recording {
+    /// Sets an attribute; a key recorded again (a retry's `server.address`, say) keeps its
+    /// latest value, as OTLP wants each key once.
+    fn set(&mut self, attribute: Attribute) {
+        if let Some(existing) = self.attributes.iter_mut().find(|a| a.key == attribute.key) {
+            existing.value = attribute.value;
+        } else if self.attributes.len() < MAX_ATTRIBUTES {
+            self.attributes.push(attribute);
+        } else {
+            self.dropped_attributes += 1;
+        }
+    }
+
+    fn add_event(&mut self, event: SpanEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(event);
+        } else {
+            self.dropped_events += 1;
+        }
+    }
+
     /// Marks the span failed, with a short reason.
     pub(super) fn fail(&mut self, reason: String) {
         self.status = Some((StatusCode::Error, reason));
@@ -213,7 +240,9 @@ mod wire {
             + fixed64_len(7, span.start)
             + fixed64_len(8, end)
             + attributes_len(9, &span.attributes)
+            + varint_len(10, u64::from(span.dropped_attributes))
             + events
+            + varint_len(12, u64::from(span.dropped_events))
             + status
             + key_len(16)
             + 4
@@ -234,12 +263,14 @@ mod wire {
         fixed64(buf, 7, span.start);
         fixed64(buf, 8, end);
         attributes(buf, 9, &span.attributes);
+        varint(buf, 10, u64::from(span.dropped_attributes));
         for event in &span.events {
             delimited(buf, 11, event_len(event));
             fixed64(buf, 1, event.time);
             bytes(buf, 2, event.name.as_bytes());
             attributes(buf, 3, &event.attributes);
         }
+        varint(buf, 12, u64::from(span.dropped_events));
         if let Some((code, message)) = &span.status {
             delimited(buf, 15, status_len(message, *code));
             bytes(buf, 2, message.as_bytes());
@@ -283,7 +314,7 @@ struct SpanFields<'a>(&'a mut Recording);
 
 impl SpanFields<'_> {
     fn value(&mut self, field: &Field, value: Value) {
-        self.0.attributes.push(Attribute { key: field.name(), value });
+        self.0.set(Attribute { key: field.name(), value });
     }
 
     fn text(&mut self, field: &Field, value: String) {
@@ -299,7 +330,7 @@ impl SpanFields<'_> {
                 }
             }
             "otel.status_description" => recording.fail(value),
-            name => recording.attributes.push(text(name, value)),
+            name => recording.set(text(name, value)),
         }
     }
 }
@@ -361,16 +392,34 @@ impl Visit for EventFields<'_> {
     }
 }
 
-/// Encoded spans waiting for the exporter, and where each ends; when the queue is full, new
-/// ones are dropped and counted.
+/// Encoded spans waiting for the exporter, and where each ends.
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
 
+impl Pending {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The encoded spans in batches of at most `batch`, with the number each holds.
+    fn batches(&self, batch: usize) -> impl Iterator<Item = (&[u8], usize)> {
+        self.ends.chunks(batch).scan(0, |start, ends| {
+            let (from, to) = (*start, *ends.last()?);
+            *start = to;
+            Some((&self.bytes[from..to], ends.len()))
+        })
+    }
+}
+
+/// The spans of a process on their way out; when it is full, new ones are dropped and counted.
 struct Queue {
     pending: Mutex<Pending>,
+    /// How many spans `pending` holds, read without the lock to refuse a span before encoding it.
+    queued: AtomicUsize,
     capacity: usize,
     batch: usize,
     full_batch: Notify,
@@ -386,6 +435,7 @@ impl Queue {
     fn new(capacity: usize, batch: usize) -> Self {
         Self {
             pending: Mutex::new(Pending::default()),
+            queued: AtomicUsize::new(0),
             capacity,
             batch,
             full_batch: Notify::new(),
@@ -394,10 +444,12 @@ impl Queue {
     }
 
     fn push(&self, span: &Recording) {
+        if self.queued.load(Ordering::Relaxed) >= self.capacity {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let end = now();
-        ENCODED.with_borrow_mut(|encoded| {
-            encoded.clear();
-            wire::span(encoded, span, end);
+        let queue = |encoded: &[u8]| {
             let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if pending.ends.len() >= self.capacity {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -406,29 +458,33 @@ impl Queue {
             pending.bytes.extend_from_slice(encoded);
             let len = pending.bytes.len();
             pending.ends.push(len);
+            self.queued.store(pending.ends.len(), Ordering::Relaxed);
             if pending.ends.len() == self.batch {
                 self.full_batch.notify_one();
             }
+        };
+        let encoded_here = ENCODED.try_with(|encoded| {
+            let mut encoded = encoded.borrow_mut();
+            encoded.clear();
+            wire::span(&mut encoded, span, end);
+            queue(&encoded);
         });
+        if encoded_here.is_err() {
+            // The thread is ending and its buffer is gone.
+            let mut encoded = Vec::new();
+            wire::span(&mut encoded, span, end);
+            queue(&encoded);
+        }
     }
 
-    /// Moves up to one batch, oldest first, into `into` (empty, its capacity kept for the
-    /// queue), and says how many spans it holds.
-    fn take(&self, into: &mut Vec<u8>) -> usize {
+    /// Swaps everything queued for `into` (emptied first, its capacity kept for the queue) and
+    /// says how many spans it holds: the lock is held for the swap only.
+    fn take(&self, into: &mut Pending) -> usize {
         into.clear();
         let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = pending.ends.len().min(self.batch);
-        if count == pending.ends.len() {
-            std::mem::swap(&mut pending.bytes, into);
-            pending.ends.clear();
-        } else {
-            let cut = pending.ends[count - 1];
-            into.extend_from_slice(&pending.bytes[..cut]);
-            pending.bytes.drain(..cut);
-            pending.ends.drain(..count);
-            pending.ends.iter_mut().for_each(|end| *end -= cut);
-        }
-        count
+        std::mem::swap(&mut *pending, into);
+        self.queued.store(0, Ordering::Relaxed);
+        into.ends.len()
     }
 }
 
@@ -460,6 +516,8 @@ where
             start: now(),
             attributes: Vec::with_capacity(attrs.fields().len()),
             events: Vec::new(),
+            dropped_attributes: 0,
+            dropped_events: 0,
             status: None,
         };
         attrs.record(&mut SpanFields(&mut recording));
@@ -489,7 +547,7 @@ where
             if level == Level::ERROR && recording.status.is_none() {
                 recording.fail(otlp.name.clone());
             }
-            recording.events.push(otlp);
+            recording.add_event(otlp);
         }
     }
 
@@ -507,7 +565,7 @@ pub enum ExportError {
     Protocol(String),
     #[error("unsupported OTLP compression {0:?} (none is supported)")]
     Compression(String),
-    #[error("invalid OTLP endpoint {0:?}")]
+    #[error("invalid OTLP endpoint {0:?} (grpc: http:// only)")]
     Endpoint(String),
     #[error("invalid OTLP header {0:?}")]
     Header(String),
@@ -520,7 +578,8 @@ enum Protocol {
 }
 
 /// How spans leave: `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*`, with the specification's defaults.
-#[derive(Debug, Clone, PartialEq)]
+/// Not `Debug`: the headers may hold a collector's credentials.
+#[derive(Clone)]
 struct Settings {
     protocol: Protocol,
     endpoint: String,
@@ -552,8 +611,16 @@ impl Settings {
             (None, Some(base)) => base,
             (None, None) => return Ok(None),
         };
-        if !endpoint.parse::<Uri>().is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https"))) {
-            return Err(ExportError::Endpoint(endpoint));
+        // gRPC is built without TLS: an https collector is refused now, not at every export.
+        let schemes: &[&str] = if protocol == Protocol::Grpc { &["http"] } else { &["http", "https"] };
+        match endpoint.parse::<Uri>() {
+            Ok(uri) if uri.scheme_str().is_some_and(|scheme| schemes.contains(&scheme)) && uri.host().is_some() => {}
+            // Said without credentials or query, which may hold a key.
+            Ok(uri) => {
+                let shown = format!("{}://{}{}", uri.scheme_str().unwrap_or(""), uri.host().unwrap_or(""), uri.path());
+                return Err(ExportError::Endpoint(shown));
+            }
+            Err(_) => return Err(ExportError::Endpoint("(unparseable)".to_owned())),
         }
         if let Some(compression) = either("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
             && compression != "none"
@@ -582,6 +649,7 @@ impl Settings {
             headers,
             timeout: either("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
                 .and_then(|v| v.parse().ok())
+                .filter(|millis| *millis > 0)
                 .map_or(Duration::from_secs(10), Duration::from_millis)
                 .min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000)),
             schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000).max(Duration::from_millis(1)),
@@ -673,9 +741,10 @@ impl Exporter {
     /// Sends what is queued (within 5 s) and stops.
     pub(super) async fn shutdown(self) {
         self.stop.cancel();
-        if let Some(task) = self.task
-            && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+        if let Some(mut task) = self.task
+            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
         {
+            task.abort();
             tracing::warn!("traces still queued were not exported");
         }
     }
@@ -753,9 +822,10 @@ struct Sender {
     timeout: Duration,
     resource: Vec<u8>,
     scope: Vec<u8>,
-    /// A batch's spans, then the request around them: kept from one batch to the next, so that
-    /// megabytes are not allocated (and their pages faulted in) five times a second.
-    spans: Vec<u8>,
+    /// The spans taken from the queue, then each request around a batch of them: kept from one
+    /// round to the next, so that megabytes are not allocated (and their pages faulted in) five
+    /// times a second.
+    spans: Pending,
     request: Vec<u8>,
     /// When a failure was last logged, and how many spans were lost since.
     complained: Option<Instant>,
@@ -788,7 +858,7 @@ impl Sender {
             timeout: settings.timeout,
             resource,
             scope,
-            spans: Vec::new(),
+            spans: Pending::default(),
             request: Vec::new(),
             complained: None,
             lost: 0,
@@ -804,29 +874,30 @@ impl Sender {
                 _ = queue.full_batch.notified() => false,
                 _ = stop.cancelled() => true,
             };
-            loop {
-                let count = queue.take(&mut self.spans);
-                if count > 0 {
-                    self.send(count).await;
-                }
-                if count < queue.batch {
-                    break;
+            let mut spans = std::mem::take(&mut self.spans);
+            if queue.take(&mut spans) > 0 {
+                for (batch, count) in spans.batches(queue.batch) {
+                    self.send(batch, count).await;
                 }
             }
+            self.spans = spans;
             let dropped = queue.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
                 self.failed(dropped, "the queue was full (OTEL_BSP_MAX_QUEUE_SIZE)");
             }
             if stopping {
+                if self.lost > 0 {
+                    tracing::warn!(spans_lost = self.lost, "traces were not exported");
+                }
                 return;
             }
         }
     }
 
-    async fn send(&mut self, count: usize) {
+    async fn send(&mut self, spans: &[u8], count: usize) {
         let mut request = std::mem::take(&mut self.request);
         request.clear();
-        wire::request(&mut request, &self.resource, &self.scope, &self.spans);
+        wire::request(&mut request, &self.resource, &self.scope, spans);
         let body = Bytes::from(request);
         let kept = body.clone();
         let outcome = match &mut self.transport {
@@ -845,7 +916,8 @@ impl Sender {
                         .unary::<Bytes, (), _>(request, PathAndQuery::from_static(EXPORT_PATH), Encoded)
                         .await
                         .map(drop)
-                        .map_err(|status| status.to_string()),
+                        // The code and message only: the collector's metadata is not ours to log.
+                        .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
                     Err(error) => Err(error.to_string()),
                 }
             }
@@ -856,8 +928,13 @@ impl Sender {
         if let Ok(buffer) = kept.try_into_mut() {
             self.request = buffer.into();
         }
-        if let Err(error) = outcome {
-            self.failed(count as u64, &error);
+        match outcome {
+            Err(error) => self.failed(count as u64, &error),
+            Ok(()) if self.lost > 0 => {
+                tracing::info!(spans_lost = self.lost, "traces are exported again");
+                self.lost = 0;
+            }
+            Ok(()) => {}
         }
     }
 
@@ -912,10 +989,10 @@ mod tests {
     /// What the exporter would send for what `queue` holds, decoded as a collector would.
     fn exported(queue: &Queue) -> Vec<OtlpSpan> {
         let (resource, scope) = prefix(&super::resource("test", |_| None));
-        let mut spans = Vec::new();
+        let mut spans = Pending::default();
         let count = queue.take(&mut spans);
         let mut request = Vec::new();
-        wire::request(&mut request, &resource, &scope, &spans);
+        wire::request(&mut request, &resource, &scope, &spans.bytes);
         let decoded = ExportTraceServiceRequest::decode(request.as_slice()).expect("a valid OTLP request");
         let [resource_spans] = decoded.resource_spans.try_into().expect("one resource");
         assert!(resource_spans.resource.unwrap().attributes.iter().any(|a| a.key == "service.name"));
@@ -1048,10 +1125,16 @@ mod tests {
             [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
             [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
             [("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
             [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_HEADERS", "a b=c")],
         ] {
             assert!(settings(&bad).is_err(), "{bad:?}");
         }
+        let Err(error) = settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://me:s3cret@c/t?key=k3y")]) else {
+            panic!("an ftp endpoint is refused")
+        };
+        let said = error.to_string();
+        assert!(said.contains("ftp://c/t") && !said.contains("s3cret") && !said.contains("k3y"), "{said}");
     }
 
     #[test]
@@ -1082,7 +1165,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts() {
+    fn a_full_queue_drops_and_counts_and_batches_split_where_spans_end() {
         let queue = Arc::new(Queue::new(3, 2));
         let subscriber = tracing_subscriber::registry().with(TraceLayer { queue: queue.clone() });
         tracing::subscriber::with_default(subscriber, || {
@@ -1091,13 +1174,43 @@ mod tests {
             }
         });
         assert_eq!(queue.dropped.load(Ordering::Relaxed), 2);
-        let mut batch = Vec::new();
-        assert_eq!(queue.take(&mut batch), 2);
-        let first = exported(&queue);
-        assert_eq!(first.len(), 1, "the rest of the queue, after a batch was taken");
-        assert_eq!(attribute_of(&first[0], "n"), Some(&any_value::Value::IntValue(2)));
-        assert_eq!(attribute_of(&first[0], "big"), Some(&any_value::Value::IntValue(-2_000_000_000_000)));
-        assert_eq!(attribute_of(&first[0], "ratio"), Some(&any_value::Value::DoubleValue(0.5)));
-        assert_eq!(queue.take(&mut batch), 0);
+        let mut taken = Pending::default();
+        assert_eq!(queue.take(&mut taken), 3);
+        let batches: Vec<_> = taken.batches(2).collect();
+        assert_eq!(batches.iter().map(|(_, count)| *count).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(batches.iter().map(|(bytes, _)| bytes.len()).sum::<usize>(), taken.bytes.len());
+        let (resource, scope) = prefix(&super::resource("test", |_| None));
+        let mut request = Vec::new();
+        wire::request(&mut request, &resource, &scope, batches[1].0);
+        let decoded = ExportTraceServiceRequest::decode(request.as_slice()).unwrap();
+        let last = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(last.len(), 1);
+        assert_eq!(attribute_of(&last[0], "n"), Some(&any_value::Value::IntValue(2)));
+        assert_eq!(attribute_of(&last[0], "big"), Some(&any_value::Value::IntValue(-2_000_000_000_000)));
+        assert_eq!(attribute_of(&last[0], "ratio"), Some(&any_value::Value::DoubleValue(0.5)));
+        assert!(exported(&queue).is_empty());
+    }
+
+    #[test]
+    fn a_span_keeps_each_key_once_and_within_the_limits() {
+        let queue = Arc::new(Queue::new(10, 10));
+        let subscriber = tracing_subscriber::registry().with(TraceLayer { queue: queue.clone() });
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("retrying", server.port = tracing::field::Empty);
+            for port in [8081_i64, 8082] {
+                span.record("server.port", port);
+            }
+            span.in_scope(|| {
+                for _ in 0..MAX_EVENTS + 5 {
+                    tracing::warn!("again");
+                }
+            });
+        });
+        let spans = exported(&queue);
+        let [span] = spans.as_slice() else { panic!("{spans:?}") };
+        let ports: Vec<_> = span.attributes.iter().filter(|a| a.key == "server.port").collect();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(attribute_of(span, "server.port"), Some(&any_value::Value::IntValue(8082)));
+        assert_eq!((span.events.len(), span.dropped_events_count), (MAX_EVENTS, 5));
     }
 }

@@ -144,20 +144,27 @@ pub fn start(traceparent: Option<&str>, make: impl FnOnce() -> Span) -> (Span, S
 
 /// Makes the span of work in `scope`, whose caller is `parent`.
 pub(super) fn begin(scope: Scope, parent: Option<TraceContext>, make: impl FnOnce() -> Span) -> (Span, Scope) {
+    /// Takes back what the trace layer did not take (`make` made nothing it records, or
+    /// panicked), so that no later span of this thread gets it.
+    struct Cleared;
+    impl Drop for Cleared {
+        fn drop(&mut self) {
+            let _ = OPENING.try_with(Cell::take);
+        }
+    }
+    let _cleared = Cleared;
     if scope.sampled {
         let parent_span = parent.map(|p| p.span_id);
         let identity = Identity { context: scope.context, parent: parent_span, remote_parent: parent.is_some() };
-        OPENING.with(|opening| opening.set(Some(identity)));
+        let _ = OPENING.try_with(|opening| opening.set(Some(identity)));
     }
     let span = SCOPE.sync_scope(scope, make);
-    // Taken by the trace layer, unless `make` made nothing it records.
-    OPENING.with(Cell::take);
     (span, scope)
 }
 
 /// The identity [`start`] chose for the span being made, once.
 pub(super) fn take_opening() -> Option<Identity> {
-    OPENING.with(Cell::take)
+    OPENING.try_with(Cell::take).ok().flatten()
 }
 
 /// The identity of a sampled span with no recorded span above it, made by the current work
@@ -247,15 +254,9 @@ impl TraceContext {
 
 /// The context of `span`'s nearest recorded span (itself, or the closest above it).
 fn recorded(span: &Span) -> Option<TraceContext> {
-    with_recording(span, |recording| recording.context)
-}
-
-fn with_recording<R>(span: &Span, f: impl FnOnce(&mut Recording) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?.scope().find(|s| s.extensions().get::<Recording>().is_some())?;
-        let mut extensions = span.extensions_mut();
-        extensions.get_mut::<Recording>().map(f)
+        registry.span(id)?.scope().find_map(|s| s.extensions().get::<Recording>().map(|r| r.context))
     })
     .flatten()
 }
@@ -286,9 +287,12 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
 /// The `traceparent` the current task's work hands on, when spans are exported: for events
 /// written by work that has no request context of its own (a gRPC call, say).
 pub fn current_traceparent() -> Option<String> {
-    if recording() {
-        return traceparent_of(&Span::current());
+    if recording()
+        && let Some(traceparent) = traceparent_of(&Span::current())
+    {
+        return Some(traceparent);
     }
+    // No recorded span is current (sampled work's task spawned without its span): the work's.
     enabled().then(|| SCOPE.try_with(|scope| scope.context.traceparent()).ok()).flatten()
 }
 
@@ -296,7 +300,8 @@ pub fn current_traceparent() -> Option<String> {
 /// of sampled work), or the current work's unsampled trace, so that the callee does not sample
 /// what its caller did not.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
-    let traceparent = if recording() { traceparent_of(span) } else { current_traceparent() };
+    let traceparent =
+        if recording() { traceparent_of(span).or_else(current_traceparent) } else { current_traceparent() };
     if let Some(value) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(TRACEPARENT, value);
     }
@@ -305,7 +310,13 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 /// Marks `span` as failed (OpenTelemetry status `Error`) with a short reason.
 pub fn fail(span: &Span, reason: impl Into<std::borrow::Cow<'static, str>>) {
     if enabled() {
-        with_recording(span, |recording| recording.fail(reason.into().into_owned()));
+        // This span only: an unsampled one is not recorded, and its parent did not fail.
+        span.with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            let mut extensions = span.extensions_mut();
+            extensions.get_mut::<Recording>().map(|recording| recording.fail(reason.into().into_owned()))
+        });
     }
 }
 
