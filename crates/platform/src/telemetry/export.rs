@@ -449,7 +449,9 @@ impl Queue {
             return;
         }
         let end = now();
-        let queue = |encoded: &[u8]| {
+        let queue = |encoded: &mut Vec<u8>| {
+            encoded.clear();
+            wire::span(encoded, span, end);
             let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if pending.ends.len() >= self.capacity {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -463,17 +465,9 @@ impl Queue {
                 self.full_batch.notify_one();
             }
         };
-        let encoded_here = ENCODED.try_with(|encoded| {
-            let mut encoded = encoded.borrow_mut();
-            encoded.clear();
-            wire::span(&mut encoded, span, end);
-            queue(&encoded);
-        });
-        if encoded_here.is_err() {
-            // The thread is ending and its buffer is gone.
-            let mut encoded = Vec::new();
-            wire::span(&mut encoded, span, end);
-            queue(&encoded);
+        // A thread that is ending has no buffer left: the span gets one of its own.
+        if ENCODED.try_with(|encoded| queue(&mut encoded.borrow_mut())).is_err() {
+            queue(&mut Vec::new());
         }
     }
 
@@ -579,7 +573,6 @@ enum Protocol {
 
 /// How spans leave: `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*`, with the specification's defaults.
 /// Not `Debug`: the headers may hold a collector's credentials.
-#[derive(Clone)]
 struct Settings {
     protocol: Protocol,
     endpoint: String,
@@ -818,7 +811,8 @@ impl tonic::codec::Decoder for Encoded {
 
 struct Sender {
     transport: Result<Transport, String>,
-    headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, checked when read, made once for every request.
+    headers: HeaderMap,
     timeout: Duration,
     resource: Vec<u8>,
     scope: Vec<u8>,
@@ -852,9 +846,14 @@ impl Sender {
                 .map_err(|error| error.to_string()),
         };
         let (resource, scope) = prefix(resource);
+        let headers = settings
+            .headers
+            .iter()
+            .filter_map(|(key, value)| Some((HeaderName::try_from(key).ok()?, HeaderValue::try_from(value).ok()?)))
+            .collect();
         Self {
             transport,
-            headers: settings.headers.clone(),
+            headers,
             timeout: settings.timeout,
             resource,
             scope,
@@ -902,15 +901,8 @@ impl Sender {
         let kept = body.clone();
         let outcome = match &mut self.transport {
             Ok(Transport::Grpc(grpc)) => {
-                let mut request = tonic::Request::new(body);
-                for (key, value) in &self.headers {
-                    if let (Ok(key), Ok(value)) = (
-                        key.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
-                        value.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>(),
-                    ) {
-                        request.metadata_mut().insert(key, value);
-                    }
-                }
+                let metadata = tonic::metadata::MetadataMap::from_headers(self.headers.clone());
+                let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), body);
                 match grpc.ready().await {
                     Ok(()) => grpc
                         .unary::<Bytes, (), _>(request, PathAndQuery::from_static(EXPORT_PATH), Encoded)
@@ -952,19 +944,13 @@ impl Sender {
 async fn post(
     client: &HttpsClient,
     uri: &Uri,
-    headers: &[(String, String)],
+    headers: &HeaderMap,
     timeout: Duration,
     body: Bytes,
 ) -> Result<(), String> {
     let mut request = Request::post(uri.clone()).body(Full::new(body)).map_err(|e| e.to_string())?;
-    let mut map = HeaderMap::with_capacity(headers.len() + 1);
-    for (key, value) in headers {
-        if let (Ok(key), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
-            map.insert(key, value);
-        }
-    }
-    map.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-    *request.headers_mut() = map;
+    *request.headers_mut() = headers.clone();
+    request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
@@ -988,17 +974,23 @@ mod tests {
 
     /// What the exporter would send for what `queue` holds, decoded as a collector would.
     fn exported(queue: &Queue) -> Vec<OtlpSpan> {
-        let (resource, scope) = prefix(&super::resource("test", |_| None));
         let mut spans = Pending::default();
         let count = queue.take(&mut spans);
+        let decoded = decoded(&spans.bytes);
+        assert_eq!(decoded.len(), count);
+        decoded
+    }
+
+    /// The request made around encoded `spans`, decoded as a collector would.
+    fn decoded(spans: &[u8]) -> Vec<OtlpSpan> {
+        let (resource, scope) = prefix(&super::resource("test", |_| None));
         let mut request = Vec::new();
-        wire::request(&mut request, &resource, &scope, &spans.bytes);
+        wire::request(&mut request, &resource, &scope, spans);
         let decoded = ExportTraceServiceRequest::decode(request.as_slice()).expect("a valid OTLP request");
         let [resource_spans] = decoded.resource_spans.try_into().expect("one resource");
         assert!(resource_spans.resource.unwrap().attributes.iter().any(|a| a.key == "service.name"));
         let [scope_spans] = resource_spans.scope_spans.try_into().expect("one scope");
         assert_eq!(scope_spans.scope.unwrap().name, "emporium");
-        assert_eq!(scope_spans.spans.len(), count);
         scope_spans.spans
     }
 
@@ -1179,11 +1171,7 @@ mod tests {
         let batches: Vec<_> = taken.batches(2).collect();
         assert_eq!(batches.iter().map(|(_, count)| *count).collect::<Vec<_>>(), [2, 1]);
         assert_eq!(batches.iter().map(|(bytes, _)| bytes.len()).sum::<usize>(), taken.bytes.len());
-        let (resource, scope) = prefix(&super::resource("test", |_| None));
-        let mut request = Vec::new();
-        wire::request(&mut request, &resource, &scope, batches[1].0);
-        let decoded = ExportTraceServiceRequest::decode(request.as_slice()).unwrap();
-        let last = &decoded.resource_spans[0].scope_spans[0].spans;
+        let last = decoded(batches[1].0);
         assert_eq!(last.len(), 1);
         assert_eq!(attribute_of(&last[0], "n"), Some(&any_value::Value::IntValue(2)));
         assert_eq!(attribute_of(&last[0], "big"), Some(&any_value::Value::IntValue(-2_000_000_000_000)));

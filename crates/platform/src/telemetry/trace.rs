@@ -22,7 +22,10 @@ use std::{
 use http::{HeaderMap, HeaderValue};
 use rand::RngCore;
 use tracing::Span;
-use tracing_subscriber::{Registry, registry::LookupSpan};
+use tracing_subscriber::{
+    Registry,
+    registry::{LookupSpan, SpanRef},
+};
 
 use super::export::Recording;
 
@@ -252,13 +255,14 @@ impl TraceContext {
     }
 }
 
+/// `f` of `span` as the registry holds it (where the trace layer keeps its [`Recording`]).
+fn in_registry<R>(span: &Span, f: impl FnOnce(SpanRef<'_, Registry>) -> Option<R>) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| f(dispatch.downcast_ref::<Registry>()?.span(id)?)).flatten()
+}
+
 /// The context of `span`'s nearest recorded span (itself, or the closest above it).
 fn recorded(span: &Span) -> Option<TraceContext> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        registry.span(id)?.scope().find_map(|s| s.extensions().get::<Recording>().map(|r| r.context))
-    })
-    .flatten()
+    in_registry(span, |span| span.scope().find_map(|s| s.extensions().get::<Recording>().map(|r| r.context)))
 }
 
 fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -311,9 +315,7 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 pub fn fail(span: &Span, reason: impl Into<std::borrow::Cow<'static, str>>) {
     if enabled() {
         // This span only: an unsampled one is not recorded, and its parent did not fail.
-        span.with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
+        in_registry(span, |span| {
             let mut extensions = span.extensions_mut();
             extensions.get_mut::<Recording>().map(|recording| recording.fail(reason.into().into_owned()))
         });
